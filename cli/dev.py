@@ -1,0 +1,118 @@
+"""`taskcast dev`: Redis (found or started), the server and one worker, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from taskcast.cli import flags, redis_proc
+from taskcast.cli.show import console
+from taskcast.server.config import ServerSettings
+
+
+def _wait_healthy(address: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a process exited during start-up; see its log above")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not become healthy on {address}")
+
+
+def _wait_kinds(
+    url: str, prefix: str, procs: list[subprocess.Popen[bytes]], timeout: float
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while not client.hexists(f"{prefix}:kinds", "demo.sleep"):
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("the worker exited during start-up; see its log above")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not register its kinds")
+            time.sleep(0.05)  # the worker has no readiness signal but this registration
+    finally:
+        client.close()
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:  # server first: watchers are told to resume; then the worker finishes up
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(35)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything, print how to use it, stop everything on Ctrl-C."""
+    settings = flags.build(ServerSettings, args)
+    data_dir = Path(args.data_dir).resolve()
+    redis_child = None
+    if redis_proc.answers(settings.redis_url):
+        console.print(f"using the Redis at [bold]{settings.redis_url}[/]")
+    else:
+        redis_child = redis_proc.RedisProcess(data_dir / "redis").start()
+        settings = settings.model_copy(update={"redis_url": redis_child.url})
+        console.print(
+            f"started redis-server on port {redis_child.port} (AOF data in {redis_child.data_dir})"
+        )
+    env = flags.environ_with(settings)
+    exe = [sys.executable, "-m", "taskcast.cli.main"]
+    procs: list[subprocess.Popen[bytes]] = []  # server, worker
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        procs.append(subprocess.Popen([*exe, "server"], env=env, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [*exe, "worker", *args.modules, "--processes", "1"], env=env, start_new_session=True
+            )
+        )
+        host, _, port = settings.listen.rpartition(":")
+        address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}"
+        _wait_healthy(address, procs, 30)
+        _wait_kinds(settings.redis_url, settings.redis_prefix, procs, 30)
+        server_env = "" if address == "127.0.0.1:50051" else f"TASKCAST_SERVER={address} "
+        console.print(
+            f"\n[bold green]taskcast is up[/] on {address}. In another terminal:\n\n"
+            f"  {server_env}.venv/bin/taskcast submit demo.sleep "
+            '--json \'{"seconds": 3, "steps": 6}\' --watch\n\n'
+            "Ctrl-C stops everything started here.\n"
+        )
+        while not stopping.wait(0.5):
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                name = "server" if dead[0] is procs[0] else "worker"
+                console.print(f"[red]the {name} exited with {dead[0].returncode}; stopping[/]")
+                return 1
+        return 0
+    finally:
+        console.print("stopping ...")
+        _stop(procs)
+        if redis_child is not None:
+            redis_child.stop()
+        console.print("stopped.")

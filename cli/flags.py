@@ -1,0 +1,69 @@
+"""Every setting is a `TASKCAST_*` variable and the same-named flag: built from the models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def add(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
+    """One `--field-name` flag per settings field, with its description and default."""
+    group = parser.add_argument_group("settings (each also a TASKCAST_* environment variable)")
+    for name, info in model.model_fields.items():
+        env = f"TASKCAST_{name.upper()}"
+        flag = "--" + name.replace("_", "-")
+        if info.annotation is bool:
+            group.add_argument(
+                flag,
+                dest=f"setting_{name}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{info.description} [{env}, default {info.default}]",
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=f"setting_{name}",
+                default=None,
+                metavar=name.upper(),
+                help=f"{info.description} [{env}, default {info.default}]",
+            )
+
+
+def build(model: type[S], args: argparse.Namespace) -> S:
+    """The settings from flags over environment over defaults; exits with a clear message."""
+    given = {
+        k.removeprefix("setting_"): v
+        for k, v in vars(args).items()
+        if k.startswith("setting_") and v is not None
+    }
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(map(str, e['loc']))} (TASKCAST_{str(e['loc'][0]).upper()}): {e['msg']}"
+            for e in exc.errors()
+        ]
+        sys.exit("invalid settings:\n" + "\n".join(lines))
+
+
+def export(settings: BaseSettings) -> dict[str, str]:
+    """The settings as TASKCAST_* variables, for child processes."""
+    out: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        out[f"TASKCAST_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return out
+
+
+def environ_with(settings: BaseSettings, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """os.environ plus the settings (and extras) as variables."""
+    return {**os.environ, **export(settings), **{k: str(v) for k, v in (extra or {}).items()}}

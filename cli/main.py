@@ -1,0 +1,267 @@
+"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, ls, stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from taskcast.cli import flags
+
+EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
+
+
+def _server(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from taskcast.server.app import serve
+    from taskcast.server.config import ServerSettings
+
+    settings = flags.build(ServerSettings, args)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from taskcast.worker.settings import WorkerSettings
+
+    settings = flags.build(WorkerSettings, args)
+    os.environ.update(flags.export(settings))  # the worker processes build the same settings
+    # Read by dramatiq.worker at import: the longest idle pause between polls of a queue.
+    os.environ["dramatiq_worker_timeout"] = str(settings.poll_interval_ms)
+    from dramatiq import cli as dramatiq_cli
+
+    argv = [
+        "taskcast.worker.boot:setup",
+        *args.modules,
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+        "--worker-shutdown-timeout",
+        str(int(args.shutdown_timeout * 1000)),
+    ]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    return int(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(argv)) or 0)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from taskcast.client import TaskClient
+
+    return TaskClient(args.server)
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            sys.exit(f"--label takes key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _follow(client: Any, task_id: str, after: int, as_json: bool) -> int:
+    from taskcast.cli import show
+
+    in_output, final = False, None
+    for event in client.watch(task_id, after):
+        in_output = show.print_event(event, as_json=as_json, in_output=in_output)
+        if event.terminal:
+            final = event.state.value
+    if in_output:
+        show.console.out("")
+    return {"SUCCEEDED": 0, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}.get(final or "", 0)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    payload = args.json
+    if args.payload_file:
+        with open(args.payload_file) as f:
+            payload = f.read()
+    with _client(args) as client:
+        handle = client.submit(
+            args.kind,
+            payload or "{}",
+            queue=args.queue,
+            labels=_labels(args.label),
+            delay=args.delay,
+            max_attempts=args.max_attempts,
+            timeout=args.timeout,
+            idempotency_key=args.idempotency_key,
+        )
+        if args.output == "json" and not args.watch:
+            show.console.print_json(json.dumps(show.task_dict(handle.task)))
+        else:
+            show.console.print(f"[bold]{handle.id}[/]")
+        return _follow(client, handle.id, 0, args.output == "json") if args.watch else 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _follow(client, args.task_id, args.after, args.output == "json")
+
+
+def _get(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        show.console.print_json(json.dumps(show.task_dict(client.get(args.task_id))))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        task = client.cancel(args.task_id, args.reason)
+    show.console.print(
+        f"{task.id} {task.state.value}"
+        + (" (cancel requested; the handler is stopping)" if task.cancel_requested else "")
+    )
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        tasks = list(
+            client.list(
+                state=args.state, kind=args.kind, labels=_labels(args.label), limit=args.limit
+            )
+        )
+    if args.output == "json":
+        show.console.print_json(json.dumps([show.task_dict(t) for t in tasks]))
+    else:
+        show.console.print(show.tasks_table(tasks))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        for table in show.stats_tables(client.stats()):
+            show.console.print(table)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from taskcast.cli.dev import run
+
+    return run(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    from taskcast.server.config import ServerSettings
+    from taskcast.worker.settings import WorkerSettings
+
+    top = argparse.ArgumentParser(prog="taskcast", description="Slow work over gRPC, watched live.")
+    top.add_argument("--log-level", default=os.environ.get("TASKCAST_LOG_LEVEL", "INFO"))
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("server", help="run the gRPC server")
+    flags.add(p, ServerSettings)
+    p.set_defaults(fn=_server)
+
+    p = sub.add_parser("worker", help="run worker processes for the built-in kinds and MODULES")
+    p.add_argument("modules", nargs="*", metavar="MODULE", help="modules with @task kinds to serve")
+    p.add_argument("--processes", "-p", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", "-t", type=int, default=8, help="threads per process (default 8)")
+    p.add_argument("--queues", "-Q", nargs="*", help="consume only these queues (default: all)")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish on SIGTERM (default 30)",
+    )
+    flags.add(p, WorkerSettings)
+    p.set_defaults(fn=_worker)
+
+    p = sub.add_parser("dev", help="run Redis, the server and a worker on this machine")
+    p.add_argument("modules", nargs="*", metavar="MODULE", help="extra modules with @task kinds")
+    p.add_argument("--data-dir", default=".taskcast", help="where a Redis started here keeps data")
+    flags.add(p, ServerSettings)
+    p.set_defaults(fn=_dev)
+
+    def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--server",
+            default=None,
+            help="server address [TASKCAST_SERVER, default 127.0.0.1:50051]",
+        )
+        p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+        return p
+
+    p = client_parser("submit", "submit a task and print its id (with --watch, its events)")
+    p.add_argument("kind")
+    p.add_argument("--json", "-j", help="the payload, a JSON object")
+    p.add_argument("--payload-file", help="read the payload from a file")
+    p.add_argument("--queue")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--delay", type=float, help="seconds before the first attempt")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--timeout", type=float, help="time limit of one attempt, seconds")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--watch", "-w", action="store_true", help="follow its events until it ends")
+    p.set_defaults(fn=_submit)
+
+    p = client_parser("watch", "follow a task's events until it ends")
+    p.add_argument("task_id")
+    p.add_argument("--after", type=int, default=0, help="skip events up to this sequence")
+    p.set_defaults(fn=_watch)
+
+    p = client_parser("get", "print a task as JSON")
+    p.add_argument("task_id")
+    p.set_defaults(fn=_get)
+
+    p = client_parser("cancel", "cancel a task")
+    p.add_argument("task_id")
+    p.add_argument("--reason", default="")
+    p.set_defaults(fn=_cancel)
+
+    p = client_parser("ls", "list tasks, newest first")
+    p.add_argument("--state")
+    p.add_argument("--kind")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(fn=_ls)
+
+    p = client_parser("stats", "queue depths and per-kind counts")
+    p.set_defaults(fn=_stats)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from taskcast.client import RpcError, TaskcastError
+
+    try:
+        return int(args.fn(args))
+    except RpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        for field, desc in exc.violations:
+            print(f"  {field}: {desc}", file=sys.stderr)
+        return EXIT_ERROR
+    except TaskcastError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

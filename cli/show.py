@@ -1,0 +1,140 @@
+"""How the command prints tasks, events and stats (rich on a terminal, JSON on request)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from taskcast.client import Event, Stats, Task
+
+console = Console(highlight=False)
+STATE_STYLE = {
+    "PENDING": "cyan",
+    "RUNNING": "blue",
+    "RETRYING": "yellow",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "magenta",
+}
+
+
+def task_dict(t: Task) -> dict[str, Any]:
+    """A JSON-friendly view of a task."""
+    return {
+        "id": t.id,
+        "kind": t.kind,
+        "state": t.state.value,
+        "queue": t.queue,
+        "attempt": t.attempt,
+        "max_attempts": t.max_attempts,
+        "labels": t.labels,
+        "payload": t.payload,
+        "result": t.result,
+        "error": t.error and {"type": t.error.type, "message": t.error.message},
+        "progress": t.progress,
+        "created_at": t.created_at and t.created_at.isoformat(),
+        "finished_at": t.finished_at and t.finished_at.isoformat(),
+    }
+
+
+def event_line(e: Event) -> str | None:
+    """One line of rich markup for an event (None for output, which prints inline)."""
+    seq = f"[dim]#{e.sequence:<3}[/]"
+    if e.type == "state" and e.state is not None:
+        style = STATE_STYLE.get(e.state.value, "")
+        line = f"{seq} [{style}]{e.state.value}[/]"
+        if e.state.value in ("RUNNING", "RETRYING") or e.attempt > 1:
+            line += f" attempt {e.attempt}"
+        if e.error:
+            line += f" [red]{e.error.type}: {e.error.message}[/]"
+        if e.next_attempt_at:
+            line += f" next at {e.next_attempt_at.strftime('%H:%M:%S.%f')[:-3]}"
+        if e.result is not None:
+            line += f" result {json.dumps(e.result)}"
+        if e.message:
+            line += f" ({e.message})"
+        return line
+    if e.type == "progress":
+        return f"{seq} progress {e.progress or 0:.0%} {e.message}"
+    if e.type == "output_reset":
+        return f"{seq} [yellow]output of attempt {e.attempt} discarded[/]"
+    if e.type == "events_trimmed":
+        return f"[yellow]events before #{e.first_available_sequence} were trimmed[/]"
+    return None
+
+
+def print_event(e: Event, *, as_json: bool, in_output: bool) -> bool:
+    """Print one event; returns whether the cursor is now mid-output (after inline text)."""
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "sequence": e.sequence,
+                    "type": e.type,
+                    "state": e.state and e.state.value,
+                    "attempt": e.attempt,
+                    "progress": e.progress,
+                    "message": e.message,
+                    "text": e.text,
+                    "result": e.result,
+                    "error": e.error and e.error.message,
+                }
+            )
+        )
+        return False
+    if e.type == "output":
+        console.out(e.text, end="", highlight=False)
+        return not e.text.endswith("\n")
+    line = event_line(e)
+    if line is not None:
+        if in_output:
+            console.out("")
+        console.print(line)
+    return False
+
+
+def tasks_table(tasks: list[Task]) -> Table:
+    """`taskcast ls`."""
+    table = Table("id", "kind", "state", "attempt", "created", "labels")
+    for t in tasks:
+        created = t.created_at.strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
+        labels = ",".join(f"{k}={v}" for k, v in t.labels.items())
+        table.add_row(
+            t.id,
+            t.kind,
+            f"[{STATE_STYLE.get(t.state.value, '')}]{t.state.value}[/]",
+            f"{t.attempt}/{t.max_attempts}",
+            created,
+            labels,
+        )
+    return table
+
+
+def stats_tables(s: Stats) -> tuple[Table, Table]:
+    """`taskcast stats`."""
+    queues = Table("queue", "depth", "running", "delayed", "dead", title="queues")
+    for q in s.queues:
+        queues.add_row(q.name, str(q.depth), str(q.running), str(q.delayed), str(q.dead))
+    kinds = Table(
+        "kind",
+        "pending",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "p50",
+        "p90",
+        "p99",
+        title="kinds",
+    )
+    for k in s.kinds:
+        ms = [
+            f"{v * 1000:.0f} ms" if v is not None else "-"
+            for v in (k.run_time_p50, k.run_time_p90, k.run_time_p99)
+        ]
+        kinds.add_row(k.kind, *(str(n) for n in k.counts.values()), *ms)
+    return queues, kinds

@@ -1,0 +1,181 @@
+"""The client's exceptions, and the one table that maps gRPC status codes onto them.
+
+TaskcastError
+├── RpcError                    a call failed; `.code` keeps the grpc.StatusCode
+│   ├── InvalidArgumentError        the request is malformed (`.violations` per field)
+│   ├── NotFoundError               unknown task id
+│   ├── AlreadyExistsError          idempotency key used for a different request
+│   ├── FailedPreconditionError     e.g. cancelling a finished task
+│   ├── ResourceExhaustedError      a limit; retry later
+│   ├── UnauthenticatedError / PermissionDeniedError
+│   ├── UnavailableError            server or Redis down, or shutting down; retry
+│   └── DeadlineExceededError       the call's own timeout passed
+├── TaskFailedError             wait(): the task ended FAILED (`.error`)
+├── TaskCancelledError          wait(): the task ended CANCELLED
+└── WaitTimeoutError            wait(): the timeout passed first
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+
+__all__ = [
+    "AlreadyExistsError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "RpcError",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "TaskcastError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "WaitTimeoutError",
+    "from_grpc",
+]
+
+
+class TaskcastError(Exception):
+    """Root of every exception the client raises."""
+
+
+class RpcError(TaskcastError):
+    """A call failed with a gRPC status other than OK."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[Any] | None = None
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.details = details or []
+
+    @property
+    def violations(self) -> list[tuple[str, str]]:
+        """(field, description) pairs from a google.rpc.BadRequest detail."""
+        return [
+            (v.field, v.description)
+            for d in self.details
+            if isinstance(d, error_details_pb2.BadRequest)
+            for v in d.field_violations
+        ]
+
+
+class InvalidArgumentError(RpcError):
+    """INVALID_ARGUMENT: fix the request."""
+
+
+class NotFoundError(RpcError):
+    """NOT_FOUND: no such task (or it expired)."""
+
+
+class AlreadyExistsError(RpcError):
+    """ALREADY_EXISTS: the idempotency key was used for a different request."""
+
+
+class FailedPreconditionError(RpcError):
+    """FAILED_PRECONDITION: the task's state forbids this."""
+
+
+class ResourceExhaustedError(RpcError):
+    """RESOURCE_EXHAUSTED: a limit was hit; retry later."""
+
+
+class UnauthenticatedError(RpcError):
+    """UNAUTHENTICATED: missing or wrong credentials."""
+
+
+class PermissionDeniedError(RpcError):
+    """PERMISSION_DENIED: the credentials do not allow this."""
+
+
+class UnavailableError(RpcError):
+    """UNAVAILABLE: the server or its Redis is down or stopping; retry."""
+
+
+class DeadlineExceededError(RpcError):
+    """DEADLINE_EXCEEDED: the call's timeout passed."""
+
+
+class TaskFailedError(TaskcastError):
+    """The task ended FAILED; `.error` says why and `.task` is the final task."""
+
+    def __init__(self, task: Any) -> None:
+        err = task.error
+        super().__init__(
+            f"task {task.id} failed: {err.type}: {err.message}" if err else f"task {task.id} failed"
+        )
+        self.task = task
+        self.error = err
+
+
+class TaskCancelledError(TaskcastError):
+    """The task ended CANCELLED; `.task` is the final task."""
+
+    def __init__(self, task: Any) -> None:
+        super().__init__(f"task {task.id} was cancelled")
+        self.task = task
+
+
+class WaitTimeoutError(TaskcastError, TimeoutError):
+    """wait() gave up before the task finished; the task goes on."""
+
+
+_TABLE: dict[grpc.StatusCode, type[RpcError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+}
+
+# Codes after which a watch resumes from its last sequence instead of raising.
+RESUMABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def from_grpc(exc: grpc.RpcError) -> RpcError:
+    """The typed exception for a failed call (sync or asyncio), rich details unpacked."""
+    call: Any = exc  # sync errors are also grpc.Call; aio errors are AioRpcError
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
+    details: list[Any] = []
+    for key, value in call.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            details = _unpack(value)
+    return _TABLE.get(code, RpcError)(code, message, details)
+
+
+def _unpack(blob: bytes) -> list[Any]:
+    from google.rpc import status_pb2
+
+    status = status_pb2.Status.FromString(blob)
+    out: list[Any] = []
+    for detail in status.details:
+        for cls in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.ResourceInfo,
+        ):
+            if detail.Is(cls.DESCRIPTOR):
+                msg = cls()
+                detail.Unpack(msg)
+                out.append(msg)
+    return out

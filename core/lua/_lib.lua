@@ -1,0 +1,53 @@
+-- Shared prelude, prepended to every taskcast script (see core/scripts.py).
+-- ARGV[1] key prefix, ARGV[2] now (ms), ARGV[3] max events kept per task,
+-- ARGV[4] retention of finished tasks (s), ARGV[5] Dramatiq namespace; script args follow.
+-- Keys are built here from the prefix: like Dramatiq itself, taskcast needs one Redis, not a Cluster.
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local MAX_EVENTS = tonumber(ARGV[3])
+local RETENTION = tonumber(ARGV[4])
+local MQ = ARGV[5]
+local A = {}
+for i = 6, #ARGV do A[i - 5] = ARGV[i] end
+
+local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
+
+local function tkey(id) return P .. ":t:" .. id end
+
+-- Append one event to the task's stream (its sequence is the stream id) and publish it live.
+local function emit(id, fields)
+  local seq = redis.call("HINCRBY", tkey(id), "seq", 1)
+  table.insert(fields, "ts")
+  table.insert(fields, tostring(NOW))
+  redis.call("XADD", P .. ":e:" .. id, "MAXLEN", "~", MAX_EVENTS, seq .. "-0", unpack(fields))
+  redis.call("PUBLISH", P .. ":live", cjson.encode({id, seq, fields}))
+  return seq
+end
+
+-- Move a task between states: indexes, per-kind counts, per-queue running count.
+local function move(id, from, to)
+  local t = tkey(id)
+  local kind, queue, created = unpack(redis.call("HMGET", t, "kind", "queue", "created"))
+  if from then redis.call("ZREM", P .. ":idx:state:" .. from, id) end
+  redis.call("ZADD", P .. ":idx:state:" .. to, created, id)
+  local stats = P .. ":stats:kind:" .. kind
+  if from and not TERMINAL[from] then redis.call("HINCRBY", stats, from, -1) end
+  redis.call("HINCRBY", stats, to, 1)
+  if from == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, -1) end
+  if to == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, 1) end
+  redis.call("HSET", t, "state", to, "updated", NOW)
+  if from == "RUNNING" then redis.call("ZREM", P .. ":leases", id) end
+  if TERMINAL[to] then
+    redis.call("HSET", t, "finished", NOW)
+    redis.call("EXPIRE", t, RETENTION)
+    redis.call("EXPIRE", P .. ":e:" .. id, RETENTION)
+    local idem = redis.call("HGET", t, "idem")
+    if idem and idem ~= "" then redis.call("EXPIRE", P .. ":idem:" .. idem, RETENTION) end
+  end
+end
+
+-- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does.
+local function enqueue(queue, rid, data)
+  redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
+  redis.call("RPUSH", MQ .. ":" .. queue, rid)
+end

@@ -1,0 +1,14 @@
+-- A: id, reason. Returns {"cancelled"}, {"requested"}, {"finished", state} or {"missing"}.
+local id, reason = A[1], A[2]
+local t = tkey(id)
+local state, attempt = unpack(redis.call("HMGET", t, "state", "attempt"))
+if not state then return {"missing"} end
+if TERMINAL[state] then return {"finished", state} end
+if state == "RUNNING" then
+  redis.call("HSET", t, "cancel", "1", "cancel_reason", reason, "updated", NOW)
+  redis.call("PUBLISH", P .. ":cancel", id)
+  return {"requested"}
+end
+move(id, state, "CANCELLED")
+emit(id, {"type", "state", "state", "CANCELLED", "attempt", attempt, "reason", reason})
+return {"cancelled"}

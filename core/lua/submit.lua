@@ -1,0 +1,23 @@
+-- A: id, kind, queue, payload, labels_json, max_attempts, not_before, timeout_ms,
+--    idempotency key, fingerprint, mq queue (Q or Q.DQ), message id, message data, label keys...
+-- Returns {1, id} when created, {0, existing id, existing fingerprint} for a known key.
+local id, kind, queue, payload, labels, max_attempts, not_before, timeout_ms,
+      idem, fp, mq_queue, rid, data = unpack(A, 1, 13)
+if idem ~= "" then
+  local existing = redis.call("GET", P .. ":idem:" .. idem)
+  if existing then
+    local sep = string.find(existing, "|", 1, true)
+    return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+  end
+  redis.call("SET", P .. ":idem:" .. idem, id .. "|" .. fp)
+end
+redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", payload,
+  "labels", labels, "attempt", 0, "max_attempts", max_attempts, "created", NOW, "updated", NOW,
+  "not_before", not_before, "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", 0)
+redis.call("ZADD", P .. ":idx:all", NOW, id)
+redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
+for i = 14, #A do redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id) end
+move(id, nil, "PENDING")
+emit(id, {"type", "state", "state", "PENDING", "attempt", "0"})
+enqueue(mq_queue, rid, data)
+return {1, id}

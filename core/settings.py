@@ -1,0 +1,33 @@
+"""The settings every taskcast process shares; each process builds one frozen object at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskcast.core.scripts import Layout
+
+
+class CommonSettings(BaseSettings):
+    """Redis location and the data layout; read from `TASKCAST_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKCAST_", frozen=True, extra="ignore")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for state, events and queues"
+    )
+    redis_prefix: str = Field("taskcast", description="prefix of every key taskcast writes")
+    retention: float = Field(7 * 24 * 3600, gt=0, description="seconds a finished task is kept")
+    max_events: int = Field(10_000, ge=10, description="events kept per task (older ones trimmed)")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def layout(self) -> Layout:
+        """The key layout these settings describe."""
+        return Layout(self.redis_prefix, self.max_events, int(self.retention))

@@ -1,0 +1,91 @@
+"""Building and running the gRPC server: `create_server` for tests, `serve` for the command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from taskcast.server.config import ServerSettings
+from taskcast.server.fanout import Fanout
+from taskcast.server.servicer import TaskService
+from taskcast.server.store import ServerStore, connect
+from taskcast.v1 import tasks_pb2, tasks_pb2_grpc
+
+log = logging.getLogger("taskcast.server")
+SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+@dataclass
+class Running:
+    """A started server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    service: TaskService
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Health NOT_SERVING, streams told to resume elsewhere, in-flight unary calls finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.service.fanout.stop()
+        await self.server.stop(grace)
+        await self.service.store.client.aclose()
+
+
+async def create_server(settings: ServerSettings) -> Running:
+    """Start a server on `settings.listen` (port 0 picks a free port); returns it running."""
+    client = connect(settings.redis_url)
+    store = ServerStore(client, settings.layout)
+    fanout = Fanout(client, settings.layout.key("live"), settings.watcher_buffer)
+    fanout.start()
+    service = TaskService(store, fanout, settings)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", settings.max_payload_bytes + (64 << 10)),
+        ]
+    )
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    try:  # watchers are correct either way (they resync when it connects); this is for the log
+        await asyncio.wait_for(fanout.connected.wait(), timeout=5)
+    except TimeoutError:
+        log.warning(
+            "redis at %s does not answer yet; serving UNAVAILABLE until it does", settings.redis_url
+        )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Running(server, port, service, health_servicer)
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    running = await create_server(settings)
+    host = settings.listen.rpartition(":")[0]
+    log.info(
+        "taskcast server listening on %s:%d (redis %s)", host, running.port, settings.redis_url
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", settings.grace)
+    await running.stop(settings.grace)

@@ -1,0 +1,31 @@
+"""Server settings: one frozen object per server process, from `TASKCAST_*` variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from taskcast.core.settings import CommonSettings
+
+
+class ServerSettings(CommonSettings):
+    """What the gRPC server needs; every field is also a `taskcast server` flag."""
+
+    listen: str = Field("127.0.0.1:50051", description="address the gRPC server binds")
+    keepalive: float = Field(
+        15.0, gt=0, description="seconds between keep-alive events on idle watch streams"
+    )
+    accept_any_kind: bool = Field(False, description="accept kinds no worker has registered")
+    max_payload_bytes: int = Field(1 << 20, ge=2, description="largest payload_json accepted")
+    max_watchers: int = Field(20_000, ge=1, description="concurrent WatchTask streams per process")
+    watcher_buffer: int = Field(
+        1024, ge=8, description="events buffered per watcher before it is told to resume"
+    )
+    grace: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:50051 or [::]:50051")
+        return value

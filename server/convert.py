@@ -1,0 +1,117 @@
+"""Records to protobuf messages and back. Nothing else in the server touches `_pb2` types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from taskcast.core.records import EventRecord, TaskError, TaskRecord
+from taskcast.core.states import State
+from taskcast.v1 import tasks_pb2 as pb
+
+
+def ts(ms: int) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp from epoch milliseconds; None for 0 (unset)."""
+    if not ms:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromMilliseconds(ms)
+    return out
+
+
+def dur(ms: int | None) -> duration_pb2.Duration | None:
+    """A Duration from milliseconds; None for None."""
+    if ms is None:
+        return None
+    out = duration_pb2.Duration()
+    out.FromMilliseconds(ms)
+    return out
+
+
+def state_to_pb(state: State) -> pb.TaskState.ValueType:
+    """`RUNNING` -> `TASK_STATE_RUNNING`."""
+    return pb.TaskState.Value(f"TASK_STATE_{state.value}")
+
+
+def state_from_pb(value: int) -> State | None:
+    """The inverse; None for UNSPECIFIED."""
+    if value == pb.TASK_STATE_UNSPECIFIED:
+        return None
+    return State(pb.TaskState.Name(value).removeprefix("TASK_STATE_"))  # type: ignore[arg-type]
+
+
+def error_to_pb(err: TaskError | None) -> pb.TaskError | None:
+    """A TaskError message, or None."""
+    if err is None:
+        return None
+    return pb.TaskError(type=err.type, message=err.message, retryable=err.retryable)
+
+
+def task_to_pb(t: TaskRecord) -> pb.Task:
+    """The public view of a stored task."""
+    progress = None
+    if t.progress_fraction is not None:
+        progress = pb.Progress(fraction=t.progress_fraction, message=t.progress_message)
+    return pb.Task(
+        id=t.id,
+        kind=t.kind,
+        queue=t.queue,
+        state=state_to_pb(t.state),
+        payload_json=t.payload,
+        labels=t.labels,
+        attempt=t.attempt,
+        max_attempts=t.max_attempts,
+        create_time=ts(t.created),
+        update_time=ts(t.updated),
+        start_time=ts(t.started),
+        finish_time=ts(t.finished),
+        not_before_time=ts(t.not_before),
+        timeout=dur(t.timeout_ms),
+        result_json=t.result,
+        error=error_to_pb(t.error),
+        last_sequence=t.last_sequence,
+        idempotency_key=t.idempotency_key,
+        cancel_requested=t.cancel_requested,
+        progress=progress,
+        time_to_first_output=dur(t.time_to_first_output_ms),
+    )
+
+
+def event_to_pb(e: EventRecord) -> pb.TaskEvent:
+    """The public view of a stored event."""
+    f = e.fields
+    out = pb.TaskEvent(task_id=e.task_id, sequence=e.sequence, time=ts(int(f.get("ts", 0))))
+    attempt = int(f.get("attempt") or 0)
+    if e.type == "state":
+        change = out.state_changed
+        change.state = state_to_pb(State(f["state"]))
+        change.attempt = attempt
+        change.result_json = f.get("result", "")
+        change.reason = f.get("reason", "")
+        error = error_to_pb(TaskError.from_json(f.get("error", "")))
+        if error is not None:
+            change.error.CopyFrom(error)
+        if f.get("next"):
+            change.next_attempt_time.FromMilliseconds(int(f["next"]))
+    elif e.type == "progress":
+        out.progress.fraction = float(f.get("fraction", 0))
+        out.progress.message = f.get("message", "")
+    elif e.type == "output":
+        out.output.text = f.get("text", "")
+        out.output.attempt = attempt
+    elif e.type == "reset":
+        out.output_reset.attempt = attempt
+    return out
+
+
+def keep_alive(task_id: str, now: Any) -> pb.TaskEvent:
+    """The unstored heartbeat of an idle stream."""
+    return pb.TaskEvent(task_id=task_id, sequence=0, time=now, keep_alive=pb.KeepAlive())
+
+
+def trimmed(task_id: str, first: int) -> pb.TaskEvent:
+    """Tells a watcher that events before `first` are gone."""
+    return pb.TaskEvent(
+        task_id=task_id, sequence=0, events_trimmed=pb.EventsTrimmed(first_available_sequence=first)
+    )

@@ -1,0 +1,174 @@
+"""Domain errors with their gRPC status, and the one place that turns them into aborts.
+
+ServiceError
+├── InvalidArgument      INVALID_ARGUMENT + google.rpc.BadRequest field violations
+├── NotFound             NOT_FOUND + ResourceInfo
+├── AlreadyExists        ALREADY_EXISTS (idempotency key reused for another request)
+├── FailedPrecondition   FAILED_PRECONDITION + PreconditionFailure
+├── ResourceExhausted    RESOURCE_EXHAUSTED + RetryInfo (too many watchers, slow watcher)
+└── Unavailable          UNAVAILABLE + RetryInfo (Redis down, server shutting down)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
+
+import grpc
+import redis
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger("taskcast.server")
+
+
+class ServiceError(Exception):
+    """An RPC outcome other than OK, with a message a person can act on."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+
+    def details(self) -> list[Any]:
+        """Rich error details (google.rpc messages) to attach."""
+        return []
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; `violations` name each bad field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+        self.violations = violations
+
+    def details(self) -> list[Any]:
+        """A BadRequest with one violation per field."""
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.violations
+                ]
+            )
+        ]
+
+
+class NotFound(ServiceError):
+    """No task with that id (never existed, or expired after its retention)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} not found (unknown id, or finished and past retention)")
+        self.task_id = task_id
+
+    def details(self) -> list[Any]:
+        """A ResourceInfo naming the task."""
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type="taskcast.v1.Task", resource_name=self.task_id
+            )
+        ]
+
+
+class AlreadyExists(ServiceError):
+    """The idempotency key belongs to a different request."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ServiceError):
+    """The task is in a state that forbids the request."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, *, subject: str, type_: str = "STATE") -> None:
+        super().__init__(message)
+        self.subject, self.type_ = subject, type_
+
+    def details(self) -> list[Any]:
+        """A PreconditionFailure naming the task."""
+        violation = error_details_pb2.PreconditionFailure.Violation(
+            type=self.type_, subject=self.subject, description=str(self)
+        )
+        return [error_details_pb2.PreconditionFailure(violations=[violation])]
+
+
+class _Retryable(ServiceError):
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> list[Any]:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(self.retry_after * 1000))
+        return [error_details_pb2.RetryInfo(retry_delay=delay)]
+
+
+class ResourceExhausted(_Retryable):
+    """A limit was hit; retry later (a slow watcher resumes from its last sequence)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(_Retryable):
+    """A dependency is down or the server is stopping; retry, maybe elsewhere."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _translate(exc: BaseException) -> ServiceError:
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        log.warning("redis unavailable: %s", exc)
+        return Unavailable("task store (Redis) unavailable; retry shortly")
+    log.exception("unexpected error")
+    return ServiceError("internal error; the server log has the details")
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """End the RPC with the status `exc` maps to, with rich details in the trailers."""
+    err = _translate(exc)
+    packed = []
+    for detail in err.details():
+        box = any_pb2.Any()
+        box.Pack(detail)
+        packed.append(box)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=err.code.value[0], message=str(err), details=packed)
+    )
+    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map every error a handler raises (unary or server-streaming) through `abort`."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(self: Any, request: Any, context: Any) -> Any:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except (grpc.aio.AbortError, GeneratorExit):
+                raise
+            except Exception as exc:
+                await abort(context, exc)
+
+        return stream
+
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    return unary

@@ -1,0 +1,130 @@
+"""Live events for every watcher of this process from one Redis subscription.
+
+Each watcher owns a bounded queue. The reader never waits for a watcher: when a queue is full the
+watcher is marked `overflowed` and told (by its handler) to resume from its last sequence. When
+the subscription drops, every watcher is told to `resync`: it re-reads the task's stream from its
+last sequence, so an event published while nobody listened is still delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Final, TypeAlias
+
+import redis.asyncio as aredis
+
+from taskcast.core.records import EventRecord
+
+log = logging.getLogger("taskcast.server")
+
+RESYNC: Final = "resync"
+SHUTDOWN: Final = "shutdown"
+Item: TypeAlias = EventRecord | str
+
+
+class Watcher:
+    """One WatchTask stream's inbox."""
+
+    def __init__(self, task_id: str, size: int) -> None:
+        self.task_id = task_id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
+        self.overflowed = False
+
+    def offer(self, item: Item) -> None:
+        """Deliver without waiting; a full inbox marks the watcher as overflowed."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def signal(self, item: str) -> None:
+        """Deliver a control item (resync, shutdown), making room for it if needed."""
+        if self.queue.full():
+            self.overflowed = True
+            self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+
+class Fanout:
+    """Routes the live channel to the watchers registered for each task."""
+
+    def __init__(self, client: aredis.Redis, channel: str, buffer: int) -> None:
+        self.client = client
+        self.channel = channel
+        self.buffer = buffer
+        self.watchers: dict[str, set[Watcher]] = {}
+        self.count = 0
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the reader task on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="taskcast-fanout")
+
+    async def stop(self) -> None:
+        """Tell every watcher the server is going away, then stop reading."""
+        for group in self.watchers.values():
+            for w in group:
+                w.signal(SHUTDOWN)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def watch(self, task_id: str) -> Iterator[Watcher]:
+        """Register a watcher for the duration of a stream."""
+        w = Watcher(task_id, self.buffer)
+        self.watchers.setdefault(task_id, set()).add(w)
+        self.count += 1
+        try:
+            yield w
+        finally:
+            self.count -= 1
+            group = self.watchers.get(task_id)
+            if group is not None:
+                group.discard(w)
+                if not group:
+                    del self.watchers[task_id]
+
+    def _broadcast(self, item: str) -> None:
+        for group in self.watchers.values():
+            for w in group:
+                w.signal(item)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self.client.pubsub() as sub:
+                    await sub.subscribe(self.channel)
+                    # Whatever was published before this subscription existed is in the streams.
+                    self._broadcast(RESYNC)
+                    self.connected.set()
+                    delay = 0.1
+                    await self._read(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: log, back off, resubscribe, resync
+                log.warning("live event subscription lost (%s); reconnecting in %.1fs", exc, delay)
+                self._broadcast(RESYNC)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read(self, sub: aredis.client.PubSub) -> None:
+        while True:
+            msg = await sub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            if msg is None or msg["type"] != "message":
+                continue
+            try:
+                event = EventRecord.from_live(msg["data"])
+            except ValueError:
+                log.warning("ignoring malformed live event %r", msg["data"][:200])
+                continue
+            for w in self.watchers.get(event.task_id, ()):
+                w.offer(event)

@@ -1,0 +1,267 @@
+"""TaskService: protobuf in, domain calls, protobuf out. The logic lives in store and fanout."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from taskcast.core.scripts import now_ms
+from taskcast.server import convert, validation
+from taskcast.server.config import ServerSettings
+from taskcast.server.errors import InvalidArgument, ResourceExhausted, Unavailable, guard
+from taskcast.server.fanout import RESYNC, SHUTDOWN, Fanout
+from taskcast.server.store import KindInfo, NewTask, ServerStore
+from taskcast.v1 import tasks_pb2 as pb
+from taskcast.v1 import tasks_pb2_grpc as pb_grpc
+
+Context = Any  # grpc.aio.ServicerContext; generic in the stubs, not at run time
+ANY_KIND = KindInfo(queue="default", max_attempts=3, timeout_ms=600_000)
+
+
+class TaskService(pb_grpc.TaskServiceServicer):
+    """The gRPC face of taskcast."""
+
+    def __init__(self, store: ServerStore, fanout: Fanout, settings: ServerSettings) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.settings = settings
+
+    @guard
+    async def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: Context
+    ) -> pb.SubmitTaskResponse:
+        new = await self._new_task(request)
+        record, created = await self.store.submit(uuid.uuid4().hex, new)
+        return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
+
+    async def _new_task(self, r: pb.SubmitTaskRequest) -> NewTask:
+        p = validation.Problems()
+        validation.kind(r.kind, p)
+        payload = validation.payload(r.payload_json, self.settings.max_payload_bytes, p)
+        validation.queue(r.queue, p)
+        validation.labels(dict(r.labels), p)
+        if r.idempotency_key:
+            validation.idempotency_key(r.idempotency_key, p)
+        delay_ms = r.delay.ToMilliseconds() if r.HasField("delay") else 0
+        if r.HasField("delay") and r.HasField("not_before"):
+            p.add("delay", "give delay or not_before, not both")
+        if not 0 <= delay_ms <= validation.MAX_DELAY_MS:
+            p.add("delay", "must be between 0 and 7 days")
+        not_before = r.not_before.ToMilliseconds() if r.HasField("not_before") else 0
+        if not_before > now_ms() + validation.MAX_DELAY_MS:
+            p.add("not_before", "must be within 7 days from now")
+        if not 0 <= r.max_attempts <= validation.MAX_ATTEMPTS:
+            p.add(
+                "max_attempts",
+                f"must be between 1 and {validation.MAX_ATTEMPTS} (0: the kind's default)",
+            )
+        timeout_ms = r.timeout.ToMilliseconds() if r.HasField("timeout") else 0
+        if r.HasField("timeout") and not 0 < timeout_ms <= validation.MAX_TIMEOUT_MS:
+            p.add("timeout", "must be more than 0 and at most 24 hours")
+        p.check()
+        info = await self._kind(r.kind)
+        if delay_ms:
+            not_before = now_ms() + delay_ms
+        return NewTask(
+            kind=r.kind,
+            queue=r.queue or info.queue,
+            payload=payload,
+            labels=dict(r.labels),
+            max_attempts=r.max_attempts or info.max_attempts,
+            timeout_ms=timeout_ms or info.timeout_ms,
+            not_before_ms=not_before,
+            idempotency_key=r.idempotency_key,
+            fingerprint=validation.fingerprint(
+                r.kind,
+                validation.canonical_payload(payload),
+                r.queue,
+                sorted(r.labels.items()),
+                delay_ms,
+                r.not_before.ToMilliseconds() if r.HasField("not_before") else 0,
+                r.max_attempts,
+                timeout_ms,
+            ),
+        )
+
+    async def _kind(self, kind: str) -> KindInfo:
+        kinds = await self.store.kinds()
+        if kind not in kinds:
+            kinds = await self.store.kinds(refresh=True)
+        if kind in kinds:
+            return kinds[kind]
+        if self.settings.accept_any_kind:
+            return ANY_KIND
+        known = ", ".join(sorted(kinds)) or "none yet: start a worker first"
+        raise InvalidArgument(
+            [("kind", f"{kind!r} is not served by any worker; known kinds: {known}")]
+        )
+
+    @guard
+    async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
+        _check_id(request.task_id)
+        return pb.GetTaskResponse(task=convert.task_to_pb(await self.store.get(request.task_id)))
+
+    @guard
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Context
+    ) -> pb.CancelTaskResponse:
+        _check_id(request.task_id)
+        if len(request.reason) > 1024:
+            raise InvalidArgument([("reason", "must be at most 1024 characters")])
+        record = await self.store.cancel(request.task_id, request.reason or "cancelled by request")
+        return pb.CancelTaskResponse(task=convert.task_to_pb(record))
+
+    @guard
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
+        p = validation.Problems()
+        if request.kind:
+            validation.kind(request.kind, p)
+        validation.labels(dict(request.labels), p)
+        if not 0 <= request.page_size <= 1000:
+            p.add("page_size", "must be between 1 and 1000 (0: 50)")
+        if request.state not in pb.TaskState.values():
+            p.add("state", f"unknown state {request.state}")
+        cursor = _decode_token(request.page_token, p)
+        p.check()
+        tasks, nxt = await self.store.page(
+            state=convert.state_from_pb(request.state),
+            kind=request.kind,
+            labels=dict(request.labels),
+            page_size=request.page_size or 50,
+            cursor=cursor,
+        )
+        return pb.ListTasksResponse(
+            tasks=[convert.task_to_pb(t) for t in tasks], next_page_token=_encode_token(nxt)
+        )
+
+    @guard
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
+        queues, kinds = await self.store.stats()
+        out = pb.GetStatsResponse(queues=[pb.QueueStats(**q) for q in queues])
+        for k in kinds:
+            samples, counts = k["samples"], {s.value.lower(): n for s, n in k["counts"].items()}
+            ks = pb.KindStats(kind=k["kind"], run_time_samples=len(samples), **counts)
+            if samples:
+                for field, q in (
+                    ("run_time_p50", 0.5),
+                    ("run_time_p90", 0.9),
+                    ("run_time_p99", 0.99),
+                ):
+                    getattr(ks, field).FromMilliseconds(
+                        samples[min(len(samples) - 1, int(q * len(samples)))]
+                    )
+            out.kinds.append(ks)
+        return out
+
+    @guard
+    async def WatchTask(
+        self, request: pb.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[pb.TaskEvent]:
+        _check_id(request.task_id)
+        if request.after_sequence < 0:
+            raise InvalidArgument([("after_sequence", "must be 0 or more")])
+        if self.fanout.count >= self.settings.max_watchers:
+            raise ResourceExhausted(
+                f"this server already has {self.fanout.count} watchers; "
+                "retry later or use another replica",
+                retry_after=1.0,
+            )
+        await self.store.get(request.task_id)  # NOT_FOUND before the stream starts
+        with self.fanout.watch(request.task_id) as inbox:
+            async for event in self._stream(request.task_id, request.after_sequence, inbox):
+                yield event
+
+    async def _stream(self, task_id: str, last: int, inbox: Any) -> AsyncIterator[pb.TaskEvent]:
+        """Replay, then live events; re-read the stream whenever the live feed may have a gap."""
+        catch_up = True
+        while True:
+            if catch_up:
+                catch_up = False
+                async for event in self._replay(task_id, last):
+                    yield event
+                    if event.sequence:
+                        last = event.sequence
+                    if event.HasField("state_changed") and _terminal(event):
+                        return
+                mark = await self.store.mark(task_id)
+                if mark is None or (mark[0].terminal and mark[1] <= last):
+                    return  # expired under us, or the caller has seen the end already
+            try:
+                item = await asyncio.wait_for(inbox.queue.get(), self.settings.keepalive)
+            except TimeoutError:
+                # Idle: a cheap check that nothing was missed, else a keep-alive.
+                mark = await self.store.mark(task_id)
+                if mark is None:
+                    return
+                if mark[1] > last:
+                    catch_up = True
+                else:
+                    now = timestamp_pb2.Timestamp()
+                    now.GetCurrentTime()
+                    yield convert.keep_alive(task_id, now)
+                continue
+            if item == SHUTDOWN:
+                raise Unavailable(f"server shutting down; resume with after_sequence={last}", 0.1)
+            if inbox.overflowed:
+                raise ResourceExhausted(
+                    f"watcher fell behind the live events; resume with after_sequence={last}", 0.1
+                )
+            if item == RESYNC:
+                catch_up = True
+                continue
+            if item.sequence <= last:
+                continue  # already sent during replay
+            if item.sequence > last + 1:
+                catch_up = True  # a gap in the live feed: the stream has the missing events
+                continue
+            last = item.sequence
+            yield convert.event_to_pb(item)
+            if item.terminal:
+                return
+
+    async def _replay(self, task_id: str, last: int) -> AsyncIterator[pb.TaskEvent]:
+        first = True
+        async for record in self.store.events_after(task_id, last):
+            if first and record.sequence > last + 1:
+                yield convert.trimmed(task_id, record.sequence)
+            first = False
+            yield convert.event_to_pb(record)
+
+
+def _terminal(event: pb.TaskEvent) -> bool:
+    return event.state_changed.state in (
+        pb.TASK_STATE_SUCCEEDED,
+        pb.TASK_STATE_FAILED,
+        pb.TASK_STATE_CANCELLED,
+    )
+
+
+def _check_id(task_id: str) -> None:
+    p = validation.Problems()
+    validation.task_id(task_id, p)
+    p.check()
+
+
+def _encode_token(cursor: tuple[int, str] | None) -> str:
+    if cursor is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode()
+
+
+def _decode_token(token: str, p: validation.Problems) -> tuple[int, str] | None:
+    if not token:
+        return None
+    try:
+        score, _, member = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        return int(score), member
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        p.add("page_token", "is not a token this server issued; start again without one")
+        return None

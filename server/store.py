@@ -1,0 +1,271 @@
+"""The server's side of the Redis model: submit, read, cancel, list, count. Asyncio only."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from taskcast.core import messages, scripts
+from taskcast.core.records import EventRecord, TaskRecord
+from taskcast.core.scripts import Layout
+from taskcast.core.states import ACTIVE, TERMINAL, State
+from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated submission."""
+
+    kind: str
+    queue: str
+    payload: str
+    labels: dict[str, str]
+    max_attempts: int
+    timeout_ms: int
+    not_before_ms: int
+    idempotency_key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Defaults a worker registered for a kind."""
+
+    queue: str
+    max_attempts: int
+    timeout_ms: int
+
+
+def connect(url: str) -> aredis.Redis:
+    """A client that fails fast: a down Redis must become UNAVAILABLE well under a second."""
+    return aredis.Redis.from_url(
+        url,
+        socket_connect_timeout=0.5,
+        socket_timeout=5,
+        health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
+class ServerStore:
+    """Asynchronous access to tasks and events for the gRPC handlers."""
+
+    def __init__(self, client: aredis.Redis, layout: Layout) -> None:
+        # redis-py's return types are unions over sync/async and bytes/str; replies are decoded
+        # explicitly where they are read instead.
+        self.client: Any = client
+        self.layout = layout
+        self._scripts = scripts.register(client)
+        self._kinds: dict[str, KindInfo] = {}
+        self._kinds_read = 0.0
+
+    async def _run(self, name: str, task_id: str, args: list[Any]) -> Any:
+        keys = [self.layout.task(task_id)]
+        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+
+    async def kinds(self, *, refresh: bool = False) -> dict[str, KindInfo]:
+        """Kinds workers registered; re-read at most once a second, or when asked to."""
+        if not self._kinds_read or (refresh and time.monotonic() - self._kinds_read > 1.0):
+            raw = await self.client.hgetall(self.layout.key("kinds"))
+            self._kinds = {k.decode(): _kind_info(v) for k, v in raw.items()}
+            self._kinds_read = time.monotonic()
+        return self._kinds
+
+    async def submit(self, task_id: str, new: NewTask) -> tuple[TaskRecord, bool]:
+        """Record the task, its PENDING event and its first message in one step.
+
+        Returns the task and whether it was created (False: an idempotent resubmission).
+        """
+        msg = messages.encode(
+            task_id=task_id,
+            kind=new.kind,
+            queue=new.queue,
+            attempt=1,
+            timeout_ms=new.timeout_ms,
+            eta_ms=new.not_before_ms or None,
+        )
+        labels = [f"{k}={v}" for k, v in sorted(new.labels.items())]
+        # Without a caller's key the task id serves as one: a submit retried by redis-py after a
+        # lost reply then finds its own record instead of writing a second PENDING event.
+        idem = new.idempotency_key or f"~{task_id}"
+        reply = await self._run(
+            "submit",
+            task_id,
+            [
+                task_id,
+                new.kind,
+                new.queue,
+                new.payload,
+                json.dumps(new.labels),
+                new.max_attempts,
+                new.not_before_ms,
+                new.timeout_ms,
+                idem,
+                new.fingerprint,
+                msg.queue,
+                msg.redis_id,
+                msg.data,
+                *labels,
+            ],
+        )
+        created, existing = reply[0] == 1, reply[1].decode()
+        if not created and reply[2].decode() != new.fingerprint:
+            raise AlreadyExists(
+                f"idempotency_key {new.idempotency_key!r} was used by task "
+                f"{existing} with a different request"
+            )
+        return await self.get(existing), created or existing == task_id
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """One task; NotFound when unknown or expired."""
+        raw = await self.client.hgetall(self.layout.task(task_id))
+        if not raw:
+            raise NotFound(task_id)
+        return TaskRecord.from_hash(raw)
+
+    async def cancel(self, task_id: str, reason: str) -> TaskRecord:
+        """Cancel now (PENDING, RETRYING) or ask the running attempt to stop."""
+        reply = await self._run("cancel", task_id, [task_id, reason])
+        outcome = reply[0].decode()
+        if outcome == "missing":
+            raise NotFound(task_id)
+        if outcome == "finished":
+            state = reply[1].decode()
+            raise FailedPrecondition(
+                f"task {task_id} already finished ({state}); nothing to cancel",
+                subject=f"taskcast.v1.Task/{task_id}",
+            )
+        return await self.get(task_id)
+
+    async def mark(self, task_id: str) -> tuple[State, int] | None:
+        """The task's state and newest event's sequence, or None when the task is gone."""
+        state, seq = await self.client.hmget(self.layout.task(task_id), "state", "seq")
+        return None if state is None else (State(state.decode()), int(seq))
+
+    async def events_after(
+        self, task_id: str, after: int, batch: int = 500
+    ) -> AsyncIterator[EventRecord]:
+        """Stored events with a sequence greater than `after`, in order."""
+        key, start = self.layout.events(task_id), f"({after}-0"
+        while True:
+            entries = await self.client.xrange(key, min=start, max="+", count=batch)
+            for entry_id, fields in entries:
+                yield EventRecord.from_stream(task_id, entry_id, fields)
+            if len(entries) < batch:
+                return
+            start = f"({entries[-1][0].decode()}"
+
+    async def page(
+        self,
+        *,
+        state: State | None,
+        kind: str,
+        labels: dict[str, str],
+        page_size: int,
+        cursor: tuple[int, str] | None,
+    ) -> tuple[list[TaskRecord], tuple[int, str] | None]:
+        """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
+        index = self._pick_index(state, kind, labels)
+        found: list[TaskRecord] = []
+        top: float | str = cursor[0] if cursor else "+inf"
+        scanned, budget = 0, max(page_size * 20, 1000)
+        while len(found) < page_size and scanned < budget:
+            rows = await self.client.zrevrangebyscore(
+                index, top, "-inf", start=0, num=page_size * 2 + 1, withscores=True
+            )
+            rows = [(m.decode(), int(s)) for m, s in rows]
+            if cursor:
+                rows = [
+                    (m, s) for m, s in rows if s < cursor[0] or (s == cursor[0] and m < cursor[1])
+                ]
+            if not rows:
+                return found, None
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member, _ in rows:
+                    pipe.hgetall(self.layout.task(member))
+                hashes = await pipe.execute()
+            for (member, score), raw in zip(rows, hashes, strict=True):
+                scanned += 1
+                cursor = (score, member)
+                if not raw:
+                    await self.client.zrem(index, member)  # expired: drop the stale index entry
+                    continue
+                rec = TaskRecord.from_hash(raw)
+                if _matches(rec, state, kind, labels):
+                    found.append(rec)
+                    if len(found) == page_size:
+                        return found, cursor
+            top = rows[-1][1]
+        return found, cursor
+
+    def _pick_index(self, state: State | None, kind: str, labels: dict[str, str]) -> str:
+        if kind:
+            return self.layout.key("idx", "kind", kind)
+        if state is not None:
+            return self.layout.key("idx", "state", state.value)
+        if labels:
+            k, v = next(iter(sorted(labels.items())))
+            return self.layout.key("idx", "label", f"{k}={v}")
+        return self.layout.key("idx", "all")
+
+    async def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Per-queue and per-kind figures (see GetStatsResponse)."""
+        kinds = await self.kinds(refresh=True)
+        running = {
+            k.decode(): int(v)
+            for k, v in (await self.client.hgetall(self.layout.key("stats", "running"))).items()
+        }
+        queues = sorted({info.queue for info in kinds.values()} | set(running))
+        ns = self.layout.namespace
+        async with self.client.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.llen(f"{ns}:{q}").hlen(f"{ns}:{q}.DQ.msgs").zcard(f"{ns}:{q}.XQ")
+            for k in sorted(kinds):
+                pipe.hgetall(self.layout.key("stats", "kind", k)).lrange(
+                    self.layout.key("rt", k), 0, -1
+                )
+            out = await pipe.execute()
+        queue_stats = [
+            {
+                "name": q,
+                "depth": out[3 * i],
+                "delayed": out[3 * i + 1],
+                "dead": out[3 * i + 2],
+                "running": max(running.get(q, 0), 0),
+            }
+            for i, q in enumerate(queues)
+        ]
+        base, kind_stats = 3 * len(queues), []
+        for i, k in enumerate(sorted(kinds)):
+            counts = {s.decode(): int(v) for s, v in out[base + 2 * i].items()}
+            samples = sorted(int(x) for x in out[base + 2 * i + 1])
+            kind_stats.append(
+                {
+                    "kind": k,
+                    "counts": {s: max(counts.get(s.value, 0), 0) for s in (*ACTIVE, *TERMINAL)},
+                    "samples": samples,
+                }
+            )
+        return queue_stats, kind_stats
+
+
+def _kind_info(raw: bytes) -> KindInfo:
+    data = json.loads(raw)
+    return KindInfo(data["queue"], int(data["max_attempts"]), int(data["timeout_ms"]))
+
+
+def _matches(rec: TaskRecord, state: State | None, kind: str, labels: dict[str, str]) -> bool:
+    return (
+        (state is None or rec.state == state)
+        and (not kind or rec.kind == kind)
+        and all(rec.labels.get(k) == v for k, v in labels.items())
+    )

@@ -1,0 +1,82 @@
+"""Task kinds the tests run in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from taskcast.worker import NonRetryableError, TaskContext, task
+
+
+@task("test.echo")
+def echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Return the payload with the attempt number."""
+    return {"payload": payload, "attempt": ctx.attempt}
+
+
+@task("test.chatty", max_attempts=1)
+def chatty(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Emit `n` output chunks and `n` progress events."""
+    n = int(payload.get("n", 10))
+    for i in range(n):
+        ctx.output(f"chunk {i};")
+        ctx.progress((i + 1) / n, str(i + 1))
+    return n
+
+
+@task("test.block", max_attempts=1)
+def block(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """Report progress, then wait (up to `seconds`) for a cancel request."""
+    ctx.progress(0.5, "blocking")
+    deadline = time.monotonic() + float(payload.get("seconds", 30))
+    while time.monotonic() < deadline:
+        ctx.raise_if_cancelled()
+        time.sleep(0.01)  # a handler's own work loop
+    return "finished"
+
+
+@task("test.async_block", max_attempts=1)
+async def async_block(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """An async handler that waits until cancelled (or `seconds`)."""
+    ctx.output("started")
+    await asyncio.sleep(float(payload.get("seconds", 30)))
+    return "finished"
+
+
+@task("test.async_echo")
+async def async_echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """An async handler that returns its payload."""
+    await asyncio.sleep(0)
+    return payload
+
+
+@task("test.hog", max_attempts=3)
+def hog(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """Spin past any time limit (pure Python, so TimeLimit can interrupt it)."""
+    deadline = time.monotonic() + float(payload.get("seconds", 30))
+    while time.monotonic() < deadline:
+        pass
+    return "done"
+
+
+@task("test.crash", max_attempts=2)
+def crash(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """Kill this worker process on the first `times` attempts (default: every attempt)."""
+    times = payload.get("times")
+    if times is None or ctx.attempt <= int(times):
+        os.kill(os.getpid(), 9)
+    return f"survived attempt {ctx.attempt}"
+
+
+@task("test.bad_result", max_attempts=3)
+def bad_result(payload: dict[str, Any], ctx: TaskContext) -> Any:
+    """Return something that is not JSON."""
+    return {1, 2, 3}
+
+
+@task("test.fatal", max_attempts=5)
+def fatal(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """Fail without retry."""
+    raise NonRetryableError("this cannot work")

@@ -1,0 +1,128 @@
+"""Helpers for tests: a background event loop, deadlines, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LoopThread:
+    """An asyncio loop in a thread, for hosting the grpc.aio server beside sync tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop the loop and join the thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)  # polling real processes that have no other signal to wait on
+
+
+class WorkerProcess:
+    """`taskcast worker tests.kinds` as a real child process group."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        extra_env: dict[str, str] | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+        env = {
+            **os.environ,
+            "TASKCAST_REDIS_URL": redis_url,
+            "TASKCAST_REDIS_PREFIX": prefix,
+            "TASKCAST_LEASE": "2",
+            "TASKCAST_REAP_INTERVAL": "0.2",
+            "TASKCAST_RETRY_MIN_BACKOFF": "0.05",
+            "TASKCAST_RETRY_MAX_BACKOFF": "0.2",
+            "TASKCAST_POLL_INTERVAL_MS": "50",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.args = [
+            sys.executable,
+            "-m",
+            "taskcast.cli.main",
+            "--log-level",
+            "WARNING",
+            "worker",
+            "tests.kinds",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--shutdown-timeout",
+            str(shutdown_timeout),
+        ]
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        """Start and wait until its kinds are registered (a fresh registration)."""
+        client = redis.Redis.from_url(self.redis_url)
+        key = f"{self.prefix}:kinds"
+        client.delete(key)
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, start_new_session=True)
+        eventually(lambda: client.hexists(key, "test.echo") or self._died(), 30, "worker boot")
+        client.close()
+        return self
+
+    def _died(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}")
+        return False
+
+    def pids(self) -> list[int]:
+        """Pids of the worker processes (children of the dramatiq parent)."""
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the whole group and wait; SIGKILL if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,24 @@
+"""Entry point for Dramatiq's CLI: `dramatiq taskcast.worker.boot:setup your.module`."""
+
+from __future__ import annotations
+
+import importlib
+
+import dramatiq
+
+from taskcast.worker.broker import build_broker
+from taskcast.worker.registry import registry
+from taskcast.worker.runner import make_actor_fn
+from taskcast.worker.settings import WorkerSettings
+
+BUILTIN_KINDS = ("taskcast.worker.kinds.demo",)
+
+
+def setup() -> None:
+    """Build this process's settings and broker, and bind every kind (built-in ones included)."""
+    settings = WorkerSettings()
+    broker = build_broker(settings, registry)
+    dramatiq.set_broker(broker)
+    registry.bind(broker, make_actor_fn)
+    for module in BUILTIN_KINDS:
+        importlib.import_module(module)

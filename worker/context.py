@@ -1,0 +1,79 @@
+"""What a handler receives besides its payload: progress, output, cancellation, run-once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from taskcast.worker.errors import TaskCancelled
+
+if TYPE_CHECKING:
+    from taskcast.worker.store import WorkerStore
+
+__all__ = ["TaskContext"]
+
+
+class TaskContext:
+    """The running attempt of one task, as its handler sees it."""
+
+    def __init__(
+        self, store: WorkerStore, *, task_id: str, kind: str, attempt: int, max_attempts: int
+    ) -> None:
+        self.task_id = task_id
+        self.kind = kind
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self._store = store
+        self._cancel = threading.Event()
+        self._on_cancel: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._n = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a caller asked to cancel this task."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `TaskCancelled` if a caller asked to cancel; call it between steps of long work."""
+        if self._cancel.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress: `fraction` from 0 to 1, and a short message."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        self._emit(["type", "progress", "fraction", repr(fraction), "message", message])
+
+    def output(self, text: str) -> None:
+        """Append partial output (e.g. generated tokens); watchers see it in order."""
+        if text:
+            self._emit(["type", "output", "text", text])
+
+    def once(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn` at most once per task and key, across attempts and duplicate deliveries.
+
+        The first successful call's JSON result is stored and returned again later. Use it around
+        side effects that must not repeat (sending an email, charging a card).
+        """
+        return self._store.run_once(self.task_id, key, fn)
+
+    def _emit(self, fields: list[str]) -> None:
+        with self._lock:
+            self._n += 1
+            cancel = self._store.event(self.task_id, self.attempt, self._n, fields)
+        if cancel:
+            self.request_cancel()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from another thread) when a cancel arrives; used by async handlers."""
+        self._on_cancel.append(callback)
+        if self._cancel.is_set():
+            callback()
+
+    def request_cancel(self) -> None:
+        """Mark this attempt cancelled and notify callbacks (the worker calls this)."""
+        if not self._cancel.is_set():
+            self._cancel.set()
+            for callback in self._on_cancel:
+                callback()

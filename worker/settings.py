@@ -1,0 +1,30 @@
+"""Worker settings: one frozen object per worker process, from `TASKCAST_*` variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from taskcast.core.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    """What a worker process needs; every field is also a `taskcast worker` flag."""
+
+    lease: float = Field(
+        10.0, ge=1, description="seconds a running attempt survives without heartbeat"
+    )
+    reap_interval: float = Field(2.0, gt=0, description="seconds between checks for lost attempts")
+    retry_min_backoff: float = Field(
+        1.0, ge=0, description="first retry delay (s), doubled each time"
+    )
+    retry_max_backoff: float = Field(300.0, ge=0, description="longest retry delay (s)")
+    default_timeout: float = Field(
+        600.0, gt=0, description="time limit of an attempt (s) by default"
+    )
+    default_max_attempts: int = Field(3, ge=1, description="attempts per task by default")
+    poll_interval_ms: int = Field(100, ge=1, description="longest idle pause between queue polls")
+
+    @property
+    def lease_ms(self) -> int:
+        """Lease in milliseconds."""
+        return int(self.lease * 1000)

@@ -1,0 +1,190 @@
+"""The worker's side of the Redis model: start, report and finish attempts; leases; reaping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from taskcast.core import messages, scripts
+from taskcast.core.records import TaskError
+from taskcast.core.scripts import Layout, now_ms
+
+log = logging.getLogger("taskcast.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Started:
+    """What `begin` hands the handler when an attempt may run."""
+
+    payload: str
+    max_attempts: int
+    started_ms: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as `finish` records it."""
+
+    kind: str  # "ok", "error" or "cancelled"
+    result: str = ""
+    error: TaskError | None = None
+    retry_delay_ms: int = 0
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that rides out short Redis outages: every script is safe to run twice."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=2,
+        health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), 5),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+class WorkerStore:
+    """Synchronous Redis access for worker threads."""
+
+    def __init__(self, client: redis.Redis, layout: Layout, stopping: threading.Event) -> None:
+        self.client: Any = client  # see ServerStore.client on redis-py's reply types
+        self.layout = layout
+        self._scripts = scripts.register(client)
+        self._stopping = stopping
+
+    def _run(self, name: str, task_id: str, args: Iterable[Any]) -> Any:
+        keys = [self.layout.task(task_id)]
+        return self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+
+    def _persist(self, what: str, fn: Callable[[], T]) -> T:
+        """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("redis unavailable during %s (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)  # a worker thread with nothing else it may do
+                delay = min(delay * 2, 2.0)
+
+    def begin(self, task_id: str, attempt: int, lease_ms: int, token: str) -> Started | str:
+        """Start `attempt`; returns `Started`, or the reason to skip this delivery."""
+        reply = self._persist(
+            "begin", lambda: self._run("begin", task_id, [task_id, attempt, lease_ms, token])
+        )
+        if reply[0] == b"run":
+            return Started(reply[1].decode(), int(reply[2]), int(reply[3]))
+        return str(reply[1].decode())
+
+    def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:
+        """Append a progress or output event; returns whether a cancel was requested."""
+        reply = self._persist(
+            "event", lambda: self._run("event", task_id, [task_id, attempt, n, *fields])
+        )
+        return bool(reply[1] == b"1")
+
+    def finish(
+        self,
+        task_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        kind: str,
+        queue: str,
+        timeout_ms: int,
+    ) -> str:
+        """Record how the attempt ended; schedules the next attempt when it may retry."""
+        eta = now_ms() + outcome.retry_delay_ms
+        msg = messages.encode(
+            task_id=task_id,
+            kind=kind,
+            queue=queue,
+            attempt=attempt + 1,
+            timeout_ms=timeout_ms,
+            eta_ms=eta,
+        )
+        err = outcome.error
+        args = [
+            task_id,
+            attempt,
+            outcome.kind,
+            outcome.result,
+            err.to_json() if err else "",
+            "1" if err and err.retryable else "0",
+            eta,
+            msg.queue,
+            msg.redis_id,
+            msg.data,
+        ]
+        reply = self._persist("finish", lambda: self._run("finish", task_id, args))
+        return str(reply[0].decode())
+
+    def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
+        """Extend the leases of attempts this process is running."""
+        ids = list(task_ids)
+        if ids:
+            until = now_ms() + lease_ms
+            self.client.zadd(self.layout.key("leases"), dict.fromkeys(ids, until), xx=True)
+
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        """Tasks whose running attempt stopped renewing its lease."""
+        ids = self.client.zrangebyscore(self.layout.key("leases"), 0, now_ms(), start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    def reap(self, task_id: str) -> str:
+        """Give up on a lost attempt: retry it now, or fail the task when attempts are used up."""
+        fields = self.client.hmget(
+            self.layout.task(task_id), "attempt", "kind", "queue", "timeout_ms", "max_attempts"
+        )
+        if fields[0] is None:
+            self.client.zrem(self.layout.key("leases"), task_id)
+            return "skip"
+        attempt, kind, queue, timeout_ms, max_attempts = (f.decode() for f in fields)
+        msg = messages.encode(
+            task_id=task_id,
+            kind=kind,
+            queue=queue,
+            attempt=int(attempt) + 1,
+            timeout_ms=int(timeout_ms),
+        )
+        what = (
+            f"the worker running attempt {attempt} stopped renewing its lease "
+            "(killed, out of memory, or cut off from Redis)"
+        )
+        retry = TaskError("WorkerLost", what + "; retrying", True)
+        final = TaskError("WorkerLost", f"{what}; all {max_attempts} attempts used", False)
+        reply = self._run(
+            "reap",
+            task_id,
+            [task_id, attempt, retry.to_json(), final.to_json(), msg.queue, msg.redis_id, msg.data],
+        )
+        return str(reply[0].decode())
+
+    def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
+        """Tell servers which kinds exist and their defaults (queue, attempts, timeout)."""
+        if kinds:
+            seen = now_ms()
+            mapping = {k: json.dumps({**v, "seen": seen}) for k, v in kinds.items()}
+            self.client.hset(self.layout.key("kinds"), mapping=mapping)
+
+    def run_once(self, task_id: str, key: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn` once per (task, key): a stored result short-cuts every later call."""
+        done = self.layout.key("once", task_id, key)
+        stored = self.client.get(done)
+        if stored is not None:
+            return json.loads(stored)
+        result = fn()
+        self.client.set(done, json.dumps(result), ex=self.layout.retention_s)
+        return result
