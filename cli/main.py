@@ -26,27 +26,18 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from taskcast.cli.supervise import supervise
     from taskcast.worker.settings import WorkerSettings
 
     settings = flags.build(WorkerSettings, args)
-    os.environ.update(flags.export(settings))  # the worker processes build the same settings
     # Read by dramatiq.worker at import: the longest idle pause between polls of a queue.
-    os.environ["dramatiq_worker_timeout"] = str(settings.poll_interval_ms)
-    from dramatiq import cli as dramatiq_cli
-
-    argv = [
-        "taskcast.worker.boot:setup",
-        *args.modules,
-        "--processes",
-        str(args.processes),
-        "--threads",
-        str(args.threads),
-        "--worker-shutdown-timeout",
-        str(int(args.shutdown_timeout * 1000)),
-    ]
+    env = flags.environ_with(settings, {"dramatiq_worker_timeout": settings.poll_interval_ms})
+    argv = [sys.executable, "-m", "dramatiq", "taskcast.worker.boot:setup", *args.modules]
+    argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
+    argv += ["--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
-    return int(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(argv)) or 0)
+    return supervise(argv, env, restart=args.restart)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -182,6 +173,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds running tasks get to finish on SIGTERM (default 30)",
+    )
+    p.add_argument(
+        "--restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the worker processes again when one dies, e.g. of OOM (default: on)",
     )
     flags.add(p, WorkerSettings)
     p.set_defaults(fn=_worker)

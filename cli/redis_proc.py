@@ -48,10 +48,18 @@ def answers(url: str, timeout: float = 0.5) -> bool:
 class RedisProcess:
     """A redis-server child with AOF persistence in `data_dir`; `start()`, `stop()`, `kill()`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        appendonly: bool = True,
+        fsync: str = "everysec",
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.fsync = fsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,7 +85,7 @@ class RedisProcess:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            self.fsync,
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -48,6 +49,11 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)  # polling real processes that have no other signal to wait on
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
 
 
 class WorkerProcess:
@@ -111,18 +117,89 @@ class WorkerProcess:
         return False
 
     def pids(self) -> list[int]:
-        """Pids of the worker processes (children of the dramatiq parent)."""
+        """Pids of the Dramatiq worker processes (supervisor -> dramatiq parent -> workers)."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        return [w for parent in _children(self.proc.pid) for w in _children(parent)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        """Signal the whole group and wait; SIGKILL if it lingers."""
+        """SIGTERM: a graceful stop through the supervisor, as a process manager would ask.
+        SIGKILL: the machine dies (supervisor, Dramatiq and its workers at once)."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            self._kill_all()
+            return
+        os.kill(self.proc.pid, sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self._kill_all()
+
+    def _kill_all(self) -> None:
+        assert self.proc is not None
+        for group in _children(self.proc.pid):  # the Dramatiq parent leads its own session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
+
+
+class ServerProcess:
+    """`taskcast server` as a real child process on a fixed port (so it can come back there)."""
+
+    def __init__(self, redis_url: str, prefix: str, port: int, **settings: str) -> None:
+        self.port = port
+        self.env = {
+            **os.environ,
+            "TASKCAST_REDIS_URL": redis_url,
+            "TASKCAST_REDIS_PREFIX": prefix,
+            "TASKCAST_LISTEN": f"127.0.0.1:{port}",
+            "TASKCAST_KEEPALIVE": "0.5",
+            "TASKCAST_GRACE": "1",
+            **{f"TASKCAST_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        """Start and wait until health says SERVING."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "taskcast.cli.main", "--log-level", "WARNING", "server"],
+            env=self.env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                except grpc.RpcError:
+                    return False
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+            eventually(serving, 30, "server health")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        """Signal it and wait; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()

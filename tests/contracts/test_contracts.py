@@ -1,0 +1,103 @@
+"""The public surface: generated code fresh, every RPC reachable from the client, imports clean."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import taskcast.client
+from taskcast.client import AsyncTaskClient, TaskClient
+from taskcast.v1 import tasks_pb2
+from tests.support import ROOT
+
+RPC_TO_METHOD = {
+    "SubmitTask": "submit",
+    "GetTask": "get",
+    "CancelTask": "cancel",
+    "ListTasks": "list",
+    "GetStats": "stats",
+    "WatchTask": "watch",
+}
+
+
+def test_generated_code_is_fresh() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_rpc_has_a_client_method_on_both_clients() -> None:
+    service = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"]
+    assert {m.name for m in service.methods} == set(RPC_TO_METHOD)
+    for cls in (TaskClient, AsyncTaskClient):
+        for rpc, name in RPC_TO_METHOD.items():
+            assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name} for {rpc}"
+
+
+def test_sync_and_async_clients_take_the_same_arguments() -> None:
+    for name in RPC_TO_METHOD.values():
+        sync = inspect.signature(getattr(TaskClient, name)).parameters
+        aio = inspect.signature(getattr(AsyncTaskClient, name)).parameters
+        assert set(aio) <= set(sync), name
+
+
+def test_client_public_names_are_pinned() -> None:
+    assert taskcast.client.__all__ == [
+        "AsyncTaskClient",
+        "AsyncTaskHandle",
+        "TaskClient",
+        "TaskHandle",
+        "Event",
+        "KindStats",
+        "QueueStats",
+        "Stats",
+        "Task",
+        "TaskError",
+        "TaskState",
+        "AlreadyExistsError",
+        "DeadlineExceededError",
+        "FailedPreconditionError",
+        "InvalidArgumentError",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "ResourceExhaustedError",
+        "RpcError",
+        "TaskCancelledError",
+        "TaskFailedError",
+        "TaskcastError",
+        "UnauthenticatedError",
+        "UnavailableError",
+        "WaitTimeoutError",
+    ]
+
+
+def _imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_client_import_pulls_in_neither_dramatiq_nor_redis_nor_the_server() -> None:
+    modules = _imported_after("import taskcast.client")
+    leaked = {
+        m
+        for m in modules
+        if m.split(".")[0] in ("dramatiq", "redis")
+        or m.startswith(("taskcast.server", "taskcast.worker"))
+    }
+    assert not leaked
+
+
+def test_worker_imports_neither_grpc_nor_the_server() -> None:
+    modules = _imported_after("import taskcast.worker.boot, taskcast.worker.kinds.demo")
+    assert not {m for m in modules if m.split(".")[0] == "grpc" or m.startswith("taskcast.server")}
+
+
+def test_server_never_imports_worker_code() -> None:
+    modules = _imported_after("import taskcast.server.app")
+    assert not {m for m in modules if m.startswith("taskcast.worker")}

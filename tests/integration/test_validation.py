@@ -1,0 +1,173 @@
+"""Every RPC answers bad input with a clear status; no input corrupts stored state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from taskcast.client import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    TaskClient,
+    TaskState,
+)
+from taskcast.v1 import tasks_pb2 as pb
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def submit_raw(grpc_stub: Any, **fields: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub.SubmitTask(pb.SubmitTaskRequest(**fields), timeout=10)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("not json", "is not valid JSON"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        ('"text"', "must be a JSON object, got str"),
+        ('{"x": NaN}', "NaN is not valid JSON"),
+        ('{"x": 1', "is not valid JSON"),
+        ('{"a":' * 50_000 + "1" + "}" * 50_000, "is not valid JSON"),  # nesting past recursion
+        ('{"big": "' + "x" * (1 << 20) + '"}', "bytes; the limit is 1048576"),
+    ],
+)
+def test_bad_payloads_are_invalid_argument(client: TaskClient, payload: str, expected: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        client.submit("test.echo", payload)
+    assert info.value.violations[0][0] == "payload_json"
+    assert expected in info.value.violations[0][1]
+
+
+def test_unknown_kind_names_the_known_ones(client: TaskClient) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        client.submit("no.such.kind", {})
+    message = info.value.violations[0][1]
+    assert "'no.such.kind' is not served by any worker" in message
+    assert "demo.sleep" in message and "test.echo" in message
+
+
+def test_every_bad_field_is_reported_at_once(grpc_stub: Any) -> None:
+    err = submit_raw(
+        grpc_stub,
+        kind="",
+        queue="bad queue!",
+        labels={"Bad Key": "v", "ok": "x" * 300},
+        max_attempts=1000,
+        delay=duration_pb2.Duration(seconds=-5),
+        not_before=timestamp_pb2.Timestamp(seconds=1),
+        timeout=duration_pb2.Duration(seconds=0, nanos=0),
+        idempotency_key="~reserved",
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    text = err.details()
+    for field in (
+        "kind:",
+        "queue:",
+        "labels['Bad Key']",
+        "labels['ok']",
+        "max_attempts:",
+        "delay:",
+        "idempotency_key:",
+        "timeout:",
+    ):
+        assert field in text, field
+
+
+def test_invalid_argument_carries_bad_request_details(client: TaskClient) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        client.submit("", {})
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.violations == [("kind", "is required, e.g. 'demo.sleep'")]
+
+
+@pytest.mark.parametrize("rpc", ["get", "cancel", "watch"])
+def test_unknown_id_is_not_found_on_every_rpc(client: TaskClient, rpc: str) -> None:
+    call = {
+        "get": lambda: client.get("0" * 32),
+        "cancel": lambda: client.cancel("0" * 32),
+        "watch": lambda: list(client.watch("0" * 32)),
+    }[rpc]
+    with pytest.raises(NotFoundError, match="not found"):
+        call()
+
+
+@pytest.mark.parametrize("rpc", ["GetTask", "CancelTask", "WatchTask"])
+def test_missing_id_is_invalid_argument(grpc_stub: Any, rpc: str) -> None:
+    request = {
+        "GetTask": pb.GetTaskRequest,
+        "CancelTask": pb.CancelTaskRequest,
+        "WatchTask": pb.WatchTaskRequest,
+    }[rpc](task_id="")
+
+    def call() -> None:
+        result = getattr(grpc_stub, rpc)(request, timeout=10)
+        if rpc == "WatchTask":
+            list(result)
+
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "task_id: is required" in info.value.details()
+
+
+def test_list_rejects_a_forged_page_token_and_bad_sizes(grpc_stub: Any) -> None:
+    for request in (pb.ListTasksRequest(page_token="!!!"), pb.ListTasksRequest(page_size=5000)):
+        with pytest.raises(grpc.RpcError) as info:
+            grpc_stub.ListTasks(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_negative_after_sequence_is_invalid(grpc_stub: Any, client: TaskClient) -> None:
+    task_id = client.submit("test.echo", {}).id
+    with pytest.raises(grpc.RpcError) as info:
+        list(
+            grpc_stub.WatchTask(pb.WatchTaskRequest(task_id=task_id, after_sequence=-1), timeout=10)
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_same_idempotency_key_same_request_returns_the_original(client: TaskClient) -> None:
+    first = client.submit("test.echo", {"a": 1, "b": 2}, idempotency_key="order-42")
+    again = client.submit("test.echo", '{"b": 2, "a": 1}', idempotency_key="order-42")
+    assert again.id == first.id
+    assert again.task is not None and again.task.raw.idempotency_key == "order-42"
+    first.wait(timeout=20)
+    assert [t.id for t in client.list(kind="test.echo", limit=1000)].count(first.id) == 1
+
+
+def test_same_key_different_request_is_already_exists(client: TaskClient) -> None:
+    client.submit("test.echo", {"a": 1}, idempotency_key="order-43")
+    with pytest.raises(AlreadyExistsError, match="different request"):
+        client.submit("test.echo", {"a": 2}, idempotency_key="order-43")
+
+
+def test_created_flag_tells_a_resubmission(grpc_stub: Any) -> None:
+    request = pb.SubmitTaskRequest(kind="test.echo", payload_json="{}", idempotency_key="k-created")
+    assert grpc_stub.SubmitTask(request, timeout=10).created
+    assert not grpc_stub.SubmitTask(request, timeout=10).created
+
+
+def test_rejected_submissions_store_nothing(client: TaskClient, rdb: Any, prefix: str) -> None:
+    before = rdb.zcard(f"{prefix}:idx:all")
+    for bad in ("[]", "nope"):
+        with pytest.raises(InvalidArgumentError):
+            client.submit("test.echo", bad)
+    assert rdb.zcard(f"{prefix}:idx:all") == before
+
+
+def test_delay_holds_the_task_back(client: TaskClient) -> None:
+    handle = client.submit("test.echo", {}, delay=0.5)
+    task = handle.get()
+    assert task.state is TaskState.PENDING
+    # delay is applied to the server's clock at validation, a moment before the record's time
+    assert task.raw.not_before_time.ToMilliseconds() >= task.raw.create_time.ToMilliseconds() + 450
+    handle.wait(timeout=20)
+    started = handle.get().raw.start_time.ToMilliseconds()
+    assert started >= task.raw.not_before_time.ToMilliseconds()
