@@ -82,6 +82,7 @@ class Task:
     created_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    time_to_first_output: float | None  #: seconds from attempt start to its first output
     raw: pb.Task = field(repr=False)
 
     @classmethod
@@ -105,6 +106,7 @@ class Task:
             created_at=_time(t, "create_time"),
             started_at=_time(t, "start_time"),
             finished_at=_time(t, "finish_time"),
+            time_to_first_output=_seconds(t, "time_to_first_output"),
             raw=t,
         )
 

@@ -209,10 +209,16 @@ class TaskService(pb_grpc.TaskServiceServicer):
                     yield convert.keep_alive(task_id, now)
                 continue
             if item == SHUTDOWN:
-                raise Unavailable(f"server shutting down; resume with after_sequence={last}", 0.1)
+                raise Unavailable(
+                    "server shutting down; watch again with after_sequence = the last sequence "
+                    "you received",
+                    0.1,
+                )
             if inbox.overflowed:
                 raise ResourceExhausted(
-                    f"watcher fell behind the live events; resume with after_sequence={last}", 0.1
+                    "watcher fell behind the live events; watch again with after_sequence = the "
+                    "last sequence you received",
+                    0.1,
                 )
             if item == RESYNC:
                 catch_up = True

@@ -18,10 +18,10 @@ def echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 @task("test.chatty", max_attempts=1)
 def chatty(payload: dict[str, Any], ctx: TaskContext) -> int:
-    """Emit `n` output chunks and `n` progress events."""
-    n = int(payload.get("n", 10))
+    """Emit `n` output chunks (padded to `size` characters) and `n` progress events."""
+    n, size = int(payload.get("n", 10)), int(payload.get("size", 0))
     for i in range(n):
-        ctx.output(f"chunk {i};")
+        ctx.output(f"chunk {i};".ljust(size, "."))
         ctx.progress((i + 1) / n, str(i + 1))
     return n
 

@@ -37,6 +37,11 @@ class Lifecycle(Middleware):
         self.running: dict[str, TaskContext] = {}
         self._lock = threading.Lock()
 
+    @property
+    def actor_options(self) -> set[str]:
+        """`throws`: Dramatiq's Retries declared it, and this middleware replaces Retries."""
+        return {"throws"}
+
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Start the attempt the message carries, or skip a duplicate or stale delivery."""
         task_id, attempt = message.message_id, int(message.options.get("tc_attempt", 1))
@@ -81,7 +86,19 @@ class Lifecycle(Middleware):
             queue=message.queue_name.removesuffix(".DQ"),
             timeout_ms=int(message.options.get("time_limit") or 0),
         )
-        log.info("task %s attempt %d: %s", ctx.task_id, ctx.attempt, state)
+        if outcome.error is None:
+            log.info("task %s attempt %d: %s", ctx.task_id, ctx.attempt, state)
+        else:
+            err = outcome.error
+            log.warning(
+                "task %s (%s) attempt %d failed: %s: %s; now %s",
+                ctx.task_id,
+                spec.kind,
+                ctx.attempt,
+                err.type,
+                err.message,
+                state,
+            )
 
     def _outcome(
         self, spec: KindSpec, ctx: TaskContext, result: Any, exc: BaseException | None

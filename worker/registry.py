@@ -9,6 +9,8 @@ from typing import Any
 
 import dramatiq
 
+from taskcast.worker.errors import TaskcastError
+
 __all__ = ["KindSpec", "Registry", "registry", "task"]
 
 Handler = Callable[..., Any]
@@ -62,7 +64,8 @@ class Registry:
             actor_name=spec.kind,
             queue_name=spec.queue,
             priority=0,
-            options={},
+            # Expected outcomes (retry later, fail, cancelled) are logged as such, not as crashes.
+            options={"throws": (TaskcastError,)},
         )
 
 

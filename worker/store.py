@@ -41,14 +41,19 @@ class Outcome:
     retry_delay_ms: int = 0
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out short Redis outages: every script is safe to run twice."""
+def connect(url: str, *, retries: int) -> redis.Redis:
+    """A Redis client for worker processes.
+
+    taskcast's own calls use `retries=0`: their arguments carry the current time (lease expiry,
+    start time), which a retry inside redis-py would send stale; `WorkerStore` retries them itself
+    with fresh arguments. Dramatiq's broker client keeps a few quick retries.
+    """
     return redis.Redis.from_url(
         url,
         socket_timeout=10,
         socket_connect_timeout=2,
         health_check_interval=10,
-        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), 5),
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 
@@ -186,5 +191,7 @@ class WorkerStore:
         if stored is not None:
             return json.loads(stored)
         result = fn()
-        self.client.set(done, json.dumps(result), ex=self.layout.retention_s)
+        # The side effect happened: recording it must outlast a Redis blip, or a retry repeats it.
+        text = json.dumps(result)
+        self._persist("run_once", lambda: self.client.set(done, text, ex=self.layout.retention_s))
         return result

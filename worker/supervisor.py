@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -22,13 +23,18 @@ class Supervisor(Middleware):
     """Runs from worker boot to shutdown in each worker process (never in the CLI's parent)."""
 
     def __init__(
-        self, store: WorkerStore, lifecycle: Lifecycle, registry: Registry, settings: WorkerSettings
+        self,
+        store: WorkerStore,
+        lifecycle: Lifecycle,
+        registry: Registry,
+        settings: WorkerSettings,
+        stopping: threading.Event,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
         self.registry = registry
         self.settings = settings
-        self.stopping = threading.Event()
+        self.stopping = stopping
         self._threads: list[threading.Thread] = []
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -58,28 +64,35 @@ class Supervisor(Middleware):
 
     def _tick_loop(self) -> None:
         interval = min(self.settings.lease / 5, self.settings.reap_interval)
+        connected_since: float | None = None
         ticks = 0
         while not self.stopping.wait(interval):
             ticks += 1
             try:
-                self._tick(register=ticks % 30 == 0)
+                self._renew()
+                connected_since = connected_since or time.monotonic()
+                # Right after an outage every lease looks expired, though the workers are alive:
+                # reap only once everyone has had a full lease period to renew.
+                if time.monotonic() - connected_since >= self.settings.lease:
+                    self._reap()
+                if ticks % 30 == 0:
+                    self.store.register_kinds(self._kinds())
             except redis.RedisError as exc:
+                connected_since = None
                 log.warning("housekeeping skipped a beat: redis error %s", exc)
 
-    def _tick(self, *, register: bool) -> None:
+    def _renew(self) -> None:
         running = dict(self.lifecycle.running)
         self.store.renew_leases(running, self.settings.lease_ms)
-        if running:  # a cancel published while our subscription was down is caught here
-            flags = self.store.client.hmget  # one call per task; few tasks run per process
-            for task_id, ctx in running.items():
-                if flags(self.store.layout.task(task_id), "cancel")[0] == b"1":
-                    ctx.request_cancel()
+        for task_id, ctx in running.items():  # catches a cancel published while unsubscribed
+            if self.store.client.hget(self.store.layout.task(task_id), "cancel") == b"1":
+                ctx.request_cancel()
+
+    def _reap(self) -> None:
         for task_id in self.store.expired_leases():
             state = self.store.reap(task_id)
             if state != "skip":
                 log.warning("task %s lost its worker; now %s", task_id, state)
-        if register:
-            self.store.register_kinds(self._kinds())
 
     def _cancel_loop(self) -> None:
         channel = self.store.layout.key("cancel")
