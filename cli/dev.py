@@ -15,8 +15,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskcast.cli import flags, redis_proc
+from taskcast.cli.llm_standin import StandIn
 from taskcast.cli.show import console
 from taskcast.server.config import ServerSettings
+
+DEMO_PROMPT = "Why put a queue in front of a slow model?"
 
 
 def _wait_healthy(address: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -66,6 +69,21 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+def _model_server() -> tuple[dict[str, str], StandIn | None]:
+    """The worker's extra environment for `ai.chat`, and the stand-in when we start one."""
+    if os.environ.get("TASKCAST_AI_API_KEY") or os.environ.get("TASKCAST_AI_BASE_URL"):
+        where = os.environ.get("TASKCAST_AI_BASE_URL") or "the OpenAI API"
+        console.print(f"ai.chat uses {where} (TASKCAST_AI_* from your environment)")
+        return {}, None
+    standin = StandIn(rate=30, tokens=60).start()
+    console.print(
+        "[yellow]no TASKCAST_AI_API_KEY or TASKCAST_AI_BASE_URL set:[/] started the local "
+        f"stand-in model server on [bold]{standin.url}[/] (deterministic text, 30 tokens/s); "
+        "ai.chat on this worker uses it"
+    )
+    return {"TASKCAST_AI_BASE_URL": standin.url, "TASKCAST_AI_MODEL": "standin"}, standin
+
+
 def run(args: argparse.Namespace) -> int:
     """Start everything, print how to use it, stop everything on Ctrl-C."""
     settings = flags.build(ServerSettings, args)
@@ -80,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             f"started redis-server on port {redis_child.port} (AOF data in {redis_child.data_dir})"
         )
     env = flags.environ_with(settings)
+    ai_env, standin = _model_server()
     exe = [sys.executable, "-m", "taskcast.cli.main"]
     procs: list[subprocess.Popen[bytes]] = []  # server, worker
     stopping = threading.Event()
@@ -89,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         procs.append(subprocess.Popen([*exe, "server"], env=env, start_new_session=True))
         procs.append(
             subprocess.Popen(
-                [*exe, "worker", *args.modules, "--processes", "1"], env=env, start_new_session=True
+                [*exe, "worker", *args.modules, "--processes", "1"],
+                env={**env, **ai_env},
+                start_new_session=True,
             )
         )
         host, _, port = settings.listen.rpartition(":")
@@ -99,9 +120,13 @@ def run(args: argparse.Namespace) -> int:
         server_env = "" if address == "127.0.0.1:50051" else f"TASKCAST_SERVER={address} "
         console.print(
             f"\n[bold green]taskcast is up[/] on {address}. In another terminal:\n\n"
+            f"  {server_env}.venv/bin/taskcast submit ai.chat "
+            f'--json \'{{"prompt": "{DEMO_PROMPT}"}}\' --watch\n\n'
+            "streams a completion token by token; a task that only sleeps and reports progress:\n\n"
             f"  {server_env}.venv/bin/taskcast submit demo.sleep "
             '--json \'{"seconds": 3, "steps": 6}\' --watch\n\n'
-            "Ctrl-C stops everything started here.\n"
+            "Ctrl-C stops everything started here.\n",
+            soft_wrap=True,
         )
         while not stopping.wait(0.5):
             dead = [p for p in procs if p.poll() is not None]
@@ -113,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         console.print("stopping ...")
         _stop(procs)
+        if standin is not None:
+            standin.stop()
         if redis_child is not None:
             redis_child.stop()
         console.print("stopped.")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from taskcast.client import Event, Stats, Task
@@ -40,6 +41,11 @@ def task_dict(t: Task) -> dict[str, Any]:
     }
 
 
+def _brief(text: str, limit: int = 300) -> str:
+    """At most `limit` characters: a streamed answer was already printed token by token."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def event_line(e: Event) -> str | None:
     """One line of rich markup for an event (None for output, which prints inline)."""
     seq = f"[dim]#{e.sequence:<3}[/]"
@@ -49,11 +55,11 @@ def event_line(e: Event) -> str | None:
         if e.state.value in ("RUNNING", "RETRYING") or e.attempt > 1:
             line += f" attempt {e.attempt}"
         if e.error:
-            line += f" [red]{e.error.type}: {e.error.message}[/]"
+            line += f" [red]{e.error.type}: {escape(e.error.message)}[/]"
         if e.next_attempt_at:
             line += f" next at {e.next_attempt_at.strftime('%H:%M:%S.%f')[:-3]}"
         if e.result is not None:
-            line += f" result {json.dumps(e.result)}"
+            line += f" result {escape(_brief(json.dumps(e.result)))}"
         if e.message:
             line += f" ({e.message})"
         return line

@@ -11,7 +11,12 @@ from taskcast.worker.registry import registry
 from taskcast.worker.runner import make_actor_fn
 from taskcast.worker.settings import WorkerSettings
 
-BUILTIN_KINDS = ("taskcast.worker.kinds.demo",)
+BUILTIN_KINDS = (
+    "taskcast.worker.kinds.demo",
+    "taskcast.worker.kinds.ai",
+    "taskcast.worker.kinds.http",
+    "taskcast.worker.kinds.email",
+)
 
 
 def setup() -> None:

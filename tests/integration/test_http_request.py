@@ -1,0 +1,215 @@
+"""`http.request` in a real worker process against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from taskcast.cli.redis_proc import RedisProcess
+from taskcast.client import TaskClient, TaskFailedError, TaskState
+from tests.support import WorkerProcess
+
+pytestmark = pytest.mark.usefixtures("http_worker")
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes: /json, /echo, /flaky, /missing, /redirect, /big, /bin."""
+
+    protocol_version = "HTTP/1.1"
+    server: Site
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes, ctype: str, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.route()
+
+    def do_POST(self) -> None:
+        self.route()
+
+    def route(self) -> None:
+        url = urlsplit(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.hits.append(self.path)
+            self.server.counts[q.get("key", "")] += 1
+            count = self.server.counts[q.get("key", "")]
+        if url.path == "/json":
+            self.reply(200, b'{"hello": "world", "n": [1, 2]}', "application/json")
+        elif url.path == "/echo":
+            seen = {"method": self.command, "headers": dict(self.headers), "body": body.decode()}
+            self.reply(200, json.dumps(seen).encode(), "application/json; charset=utf-8")
+        elif url.path == "/flaky" and count <= int(q["times"]):
+            self.reply(int(q["status"]), b"try later", "text/plain", Retry_After=q["after"])
+        elif url.path == "/flaky":
+            self.reply(200, json.dumps({"hits": count}).encode(), "application/json")
+        elif url.path == "/redirect":
+            self.reply(int(q.get("status", 302)), b"", "text/plain", Location=q["to"])
+        elif url.path == "/big":
+            self.reply(200, b"x" * int(q["n"]), "text/plain; charset=utf-8")
+        elif url.path == "/bin":
+            self.reply(200, bytes(range(8)), "application/octet-stream")
+        else:
+            self.reply(404, b"nothing here", "text/plain")
+
+
+class Site(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.lock = threading.Lock()
+        self.hits: list[str] = []
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    """The third-party API, on 127.0.0.1 only."""
+    server = Site()
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def http_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
+    """A worker that may reach the host name `localhost`, and no other non-public address."""
+    env = {"TASKCAST_HTTP_ALLOW": "localhost"}
+    proc = WorkerProcess(redis_server.url, prefix, extra_env=env).start()
+    yield proc
+    proc.stop()
+
+
+def base(site: Site) -> str:
+    return f"http://localhost:{site.port}"
+
+
+def failure(client: TaskClient, payload: dict[str, Any]) -> TaskFailedError:
+    handle = client.submit("http.request", payload)
+    with pytest.raises(TaskFailedError) as info:
+        handle.wait(timeout=30)
+    return info.value
+
+
+def test_get_parses_a_json_body(client: TaskClient, site: Site) -> None:
+    result = client.submit("http.request", {"url": f"{base(site)}/json"}).wait(timeout=30)
+    assert result["status"] == 200 and result["truncated"] is False
+    assert result["body"] == {"hello": "world", "n": [1, 2]}
+    assert result["headers"]["content-type"] == "application/json"
+    assert result["url"] == f"{base(site)}/json"
+
+
+def test_post_sends_json_and_headers(client: TaskClient, site: Site) -> None:
+    payload = {
+        "method": "POST",
+        "url": f"{base(site)}/echo",
+        "headers": {"X-Token": "t0k"},
+        "json": {"a": 1},
+    }
+    seen = client.submit("http.request", payload).wait(timeout=30)["body"]
+    assert seen["method"] == "POST" and json.loads(seen["body"]) == {"a": 1}
+    assert seen["headers"]["X-Token"] == "t0k"
+    assert seen["headers"]["Content-Type"] == "application/json"
+
+
+def test_text_body_and_size_cap(client: TaskClient, site: Site) -> None:
+    payload = {"method": "POST", "url": f"{base(site)}/echo", "text": "plain words"}
+    seen = client.submit("http.request", payload).wait(timeout=30)["body"]
+    assert seen["body"] == "plain words" and seen["headers"]["Content-Type"].startswith("text/")
+    big = {"url": f"{base(site)}/big?n=5000", "max_body_bytes": 1000}
+    result = client.submit("http.request", big).wait(timeout=30)
+    assert result["truncated"] is True and result["body"] == "x" * 1000
+    binary = client.submit("http.request", {"url": f"{base(site)}/bin"}).wait(timeout=30)
+    assert binary["body"] is None and binary["body_base64"] == "AAECAwQFBgc="
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_busy_or_failing_server_is_retried_after_retry_after(
+    client: TaskClient, site: Site, status: int
+) -> None:
+    key = uuid.uuid4().hex
+    url = f"{base(site)}/flaky?key={key}&times=1&status={status}&after=1"
+    handle = client.submit("http.request", {"url": url})
+    assert handle.wait(timeout=30)["body"] == {"hits": 2}
+    events = list(handle.watch())
+    retry = next(e for e in events if e.state is TaskState.RETRYING)
+    assert retry.error is not None and f"HTTP {status}" in retry.error.message
+    assert retry.time and retry.next_attempt_at
+    assert (retry.next_attempt_at - retry.time).total_seconds() >= 0.9  # Retry-After: 1
+    assert handle.get().attempt == 2 and site.counts[key] == 2
+
+
+def test_client_error_fails_without_retry(client: TaskClient, site: Site) -> None:
+    key = uuid.uuid4().hex
+    error = failure(client, {"url": f"{base(site)}/missing?key={key}"}).error
+    assert error is not None and error.type == "UpstreamRejectedError" and not error.retryable
+    assert error.message == f"HTTP 404 Not Found from GET {base(site)}/missing: nothing here"
+    assert site.counts[key] == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("127.0.0.1:{port}", "loopback"),
+        ("[::ffff:127.0.0.1]:{port}", "loopback"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("10.1.2.3", "private"),
+    ],
+)
+def test_non_public_addresses_are_refused_unless_allowed(
+    client: TaskClient, site: Site, host: str, why: str
+) -> None:
+    key = uuid.uuid4().hex
+    url = f"http://{host.format(port=site.port)}/json?key={key}"
+    info = failure(client, {"url": url})
+    assert info.error is not None and info.error.type == "BlockedAddressError"
+    assert why in info.error.message and "TASKCAST_HTTP_ALLOW" in info.error.message
+    assert info.task.attempt == 1 and site.counts[key] == 0  # never connected
+
+
+def test_redirects_are_followed_and_checked_at_every_hop(client: TaskClient, site: Site) -> None:
+    ok = client.submit("http.request", {"url": f"{base(site)}/redirect?to=/json"}).wait(timeout=30)
+    assert ok["status"] == 200 and ok["url"] == f"{base(site)}/json"
+    key = uuid.uuid4().hex
+    private = f"http://127.0.0.1:{site.port}/json?key={key}"
+    info = failure(client, {"url": f"{base(site)}/redirect?to={private}&key=r{key}"})
+    assert info.error is not None and info.error.type == "BlockedAddressError"
+    assert site.counts[f"r{key}"] == 1 and site.counts[key] == 0
+    raw = client.submit(
+        "http.request", {"url": f"{base(site)}/redirect?to=/json", "follow_redirects": False}
+    ).wait(timeout=30)
+    assert raw["status"] == 302 and raw["headers"]["location"] == "/json"
+
+
+def test_invalid_payload_fails_at_once(client: TaskClient) -> None:
+    info = failure(client, {"url": "ftp://example.invalid/x"})
+    assert info.error is not None and "only http and https" in info.error.message
+    info = failure(client, {"url": "http://localhost/", "method": "BREW"})
+    assert info.error is not None and "invalid http.request payload" in info.error.message
+    assert info.task.attempt == 1

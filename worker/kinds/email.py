@@ -1,0 +1,219 @@
+"""`email.send`: one message through the worker's SMTP server, accepted at most once per task.
+
+The send runs inside `ctx.once`: once the server has accepted the message, the acceptance is on
+record before the session is closed, so a retry (or a duplicate delivery) returns the stored
+result instead of sending again. What remains is the window between the server's acceptance and
+that record (a crash exactly there); the Message-ID is the same on every attempt, so receivers
+that de-duplicate on it see one message even then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import email.utils
+import functools
+import smtplib
+import ssl
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskcast.worker.context import TaskContext
+from taskcast.worker.errors import NonRetryableError
+from taskcast.worker.kinds._upstream import UpstreamRejectedError, UpstreamUnavailableError
+from taskcast.worker.registry import task
+
+DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
+
+
+class SMTPSettings(BaseSettings):
+    """The SMTP server this worker sends through (`TASKCAST_SMTP_*` variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKCAST_SMTP_", frozen=True, extra="ignore")
+
+    host: str = Field("localhost", description="SMTP server host")
+    port: int | None = Field(None, ge=1, le=65535, description="port (465 tls, 587 starttls, 25)")
+    security: Literal["starttls", "tls", "none"] = Field("starttls", description="how to encrypt")
+    username: str | None = Field(None, description="login name, if the server wants one")
+    password: SecretStr | None = Field(None, description="login password")
+    sender: str = Field("", description="the From address of every message")
+    timeout: float = Field(30.0, gt=0, description="seconds per SMTP command")
+
+
+def _address(value: str) -> str:
+    addr = email.utils.parseaddr(value)[1]
+    if "@" not in addr or any(c in value for c in "\r\n"):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+class EmailPayload(BaseModel):
+    """An `email.send` payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: list[str] = Field(min_length=1)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = None
+    subject: str = Field(min_length=1, max_length=998)
+    text: str | None = None
+    html: str | None = None
+
+    @field_validator("to", "cc", "bcc", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to", "cc", "bcc")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [_address(v) for v in value]
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c in value for c in "\r\n"):
+            raise ValueError("must be one line")
+        return value
+
+    def recipients(self) -> list[str]:
+        """Every envelope recipient (bcc included), as bare addresses."""
+        return [email.utils.parseaddr(a)[1] for a in (*self.to, *self.cc, *self.bcc)]
+
+
+@functools.cache
+def _settings() -> SMTPSettings:
+    try:
+        settings = SMTPSettings()
+    except ValidationError as exc:
+        raise NonRetryableError(f"invalid TASKCAST_SMTP_* settings: {exc}") from None
+    if not settings.sender:
+        raise NonRetryableError("email.send needs TASKCAST_SMTP_SENDER (the From address)")
+    return settings
+
+
+@task("email.send", queue="email", max_attempts=5)
+def send(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Send the message (at most once per task); return its Message-ID and who accepted it."""
+    settings = _settings()
+    try:
+        p = EmailPayload.model_validate(payload)
+    except ValidationError as exc:
+        raise NonRetryableError(f"invalid email.send payload: {exc}") from None
+    if p.text is None and p.html is None:
+        raise NonRetryableError("invalid email.send payload: give `text`, `html` or both")
+    msg = _message(p, settings, ctx.task_id)
+    session = _Session(settings)
+    try:
+        result: dict[str, Any] = ctx.once("email.send", lambda: session.send(msg, p.recipients()))
+    finally:
+        session.close()  # after the acceptance is on record: a failed QUIT changes nothing
+    return result
+
+
+def _message(p: EmailPayload, settings: SMTPSettings, task_id: str) -> EmailMessage:
+    msg = EmailMessage(policy=email.policy.SMTP)
+    domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or "taskcast"
+    msg["Message-ID"] = f"<taskcast.{task_id}@{domain}>"  # the same on every attempt
+    msg["Date"] = email.utils.formatdate(usegmt=True)
+    msg["From"] = settings.sender
+    msg["To"] = ", ".join(p.to)
+    if p.cc:
+        msg["Cc"] = ", ".join(p.cc)
+    if p.reply_to:
+        msg["Reply-To"] = p.reply_to
+    msg["Subject"] = p.subject
+    msg.set_content(p.text if p.text is not None else "This message is HTML only.")
+    if p.html is not None:
+        msg.add_alternative(p.html, subtype="html")
+    return msg
+
+
+class _Session:
+    """One SMTP connection, opened on first use."""
+
+    def __init__(self, settings: SMTPSettings) -> None:
+        self.settings = settings
+        self.smtp: smtplib.SMTP | None = None
+
+    def send(self, msg: EmailMessage, recipients: list[str]) -> dict[str, Any]:
+        """Connect, log in, send; what the server accepted and refused."""
+        s = self.settings
+        with _translated():
+            self.smtp = self._connect()
+            refused = self.smtp.send_message(msg, from_addr=s.sender, to_addrs=recipients)
+        return {
+            "message_id": msg["Message-ID"],
+            "accepted": [r for r in recipients if r not in refused],
+            "refused": {r: f"{code} {_text(text)}" for r, (code, text) in refused.items()},
+        }
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        port = s.port or DEFAULT_PORTS[s.security]
+        context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if s.security == "tls":
+            smtp = smtplib.SMTP_SSL(s.host, port, timeout=s.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(s.host, port, timeout=s.timeout)
+        self.smtp = smtp
+        if s.security == "starttls":
+            smtp.starttls(context=context)
+        if s.username:
+            password = s.password.get_secret_value() if s.password else ""
+            smtp.login(s.username, password)
+        return smtp
+
+    def close(self) -> None:
+        """QUIT, ignoring any failure: the message's fate was settled before."""
+        if self.smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self.smtp.quit()
+            self.smtp.close()
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The one place SMTP failures become task errors: 4xx and network trouble retry."""
+    s = "the SMTP server"
+    try:
+        yield
+    except smtplib.SMTPAuthenticationError as exc:
+        raise UpstreamRejectedError(
+            f"{s} refused the login ({exc.smtp_code} {_text(exc.smtp_error)}): "
+            "check TASKCAST_SMTP_USERNAME and TASKCAST_SMTP_PASSWORD"
+        ) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise UpstreamRejectedError(
+            f"{s} does not support what is configured ({exc}): check TASKCAST_SMTP_SECURITY"
+        ) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        said = "; ".join(f"{r}: {c} {_text(t)}" for r, (c, t) in exc.recipients.items())
+        if all(code >= 500 for code in codes):
+            raise UpstreamRejectedError(f"{s} refused every recipient: {said}") from None
+        raise UpstreamUnavailableError(f"{s} deferred the recipients: {said}", 0) from None
+    except smtplib.SMTPResponseException as exc:
+        said = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+        if exc.smtp_code >= 500:
+            raise UpstreamRejectedError(f"{s} refused the message: {said}") from None
+        raise UpstreamUnavailableError(f"{s} deferred the message: {said}", 0) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise UpstreamRejectedError(f"{s}'s TLS certificate failed verification: {exc}") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise UpstreamUnavailableError(f"{s} could not be reached: {exc}", 0) from None
