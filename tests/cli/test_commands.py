@@ -1,0 +1,148 @@
+"""The `taskcast` command as a user runs it: exit codes, output, and `taskcast dev` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskcast.cli.redis_proc import answers, free_port
+from tests.support import ROOT, eventually
+
+TASKCAST = [sys.executable, "-m", "taskcast.cli.main"]
+
+
+def run(*args: str, server: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TASKCAST_SERVER": server, "COLUMNS": "200"}
+    return subprocess.run(
+        [*TASKCAST, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.usefixtures("worker")
+def test_submit_watch_prints_the_id_then_every_event_and_exits_0(grpc_addr: str) -> None:
+    out = run(
+        "submit",
+        "demo.sleep",
+        "--json",
+        '{"seconds": 0.2, "steps": 2}',
+        "--watch",
+        server=grpc_addr,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines[0]) == 32  # the task id, first
+    assert [line.split()[1] for line in lines[1:]] == [
+        "PENDING",
+        "RUNNING",
+        "progress",
+        "progress",
+        "SUCCEEDED",
+    ]
+    assert '"steps": 2' in lines[-1]
+
+
+@pytest.mark.usefixtures("worker")
+def test_failing_task_exits_1_and_shows_the_error(grpc_addr: str) -> None:
+    out = run(
+        "submit",
+        "demo.fail",
+        "--json",
+        '{"fatal": true, "message": "no way"}',
+        "--watch",
+        server=grpc_addr,
+    )
+    assert out.returncode == 1
+    assert "FAILED" in out.stdout and "NonRetryableError: no way" in out.stdout
+
+
+@pytest.mark.usefixtures("worker")
+def test_bad_payload_exits_4_with_the_field(grpc_addr: str) -> None:
+    out = run("submit", "demo.sleep", "--json", "[1]", server=grpc_addr)
+    assert out.returncode == 4
+    assert "payload_json: must be a JSON object, got list" in out.stderr
+
+
+@pytest.mark.usefixtures("worker")
+def test_get_ls_and_stats_as_json(grpc_addr: str) -> None:
+    task_id = run(
+        "submit", "test.echo", "--json", "{}", "-l", "cli=yes", "--watch", server=grpc_addr
+    ).stdout.split()[0]
+    got = json.loads(run("get", task_id, server=grpc_addr).stdout)
+    assert got["state"] == "SUCCEEDED" and got["labels"] == {"cli": "yes"}
+    listed = json.loads(run("ls", "-l", "cli=yes", "-o", "json", server=grpc_addr).stdout)
+    assert [t["id"] for t in listed] == [task_id]
+    assert "test.echo" in run("stats", server=grpc_addr).stdout
+
+
+def test_settings_are_validated_with_a_clear_message() -> None:
+    out = subprocess.run(
+        [*TASKCAST, "server", "--listen", "nonsense", "--max-watchers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "listen (TASKCAST_LISTEN): Value error, must be host:port" in out.stderr
+    assert "max_watchers (TASKCAST_MAX_WATCHERS)" in out.stderr
+
+
+def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing answers: dev starts its own
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
+    env.update(TASKCAST_REDIS_URL=redis_url, COLUMNS="200")
+    log = tmp_path / "dev.log"
+    with log.open("w") as sink:
+        dev = subprocess.Popen(
+            [*TASKCAST, "dev", "--listen", address, "--data-dir", str(tmp_path / "data")],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        eventually(
+            lambda: "taskcast is up" in log.read_text() or dev.poll() is not None,
+            90,
+            "taskcast dev to come up",
+        )
+        text = log.read_text()
+        assert dev.poll() is None, text
+        assert "started redis-server on port" in text
+        assert "submit ai.chat" in text and "submit demo.sleep" in text
+        match = re.search(r"started redis-server on port (\d+)", text)
+        assert match is not None
+        own_redis = match.group(1)
+        out = run(
+            "submit",
+            "demo.sleep",
+            "--json",
+            '{"seconds": 0.1, "steps": 1}',
+            "--watch",
+            server=address,
+        )
+        assert out.returncode == 0 and "SUCCEEDED" in out.stdout
+        os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in its terminal
+        assert dev.wait(60) == 0
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+    assert "stopped." in log.read_text()
+    assert not answers(f"redis://127.0.0.1:{own_redis}/0")
+    assert run("stats", server=address, timeout=30).returncode == 4  # nobody listens there now
+    assert (tmp_path / "data" / "redis" / "appendonlydir").exists()  # AOF persistence on
