@@ -70,6 +70,7 @@ class AsyncTaskClient:
         channel: grpc.aio.Channel | None = None,
         metadata: list[tuple[str, str]] | None = None,
         reconnect_for: float = 60.0,
+        token: str | None = None,
     ) -> None:
         self.address = _requests.server_address(address)
         self._channel = channel or grpc.aio.insecure_channel(
@@ -77,7 +78,7 @@ class AsyncTaskClient:
         )
         self._stub = pb_grpc.TaskServiceStub(self._channel)
         self.timeout = timeout
-        self.metadata = metadata
+        self.metadata = _requests.call_metadata(metadata, token)
         self.reconnect_for = reconnect_for
 
     async def __aenter__(self) -> AsyncTaskClient:
@@ -151,9 +152,9 @@ class AsyncTaskClient:
         page_size: int = 100,
     ) -> AsyncIterator[Task]:
         """Tasks, newest first, page by page; see `TaskClient.list`."""
-        token, seen = "", 0
+        page_token, seen = "", 0
         while True:
-            req = _requests.list_request(state, kind, labels, page_size, token)
+            req = _requests.list_request(state, kind, labels, page_size, page_token)
             with _translated():
                 resp = await self._stub.ListTasks(req, timeout=self.timeout, metadata=self.metadata)
             for t in resp.tasks:
@@ -161,8 +162,8 @@ class AsyncTaskClient:
                     return
                 seen += 1
                 yield Task.from_pb(t)
-            token = resp.next_page_token
-            if not token:
+            page_token = resp.next_page_token
+            if not page_token:
                 return
 
     async def stats(self) -> Stats:

@@ -69,7 +69,8 @@ class TaskClient:
         address: host:port, or any gRPC target; default `TASKCAST_SERVER`, else 127.0.0.1:50051.
         timeout: Seconds each unary call may take (default 10).
         channel: A channel of your own (credentials, interceptors); `address` is then ignored.
-        metadata: Sent with every call, e.g. [("authorization", "Bearer ...")].
+        metadata: Sent with every call.
+        token: Bearer token for a server that requires one (default: `TASKCAST_TOKEN`).
         reconnect_for: Seconds a watch keeps trying to resume before it raises UnavailableError.
     """
 
@@ -81,12 +82,13 @@ class TaskClient:
         channel: grpc.Channel | None = None,
         metadata: list[tuple[str, str]] | None = None,
         reconnect_for: float = 60.0,
+        token: str | None = None,
     ) -> None:
         self.address = _requests.server_address(address)
         self._channel = channel or grpc.insecure_channel(self.address, _requests.CHANNEL_OPTIONS)
         self._stub = pb_grpc.TaskServiceStub(self._channel)
         self.timeout = timeout
-        self.metadata = metadata
+        self.metadata = _requests.call_metadata(metadata, token)
         self.reconnect_for = reconnect_for
 
     def __enter__(self) -> TaskClient:
@@ -183,9 +185,9 @@ class TaskClient:
         page_size: int = 100,
     ) -> Iterator[Task]:
         """Tasks, newest first, fetched page by page as you iterate."""
-        token, seen = "", 0
+        page_token, seen = "", 0
         while True:
-            req = _requests.list_request(state, kind, labels, page_size, token)
+            req = _requests.list_request(state, kind, labels, page_size, page_token)
             with _translated():
                 resp = self._stub.ListTasks(req, timeout=self.timeout, metadata=self.metadata)
             for t in resp.tasks:
@@ -193,8 +195,8 @@ class TaskClient:
                     return
                 seen += 1
                 yield Task.from_pb(t)
-            token = resp.next_page_token
-            if not token:
+            page_token = resp.next_page_token
+            if not page_token:
                 return
 
     def stats(self) -> Stats:

@@ -46,6 +46,17 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def call_metadata(
+    metadata: list[tuple[str, str]] | None, token: str | None
+) -> list[tuple[str, str]] | None:
+    """The metadata sent with every call: the caller's, plus the bearer token if there is one
+    (`token`, else `TASKCAST_TOKEN`)."""
+    token = token or os.environ.get("TASKCAST_TOKEN")
+    if not token:
+        return metadata
+    return [*(metadata or []), ("authorization", f"Bearer {token}")]
+
+
 def server_address(address: str | None) -> str:
     """The address given, else `TASKCAST_SERVER`, else 127.0.0.1:50051."""
     return address or os.environ.get("TASKCAST_SERVER") or DEFAULT_SERVER

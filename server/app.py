@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from taskcast.server.auth import TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.fanout import Fanout
 from taskcast.server.servicer import TaskService
@@ -45,14 +46,16 @@ async def create_server(settings: ServerSettings) -> Running:
     fanout = Fanout(client, settings.layout.key("live"), settings.watcher_buffer)
     fanout.start()
     service = TaskService(store, fanout, settings)
+    full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
     server = grpc.aio.server(
+        interceptors=[TokenAuth(full, read)] if full or read else [],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_receive_message_length", settings.max_payload_bytes + (64 << 10)),
-        ]
+        ],
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

@@ -20,6 +20,10 @@ class ServerSettings(CommonSettings):
     watcher_buffer: int = Field(
         1024, ge=8, description="events buffered per watcher before it is told to resume"
     )
+    auth_tokens: str = Field(
+        "", description="comma-separated bearer tokens with full access (empty: no auth)"
+    )
+    read_tokens: str = Field("", description="comma-separated bearer tokens that may only read")
     grace: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
 
     @field_validator("listen")
