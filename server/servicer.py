@@ -66,6 +66,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             p.add("timeout", "must be more than 0 and at most 24 hours")
         p.check()
         info = await self._kind(r.kind)
+        if r.queue:
+            await self._check_queue(r.queue)
         if delay_ms:
             not_before = now_ms() + delay_ms
         return NewTask(
@@ -101,6 +103,15 @@ class TaskService(pb_grpc.TaskServiceServicer):
         raise InvalidArgument(
             [("kind", f"{kind!r} is not served by any worker; known kinds: {known}")]
         )
+
+    async def _check_queue(self, queue: str) -> None:
+        # A message on a queue no worker consumes would wait forever: refuse it instead.
+        served = {info.queue for info in (await self.store.kinds()).values()}
+        if queue not in served and not self.settings.accept_any_kind:
+            known = ", ".join(sorted(served)) or "none yet"
+            raise InvalidArgument(
+                [("queue", f"{queue!r} is not served by any worker; queues workers serve: {known}")]
+            )
 
     @guard
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:

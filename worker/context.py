@@ -46,7 +46,12 @@ class TaskContext:
         self._emit(["type", "progress", "fraction", repr(fraction), "message", message])
 
     def output(self, text: str) -> None:
-        """Append partial output (e.g. generated tokens); watchers see it in order."""
+        """Append partial output (e.g. generated tokens); watchers see it in order.
+
+        Like `progress`, this is one blocking Redis call (about 0.1-0.3 ms; it waits out a Redis
+        outage). From an `async def` handler call it through `await asyncio.to_thread(...)` when
+        the loop must never block, or coalesce, as `ai.chat` does.
+        """
         if text:
             self._emit(["type", "output", "text", text])
 

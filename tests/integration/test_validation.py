@@ -171,3 +171,11 @@ def test_delay_holds_the_task_back(client: TaskClient) -> None:
     handle.wait(timeout=20)
     started = handle.get().raw.start_time.ToMilliseconds()
     assert started >= task.raw.not_before_time.ToMilliseconds()
+
+
+def test_queue_override_must_be_a_served_queue(client: TaskClient) -> None:
+    with pytest.raises(InvalidArgumentError, match="'nowhere' is not served by any worker"):
+        client.submit("test.echo", {}, queue="nowhere")
+    # Any queue some worker consumes will do: the worker there knows every kind it registered.
+    handle = client.submit("test.echo", {}, queue="default")
+    assert handle.wait(timeout=20)["attempt"] == 1
