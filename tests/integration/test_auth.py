@@ -7,8 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import (NotFoundError, PermissionDeniedError, TaskClient,
-                             UnauthenticatedError)
+from taskcast.client import NotFoundError, PermissionDeniedError, TaskClient, UnauthenticatedError
 from taskcast.server.config import ServerSettings
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -18,8 +17,13 @@ FULL, READ = "s3cret-full", "s3cret-read"
 @pytest.fixture(scope="module")
 def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     """This module's server requires tokens."""
-    return ServerSettings(redis_url=redis_server.url, redis_prefix=prefix, listen="127.0.0.1:0",
-                          auth_tokens=f"other, {FULL}", read_tokens=READ)
+    return ServerSettings(
+        redis_url=redis_server.url,
+        redis_prefix=prefix,
+        listen="127.0.0.1:0",
+        auth_tokens=f"other, {FULL}",
+        read_tokens=READ,
+    )
 
 
 @pytest.mark.parametrize("token", [None, "wrong"])
@@ -53,6 +57,7 @@ def test_read_token_reads_but_may_not_write(grpc_addr: str) -> None:
 
 
 def test_health_needs_no_token(grpc_channel: grpc.Channel) -> None:
-    reply = health_pb2_grpc.HealthStub(grpc_channel).Check(health_pb2.HealthCheckRequest(),
-                                                            timeout=10)
+    reply = health_pb2_grpc.HealthStub(grpc_channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=10
+    )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
