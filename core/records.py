@@ -123,7 +123,15 @@ class EventRecord:
         return cls(task_id, seq, {_text(k): _text(v) for k, v in raw.items()})
 
     @classmethod
-    def from_live(cls, data: bytes | str) -> EventRecord:
-        """Build from a message on the live channel: `[task id, sequence, [k, v, k, v ...]]`."""
-        task_id, seq, flat = json.loads(data)
+    def from_live(cls, task_id: str, rest: bytes) -> EventRecord:
+        """Build from a live-channel message `<task id> <sequence> <[k, v, k, v ...] as JSON>`,
+        whose id the caller has split off already (see `live_task_id`)."""
+        seq, _, flat_json = rest.partition(b" ")
+        flat = json.loads(flat_json)
         return cls(task_id, int(seq), dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def live_task_id(data: bytes) -> tuple[str, bytes]:
+    """Split a live-channel message into its task id and the rest, without decoding the rest."""
+    task_id, _, rest = data.partition(b" ")
+    return task_id.decode(), rest

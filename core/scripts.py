@@ -54,9 +54,9 @@ class Layout:
         """Any other key: `prefix:part:part`."""
         return ":".join((self.prefix, *parts))
 
-    def common_args(self) -> list[Any]:
+    def common_args(self, now: int | None = None) -> list[Any]:
         """The five arguments every script starts with (see `_lib.lua`)."""
-        return [self.prefix, now_ms(), self.max_events, self.retention_s, self.namespace]
+        return [self.prefix, now or now_ms(), self.max_events, self.retention_s, self.namespace]
 
 
 def register(client: redis.Redis | redis.asyncio.Redis) -> dict[str, Any]:

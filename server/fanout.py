@@ -16,7 +16,7 @@ from typing import Final, TypeAlias
 
 import redis.asyncio as aredis
 
-from taskcast.core.records import EventRecord
+from taskcast.core.records import EventRecord, live_task_id
 
 log = logging.getLogger("taskcast.server")
 
@@ -121,10 +121,14 @@ class Fanout:
             msg = await sub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             if msg is None or msg["type"] != "message":
                 continue
+            task_id, rest = live_task_id(msg["data"])
+            group = self.watchers.get(task_id)
+            if not group:
+                continue  # nobody here watches it: not even decoded
             try:
-                event = EventRecord.from_live(msg["data"])
+                event = EventRecord.from_live(task_id, rest)
             except ValueError:
                 log.warning("ignoring malformed live event %r", msg["data"][:200])
                 continue
-            for w in self.watchers.get(event.task_id, ()):
+            for w in tuple(group):
                 w.offer(event)

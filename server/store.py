@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskcast.core import messages, scripts
 from taskcast.core.records import EventRecord, TaskRecord
-from taskcast.core.scripts import Layout
+from taskcast.core.scripts import Layout, now_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
 
@@ -68,9 +68,9 @@ class ServerStore:
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_read = 0.0
 
-    async def _run(self, name: str, task_id: str, args: list[Any]) -> Any:
+    async def _run(self, name: str, task_id: str, args: list[Any], now: int | None = None) -> Any:
         keys = [self.layout.task(task_id)]
-        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(now), *args])
 
     async def kinds(self, *, refresh: bool = False) -> dict[str, KindInfo]:
         """Kinds workers registered; re-read at most once a second, or when asked to."""
@@ -97,6 +97,7 @@ class ServerStore:
         # Without a caller's key the task id serves as one: a submit retried by redis-py after a
         # lost reply then finds its own record instead of writing a second PENDING event.
         idem = new.idempotency_key or f"~{task_id}"
+        now = now_ms()
         reply = await self._run(
             "submit",
             task_id,
@@ -116,6 +117,7 @@ class ServerStore:
                 msg.data,
                 *labels,
             ],
+            now,
         )
         created, existing = reply[0] == 1, reply[1].decode()
         if not created and reply[2].decode() != new.fingerprint:
@@ -123,7 +125,9 @@ class ServerStore:
                 f"idempotency_key {new.idempotency_key!r} was used by task "
                 f"{existing} with a different request"
             )
-        return await self.get(existing), created or existing == task_id
+        if created:  # what the script just wrote, without reading it back
+            return _fresh(task_id, new, now), True
+        return await self.get(existing), existing == task_id
 
     async def get(self, task_id: str) -> TaskRecord:
         """One task; NotFound when unknown or expired."""
@@ -256,6 +260,33 @@ class ServerStore:
                 }
             )
         return queue_stats, kind_stats
+
+
+def _fresh(task_id: str, new: NewTask, now: int) -> TaskRecord:
+    return TaskRecord(
+        id=task_id,
+        kind=new.kind,
+        queue=new.queue,
+        state=State.PENDING,
+        payload=new.payload,
+        labels=new.labels,
+        attempt=0,
+        max_attempts=new.max_attempts,
+        created=now,
+        updated=now,
+        started=0,
+        finished=0,
+        not_before=new.not_before_ms,
+        timeout_ms=new.timeout_ms,
+        result="",
+        error=None,
+        last_sequence=1,
+        idempotency_key=new.idempotency_key,
+        cancel_requested=False,
+        progress_fraction=None,
+        progress_message="",
+        time_to_first_output_ms=None,
+    )
 
 
 def _kind_info(raw: bytes) -> KindInfo:

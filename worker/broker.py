@@ -1,14 +1,18 @@
-"""The Dramatiq broker a worker process runs with, and its middleware."""
+"""The Dramatiq broker a worker process runs with, its consumer, and its middleware."""
 
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.broker import Consumer
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
 from taskcast.worker.middleware import Lifecycle
@@ -16,6 +20,45 @@ from taskcast.worker.registry import Registry
 from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.store import WorkerStore, connect
 from taskcast.worker.supervisor import Supervisor
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, except that an idle one blocks on the queue's wake-up list
+    (BLPOP, up to the poll interval) instead of sleeping with a growing backoff: a message
+    enqueued by taskcast (`enqueue()` in _lib.lua pushes a token) is picked up at once.
+
+    The body follows `_RedisConsumer.__next__` of Dramatiq 2.2; only the wait differs.
+    """
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                try:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    self.misses = 0
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+                except IndexError:
+                    room = self.prefetch - self.outstanding_message_count
+                    if room > 0:
+                        self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                        if self.message_cache:
+                            continue
+                        # Empty: wait for a token. Stale tokens only cause an empty fetch.
+                        wake = f"{self.broker.namespace}:{self.queue_name}.wake"
+                        self.broker.client.blpop([wake], timeout=self.timeout / 1000)
+                    else:
+                        # Full: leave the tokens to consumers that can take work.
+                        self.misses, backoff_ms = compute_backoff(
+                            self.misses, max_backoff=self.timeout
+                        )
+                        time.sleep(backoff_ms / 1000)
+                    return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
 
 
 class Broker(RedisBroker):  # subclassing the library broker
@@ -43,7 +86,15 @@ class Broker(RedisBroker):  # subclassing the library broker
                     self.do_requeue(queue_name, *orphans)
             except redis.ConnectionError as exc:
                 raise ConnectionClosed(exc) from None
-        return super().consume(queue_name, prefetch, timeout)
+        return _WakingConsumer(self, queue_name, prefetch, timeout)
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Enqueue (Dramatiq's own moves from a delay queue, requeues), then wake a consumer."""
+        sent = super().enqueue(message, delay=delay)
+        wake = f"{self.namespace}:{sent.queue_name}.wake"
+        self.client.rpush(wake, 1)
+        self.client.ltrim(wake, -64, -1)
+        return sent
 
 
 def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broker:

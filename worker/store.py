@@ -111,27 +111,31 @@ class WorkerStore:
         timeout_ms: int,
     ) -> str:
         """Record how the attempt ended; schedules the next attempt when it may retry."""
-        eta = now_ms() + outcome.retry_delay_ms
-        msg = messages.encode(
-            task_id=task_id,
-            kind=kind,
-            queue=queue,
-            attempt=attempt + 1,
-            timeout_ms=timeout_ms,
-            eta_ms=eta,
-        )
         err = outcome.error
+        retryable = err is not None and err.retryable
+        eta = now_ms() + outcome.retry_delay_ms
+        # The next attempt's message, used by the script only if it decides to retry.
+        msg = (
+            messages.encode(
+                task_id=task_id,
+                kind=kind,
+                queue=queue,
+                attempt=attempt + 1,
+                timeout_ms=timeout_ms,
+                eta_ms=eta,
+            )
+            if retryable
+            else None
+        )
         args = [
             task_id,
             attempt,
             outcome.kind,
             outcome.result,
             err.to_json() if err else "",
-            "1" if err and err.retryable else "0",
+            "1" if retryable else "0",
             eta,
-            msg.queue,
-            msg.redis_id,
-            msg.data,
+            *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
         ]
         reply = self._persist("finish", lambda: self._run("finish", task_id, args))
         return str(reply[0].decode())

@@ -20,7 +20,8 @@ local function emit(id, fields)
   table.insert(fields, "ts")
   table.insert(fields, tostring(NOW))
   redis.call("XADD", P .. ":e:" .. id, "MAXLEN", "~", MAX_EVENTS, seq .. "-0", unpack(fields))
-  redis.call("PUBLISH", P .. ":live", cjson.encode({id, seq, fields}))
+  -- "<id> <seq> <fields as JSON>": servers route on the id before decoding anything
+  redis.call("PUBLISH", P .. ":live", id .. " " .. seq .. " " .. cjson.encode(fields))
   return seq
 end
 
@@ -46,8 +47,11 @@ local function move(id, from, to)
   end
 end
 
--- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does.
+-- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does, and drop a
+-- token in the queue's wake-up list, on which idle taskcast consumers block (worker/broker.py).
 local function enqueue(queue, rid, data)
   redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
   redis.call("RPUSH", MQ .. ":" .. queue, rid)
+  local wake = MQ .. ":" .. queue .. ".wake"
+  if redis.call("LLEN", wake) < 64 then redis.call("RPUSH", wake, 1) end
 end
