@@ -47,11 +47,13 @@ local function move(id, from, to)
   end
 end
 
--- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does, and drop a
--- token in the queue's wake-up list, on which idle taskcast consumers block (worker/broker.py).
+-- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does. When the
+-- queue was empty, idle taskcast consumers may be blocked on its wake-up list (worker/broker.py):
+-- drop a token there. A busy queue needs none, and stale tokens would cost empty fetches.
 local function enqueue(queue, rid, data)
   redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
-  redis.call("RPUSH", MQ .. ":" .. queue, rid)
-  local wake = MQ .. ":" .. queue .. ".wake"
-  if redis.call("LLEN", wake) < 64 then redis.call("RPUSH", wake, 1) end
+  if redis.call("RPUSH", MQ .. ":" .. queue, rid) == 1 then
+    local wake = MQ .. ":" .. queue .. ".wake"
+    if redis.call("LLEN", wake) < 64 then redis.call("RPUSH", wake, 1) end
+  end
 end
