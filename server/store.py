@@ -177,39 +177,48 @@ class ServerStore:
         page_size: int,
         cursor: tuple[int, str] | None,
     ) -> tuple[list[TaskRecord], tuple[int, str] | None]:
-        """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
+        """A page of tasks, newest first, and the cursor of the next page (None at the end).
+
+        The cursor is the last task returned (creation time, id); the next page starts right
+        after its rank, so tasks created in the same millisecond are neither skipped nor
+        repeated. Filters other than the index's own are applied to the records read, scanning
+        at most 20 pages' worth (a page may then come back short, with a cursor to go on).
+        """
         index = self._pick_index(state, kind, labels)
+        rank = await self._rank_after(index, cursor)
         found: list[TaskRecord] = []
-        top: float | str = cursor[0] if cursor else "+inf"
-        scanned, budget = 0, max(page_size * 20, 1000)
-        while len(found) < page_size and scanned < budget:
-            rows = await self.client.zrevrangebyscore(
-                index, top, "-inf", start=0, num=page_size * 2 + 1, withscores=True
-            )
-            rows = [(m.decode(), int(s)) for m, s in rows]
-            if cursor:
-                rows = [
-                    (m, s) for m, s in rows if s < cursor[0] or (s == cursor[0] and m < cursor[1])
-                ]
+        for _ in range(max(20, 1000 // page_size)):
+            rows = await self.client.zrevrange(index, rank, rank + page_size - 1, withscores=True)
             if not rows:
                 return found, None
-            async with self.client.pipeline(transaction=False) as pipe:
-                for member, _ in rows:
-                    pipe.hgetall(self.layout.task(member))
-                hashes = await pipe.execute()
-            for (member, score), raw in zip(rows, hashes, strict=True):
-                scanned += 1
-                cursor = (score, member)
-                if not raw:
-                    await self.client.zrem(index, member)  # expired: drop the stale index entry
-                    continue
-                rec = TaskRecord.from_hash(raw)
-                if _matches(rec, state, kind, labels):
+            records = await self._records([m.decode() for m, _ in rows])
+            expired = [m for (m, _), rec in zip(rows, records, strict=True) if rec is None]
+            if expired:  # finished and past retention: drop the stale index entries
+                await self.client.zrem(index, *expired)
+            rank += len(rows) - len(expired)
+            for (member, score), rec in zip(rows, records, strict=True):
+                cursor = (int(score), member.decode())
+                if rec is not None and _matches(rec, state, kind, labels):
                     found.append(rec)
                     if len(found) == page_size:
                         return found, cursor
-            top = rows[-1][1]
         return found, cursor
+
+    async def _rank_after(self, index: str, cursor: tuple[int, str] | None) -> int:
+        if cursor is None:
+            return 0
+        rank = await self.client.zrevrank(index, cursor[1])
+        if rank is not None:
+            return int(rank) + 1
+        # The cursor's task expired meanwhile: start after everything at least as new.
+        return int(await self.client.zcount(index, cursor[0], "+inf"))
+
+    async def _records(self, ids: list[str]) -> list[TaskRecord | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(self.layout.task(task_id))
+            hashes = await pipe.execute()
+        return [TaskRecord.from_hash(h) if h else None for h in hashes]
 
     def _pick_index(self, state: State | None, kind: str, labels: dict[str, str]) -> str:
         if kind:

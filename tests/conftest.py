@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,9 +98,3 @@ def rdb(redis_server: RedisProcess) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
     yield client
     client.close()
-
-
-@pytest.fixture
-def tmp_data(tmp_path: Path) -> Path:
-    """A scratch folder."""
-    return tmp_path

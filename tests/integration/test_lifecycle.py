@@ -207,3 +207,17 @@ def test_stats_count_by_kind_and_queue(client: TaskClient) -> None:
         lambda: next(q for q in client.stats().queues if q.name == "default").depth == 0 or None,
         what="queue drained",
     )
+
+
+def test_list_pages_through_tasks_created_in_the_same_millisecond(
+    client: TaskClient, rdb: Any, prefix: str
+) -> None:
+    tag = {"batch": "same-ms"}
+    ids = {client.submit("test.echo", {"i": i}, labels=tag, delay=60).id for i in range(7)}
+    index = f"{prefix}:idx:label:batch=same-ms"
+    rdb.zadd(index, dict.fromkeys(ids, 1_000_000))  # one creation time for all: only ids differ
+    paged = [t.id for t in client.list(labels=tag, page_size=1)]
+    assert sorted(paged) == sorted(ids)
+    assert paged == sorted(ids, reverse=True)
+    for task_id in ids:
+        client.cancel(task_id)
