@@ -22,6 +22,9 @@ class WorkerSettings(CommonSettings):
         600.0, gt=0, description="time limit of an attempt (s) by default"
     )
     default_max_attempts: int = Field(3, ge=1, description="attempts per task by default")
+    prune_interval: float = Field(
+        60.0, gt=0, description="seconds between sweeps of expired tasks out of the list indexes"
+    )
     poll_interval_ms: int = Field(100, ge=1, description="longest idle pause between queue polls")
 
     @property

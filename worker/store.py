@@ -181,6 +181,48 @@ class WorkerStore:
         )
         return str(reply[0].decode())
 
+    def prune_indexes(self, interval: float, budget: int = 5000) -> int:
+        """Drop the index entries of tasks that expired; one worker per `interval` does it.
+
+        Only entries created before now - retention can belong to an expired task (a task
+        expires `retention` after it finished, and finished after it was created): those are
+        checked, oldest first, up to `budget` per call. Returns how many were dropped.
+        """
+        lock = self.layout.key("prune-lock")
+        if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
+            return 0
+        cutoff = now_ms() - self.layout.retention_s * 1000
+        removed = 0
+        for index in self._indexes():
+            start = 0
+            while budget > 0:
+                ids = self.client.zrangebyscore(index, 0, cutoff, start=start, num=200)
+                if not ids:
+                    break
+                with self.client.pipeline(transaction=False) as pipe:
+                    for task_id in ids:
+                        pipe.exists(self.layout.task(task_id.decode()))
+                    alive = pipe.execute()
+                gone = [i for i, there in zip(ids, alive, strict=True) if not there]
+                if gone:
+                    self.client.zrem(index, *gone)
+                removed += len(gone)
+                start += len(ids) - len(gone)
+                budget -= len(ids)
+        return removed
+
+    def _indexes(self) -> list[str]:
+        idx = self.layout.key("idx")
+        kinds = self.client.smembers(f"{idx}:kinds")
+        labels = self.client.smembers(f"{idx}:labels")
+        states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
+        return [
+            f"{idx}:all",
+            *(f"{idx}:state:{s}" for s in states),
+            *(f"{idx}:kind:{k.decode()}" for k in kinds),
+            *(f"{idx}:label:{v.decode()}" for v in labels),
+        ]
+
     def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
         """Tell servers which kinds exist and their defaults (queue, attempts, timeout)."""
         if kinds:

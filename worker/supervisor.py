@@ -65,7 +65,7 @@ class Supervisor(Middleware):
     def _tick_loop(self) -> None:
         interval = min(self.settings.lease / 5, self.settings.reap_interval)
         connected_since: float | None = None
-        ticks = 0
+        ticks, next_prune = 0, 0.0
         while not self.stopping.wait(interval):
             ticks += 1
             try:
@@ -77,6 +77,9 @@ class Supervisor(Middleware):
                     self._reap()
                 if ticks % 30 == 0:
                     self.store.register_kinds(self._kinds())
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.settings.prune_interval
+                    self.store.prune_indexes(self.settings.prune_interval)
             except redis.RedisError as exc:
                 connected_since = None
                 log.warning("housekeeping skipped a beat: redis error %s", exc)

@@ -16,7 +16,11 @@ redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", 
   "not_before", not_before, "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", 0)
 redis.call("ZADD", P .. ":idx:all", NOW, id)
 redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
-for i = 14, #A do redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id) end
+redis.call("SADD", P .. ":idx:kinds", kind)
+for i = 14, #A do
+  redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id)
+  redis.call("SADD", P .. ":idx:labels", A[i])
+end
 move(id, nil, "PENDING")
 emit(id, {"type", "state", "state", "PENDING", "attempt", "0"})
 enqueue(mq_queue, rid, data)

@@ -1,0 +1,61 @@
+"""Finished tasks expire after the retention; listings forget them too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from taskcast.cli.redis_proc import RedisProcess
+from taskcast.client import NotFoundError, TaskClient
+from taskcast.server.config import ServerSettings
+from tests.support import WorkerProcess, eventually
+
+
+@pytest.fixture(scope="module")
+def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
+    """A one-second retention (the workers, who finish tasks, get the same)."""
+    return ServerSettings(
+        redis_url=redis_server.url, redis_prefix=prefix, listen="127.0.0.1:0", retention=1
+    )
+
+
+@pytest.fixture(scope="module")
+def short_lived_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess(
+        redis_server.url,
+        prefix,
+        extra_env={"TASKCAST_RETENTION": "1", "TASKCAST_PRUNE_INTERVAL": "0.3"},
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.usefixtures("short_lived_worker")
+def test_finished_task_expires_with_its_events(
+    client: TaskClient, rdb: object, prefix: str
+) -> None:
+    handle = client.submit("test.echo", {}, labels={"keep": "no"})
+    handle.wait(timeout=20)
+    running = client.submit("test.echo", {}, delay=60)  # not finished: never expires
+
+    def gone() -> bool:
+        try:
+            handle.get()
+        except NotFoundError:
+            return True
+        return False
+
+    eventually(gone, timeout=20, what="the finished task to expire")
+    assert not rdb.exists(f"{prefix}:e:{handle.id}")  # type: ignore[attr-defined]
+    # The workers sweep the expired task out of every index, listed or not.
+    for index in ("all", "kind:test.echo", "state:SUCCEEDED", "label:keep=no"):
+        eventually(
+            lambda i=index: rdb.zscore(f"{prefix}:idx:{i}", handle.id) is None,  # type: ignore[attr-defined, misc]
+            what=f"{index} index pruned",
+        )
+    assert [t.id for t in client.list(labels={"keep": "no"})] == []
+    with pytest.raises(NotFoundError):
+        list(handle.watch())
+    assert running.get().state.value == "PENDING"
+    running.cancel()
