@@ -124,11 +124,35 @@ class Unavailable(_Retryable):
 def _translate(exc: BaseException) -> ServiceError:
     if isinstance(exc, ServiceError):
         return exc
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
-        log.warning("redis unavailable: %s", exc)
-        return Unavailable("task store (Redis) unavailable; retry shortly")
+    if isinstance(exc, redis.RedisError):
+        return _redis_error(exc)
     log.exception("unexpected error")
     return ServiceError("internal error; the server log has the details")
+
+
+def _redis_error(exc: redis.RedisError) -> ServiceError:
+    """Every way Redis can fail, as a status a caller can act on (never INTERNAL)."""
+    text = str(exc)
+    if isinstance(exc, redis.ResponseError) and text.startswith("OOM"):
+        log.error("redis is out of memory: %s", text)
+        return ResourceExhausted(
+            "task store (Redis) is full (maxmemory reached); finished tasks "
+            "must expire or Redis needs more memory",
+            retry_after=5.0,
+        )
+    if isinstance(exc, redis.ResponseError) and text.startswith(("READONLY", "MASTERDOWN")):
+        log.warning("redis is not writable: %s", text)
+        return Unavailable("task store (Redis) is failing over; retry shortly")
+    if isinstance(exc, redis.InvalidResponse):
+        log.error("the server at TASKCAST_REDIS_URL does not speak Redis: %s", text)
+        return Unavailable(
+            "task store misconfigured: TASKCAST_REDIS_URL does not answer like Redis"
+        )
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        log.warning("redis unavailable: %s", text)
+        return Unavailable("task store (Redis) unavailable; retry shortly")
+    log.exception("unexpected redis error")
+    return Unavailable("task store (Redis) error; retry shortly (the server log has the details)")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:

@@ -118,7 +118,7 @@ class Fanout:
 
     async def _read(self, sub: aredis.client.PubSub) -> None:
         while True:
-            msg = await sub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            msg = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg is None or msg["type"] != "message":
                 continue
             task_id, rest = live_task_id(msg["data"])

@@ -164,3 +164,68 @@ def test_unavailable_redis_at_submit_is_quick_and_clear(tmp_path: Path, prefix: 
     finally:
         if server_started:
             server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[tuple[str, str]]:
+    """Two loopback TCP servers that are not a working Redis: one answers like a web server,
+    one accepts connections and never says a word."""
+    import socket
+
+    listeners = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        listeners.append(sock)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve(sock: socket.socket, reply: bytes | None) -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            if reply is None:
+                held.append(conn)  # silent: keep it open, answer nothing
+            else:
+                conn.sendall(reply)
+                conn.close()
+
+    threads = [
+        threading.Thread(target=serve, args=(listeners[0], b"HTTP/1.1 400 Bad Request\r\n\r\n")),
+        threading.Thread(target=serve, args=(listeners[1], None)),
+    ]
+    for t in threads:
+        t.start()
+    yield tuple(f"redis://127.0.0.1:{s.getsockname()[1]}/0" for s in listeners)  # type: ignore[misc]
+    stop.set()
+    for t in threads:
+        t.join()
+    for s in [*listeners, *held]:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [
+        (0, "TASKCAST_REDIS_URL does not answer like Redis"),
+        (1, "task store (Redis) unavailable"),
+    ],
+)
+def test_a_store_that_is_not_a_working_redis_is_unavailable_not_internal(
+    fake_redis: tuple[str, str], prefix: str, which: int, expected: str
+) -> None:
+    server = ServerProcess(fake_redis[which], prefix, free_port())
+    try:
+        server.start()
+        with (
+            TaskClient(server.address, timeout=20) as client,
+            pytest.raises(UnavailableError) as info,
+        ):
+            client.get("0" * 32)
+        assert expected in info.value.message
+    finally:
+        server.stop(signal.SIGKILL)
