@@ -36,7 +36,11 @@ gen-check: venv
 
 check: gen-check lint typecheck test   ## what CI runs
 
-bench: venv              ## a quick pass of every benchmark (see bench/README.md)
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BIN)/.bench-installed   ## a quick pass of every benchmark (see bench/README.md)
 	$(BIN)/python -m bench.run --quick
 
 clean:

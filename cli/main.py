@@ -36,7 +36,13 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = flags.build(WorkerSettings, args)
     # Read by dramatiq.worker at import: the longest idle pause between polls of a queue.
-    env = flags.environ_with(settings, {"dramatiq_worker_timeout": settings.poll_interval_ms})
+    env = flags.environ_with(
+        settings,
+        {
+            "dramatiq_worker_timeout": settings.poll_interval_ms,
+            "TASKCAST_LOG_LEVEL": args.log_level,
+        },
+    )
     argv = [sys.executable, "-m", "dramatiq", "taskcast.worker.boot:setup", *args.modules]
     argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
     argv += ["--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]

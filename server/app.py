@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ async def create_server(settings: ServerSettings) -> Running:
 async def serve(settings: ServerSettings) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     running = await create_server(settings)
+    # Thousands of watch streams are hundreds of thousands of long-lived objects; full
+    # collections over them paused the loop for 0.3-0.5 s (fan-out p99 548 ms, 3.8 ms with
+    # this). Freeze what start-up made and collect the old generations rarely.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     host = settings.listen.rpartition(":")[0]
     log.info(
         "taskcast server listening on %s:%d (redis %s)", host, running.port, settings.redis_url

@@ -19,6 +19,8 @@ from taskcast.core.scripts import Layout, now_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
 
+POOL_SIZE = 64  # connections per server process; commands beyond wait for one
+
 
 @dataclass(frozen=True)
 class NewTask:
@@ -47,9 +49,15 @@ class KindInfo:
 def connect(url: str) -> aredis.Redis:
     """A client that fails fast: a Redis that is down (connection refused) is UNAVAILABLE in
     milliseconds, one that does not answer within 2 s; one quick retry covers a pooled connection
-    that a Redis restart closed. The server sends no blocking commands."""
-    return aredis.Redis.from_url(
+    that a Redis restart closed. The server sends no blocking commands.
+
+    The pool blocks (up to 5 s) for a free connection: redis-py's default pool raises "Too many
+    connections" past 100 commands in flight, which turned bursts of watch streams into errors.
+    """
+    pool = aredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=5,
         socket_connect_timeout=0.5,
         socket_timeout=2,
         health_check_interval=10,
@@ -60,6 +68,7 @@ def connect(url: str) -> aredis.Redis:
         ),
         retry_on_error=[RedisConnectionError],
     )
+    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class ServerStore:

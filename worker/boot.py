@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 
 import dramatiq
 
@@ -21,6 +23,8 @@ BUILTIN_KINDS = (
 
 def setup() -> None:
     """Build this process's settings and broker, and bind every kind (built-in ones included)."""
+    # Dramatiq's CLI sets each worker process to INFO; honour `taskcast --log-level`.
+    logging.getLogger().setLevel(os.environ.get("TASKCAST_LOG_LEVEL", "INFO").upper())
     settings = WorkerSettings()
     broker = build_broker(settings, registry)
     dramatiq.set_broker(broker)

@@ -87,7 +87,7 @@ class Lifecycle(Middleware):
             timeout_ms=int(message.options.get("time_limit") or 0),
         )
         if outcome.error is None:
-            log.info("task %s attempt %d: %s", ctx.task_id, ctx.attempt, state)
+            log.debug("task %s attempt %d: %s", ctx.task_id, ctx.attempt, state)
         else:
             err = outcome.error
             log.warning(
