@@ -20,7 +20,14 @@ from taskcast.client import TaskClient
 from taskcast.server.app import Running, create_server
 from taskcast.server.config import ServerSettings
 from taskcast.v1 import tasks_pb2_grpc
-from tests.support import LoopThread, WorkerProcess
+from tests.support import LoopThread, WorkerProcess, kill_leftovers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """Whatever a failed or interrupted fixture left running dies with the session."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

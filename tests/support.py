@@ -51,6 +51,22 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str =
         time.sleep(0.02)  # polling real processes that have no other signal to wait on
 
 
+# Every process group a test started, so the session can kill whatever a failed fixture left.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every process group the tests started that still runs (and its Dramatiq group)."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            for group in _children(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [int(p) for p in out.stdout.split()]
@@ -106,8 +122,14 @@ class WorkerProcess:
         key = f"{self.prefix}:kinds"
         client.delete(key)
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, start_new_session=True)
-        eventually(lambda: client.hexists(key, "test.echo") or self._died(), 30, "worker boot")
-        client.close()
+        STARTED.append(self.proc)
+        try:
+            eventually(lambda: client.hexists(key, "test.echo") or self._died(), 30, "worker boot")
+        except BaseException:
+            self._kill_all()  # a fixture that fails here never reaches its teardown
+            raise
+        finally:
+            client.close()
         return self
 
     def _died(self) -> bool:
@@ -177,6 +199,7 @@ class ServerProcess:
             cwd=ROOT,
             start_new_session=True,
         )
+        STARTED.append(self.proc)
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
 
@@ -190,7 +213,11 @@ class ServerProcess:
                     return False
                 return reply.status == health_pb2.HealthCheckResponse.SERVING
 
-            eventually(serving, 30, "server health")
+            try:
+                eventually(serving, 30, "server health")
+            except BaseException:
+                self.stop(signal.SIGKILL)
+                raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
