@@ -1,0 +1,216 @@
+"""End-to-end runs shared by e2e, scaling and profile: N no-op tasks, submit to done.
+
+Each run starts its own Redis and processes, warms up (which also proves the workers are up),
+then submits `n` tasks as fast as the producer goes while the workers drain them, and stops the
+clock when the last one is done. CPU seconds are summed over every process involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import redis
+from celery import Celery
+from dramatiq.brokers.redis import RedisBroker
+
+from bench import _procs
+from taskcast.client import AsyncTaskClient
+
+WARMUP = 300
+CALLERS = 16
+TIMEOUT = 300.0
+
+
+def _drain(check: Callable[[], bool], n: int, started: float) -> float:
+    """Wait until `check()`, bounded by time; returns the seconds since `started`."""
+    deadline = time.monotonic() + TIMEOUT + n / 100
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("tasks did not finish in time")
+        time.sleep(0.005)  # polling a counter in Redis: the cheapest completion signal there is
+    return time.perf_counter() - started
+
+
+def _result(
+    system: str, n: int, elapsed: float, cpu: dict[str, float], **extra: Any
+) -> dict[str, Any]:
+    total = sum(cpu.values())
+    return {
+        "system": system,
+        "tasks": n,
+        "seconds": elapsed,
+        "tasks_per_s": n / elapsed,
+        "cpu_s": cpu,
+        "cpu_s_total": total,
+        "cpu_ms_per_task": total / n * 1000,
+        "cpu_ms_per_task_by_process": {k: v / n * 1000 for k, v in cpu.items()},
+        **extra,
+    }
+
+
+def taskcast(
+    n: int,
+    processes: int,
+    threads: int,
+    *,
+    on_load: Callable[[dict[str, _procs.Child]], Callable[[], None]] | None = None,
+    server_command: list[str] | None = None,
+    worker_setup: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
+
+    `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead.
+    """
+    with _procs.stack() as st:
+        r = st.redis()
+        workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
+        server, port = st.server(r.url, command=server_command, env=env)
+        client = redis.Redis.from_url(r.url)
+        key = f"{_procs.PREFIX}:stats:kind:bench.noop"
+
+        def done(target: int) -> Callable[[], bool]:
+            return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target
+
+        async def submit(count: int) -> None:
+            async with AsyncTaskClient(f"127.0.0.1:{port}") as tc:
+                left = iter(range(count))
+
+                async def caller() -> None:
+                    for _ in left:
+                        await tc.submit("bench.noop", "{}")
+
+                await asyncio.gather(*(caller() for _ in range(CALLERS)))
+
+        asyncio.run(submit(WARMUP))
+        _drain(done(WARMUP), WARMUP, time.perf_counter())
+        meter = _procs.CpuMeter(
+            {
+                "client": _procs.me,
+                "server": _procs.tree_of(server),
+                "workers": _procs.tree_of(workers),
+                "redis": _procs.redis_tree(r),
+            }
+        )
+        stop_hook = on_load({"server": server, "workers": workers}) if on_load else None
+        meter.start()
+        t0 = time.perf_counter()
+        asyncio.run(submit(n))
+        submit_s = time.perf_counter() - t0
+        elapsed = _drain(done(WARMUP + n), n, t0)
+        cpu = meter.stop()
+        if stop_hook is not None:
+            stop_hook()
+        client.close()
+        return _result(
+            "taskcast",
+            n,
+            elapsed,
+            cpu,
+            submit_seconds=submit_s,
+            processes=processes,
+            threads=threads,
+        )
+
+
+def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
+    """Stock Dramatiq: actor.send() from this process -> Redis -> `dramatiq` workers."""
+    with _procs.stack() as st:
+        r = st.redis()
+        workers = st.dramatiq_workers(r.url, processes, threads)
+        broker = RedisBroker(url=r.url)
+        actor = dramatiq.Actor(
+            lambda n: None,
+            broker=broker,
+            actor_name="bench_noop",
+            queue_name="default",
+            priority=0,
+            options={},
+        )
+        client = redis.Redis.from_url(r.url)
+
+        def done() -> bool:
+            return int(client.hlen("dramatiq:default.msgs")) == 0
+
+        for i in range(WARMUP):
+            actor.send(i)
+        _drain(done, WARMUP, time.perf_counter())
+        meter = _procs.CpuMeter(
+            {
+                "client": _procs.me,
+                "workers": _procs.tree_of(workers),
+                "redis": _procs.redis_tree(r),
+            }
+        )
+        meter.start()
+        t0 = time.perf_counter()
+        for i in range(n):
+            actor.send(i)
+        submit_s = time.perf_counter() - t0
+        elapsed = _drain(done, n, t0)
+        cpu = meter.stop()
+        client.close()
+        broker.close()
+        return _result(
+            "dramatiq",
+            n,
+            elapsed,
+            cpu,
+            submit_seconds=submit_s,
+            processes=processes,
+            threads=threads,
+        )
+
+
+def celery(n: int, processes: int, threads: int) -> dict[str, Any]:
+    """Celery on Redis (defaults, no result backend): send_task() -> Redis -> celery workers."""
+    with _procs.stack() as st:
+        r = st.redis()
+        workers = st.celery_workers(r.url, processes, threads)
+        app = Celery("bench", broker=r.url)
+        app.conf.task_ignore_result = True
+        client = redis.Redis.from_url(r.url)
+
+        def done() -> bool:
+            with client.pipeline(transaction=False) as p:
+                p.llen("celery")
+                p.hlen("unacked")
+                queued, unacked = p.execute()
+            return int(queued) == 0 and int(unacked) == 0
+
+        def send(count: int) -> None:
+            with app.producer_or_acquire() as producer:
+                for i in range(count):
+                    app.send_task("bench.noop", args=(i,), producer=producer)
+
+        send(WARMUP)
+        _drain(done, WARMUP, time.perf_counter())
+        meter = _procs.CpuMeter(
+            {
+                "client": _procs.me,
+                "workers": _procs.tree_of(*workers),
+                "redis": _procs.redis_tree(r),
+            }
+        )
+        meter.start()
+        t0 = time.perf_counter()
+        send(n)
+        submit_s = time.perf_counter() - t0
+        elapsed = _drain(done, n, t0)
+        cpu = meter.stop()
+        client.close()
+        app.close()
+        return _result(
+            "celery", n, elapsed, cpu, submit_seconds=submit_s, processes=processes, threads=threads
+        )
+
+
+SYSTEMS: dict[str, Callable[[int, int, int], dict[str, Any]]] = {
+    "taskcast": taskcast,
+    "dramatiq": raw_dramatiq,
+    "celery": celery,
+}
