@@ -87,8 +87,15 @@ class Supervisor(Middleware):
     def _renew(self) -> None:
         running = dict(self.lifecycle.running)
         self.store.renew_leases(running, self.settings.lease_ms)
-        for task_id, ctx in running.items():  # catches a cancel published while unsubscribed
-            if self.store.client.hget(self.store.layout.task(task_id), "cancel") == b"1":
+        if not running:
+            return
+        # One round trip for all cancel flags: catches a cancel published while unsubscribed.
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for task_id in running:
+                pipe.hget(self.store.layout.task(task_id), "cancel")
+            flags = pipe.execute()
+        for ctx, flag in zip(running.values(), flags, strict=True):
+            if flag == b"1":
                 ctx.request_cancel()
 
     def _reap(self) -> None:
