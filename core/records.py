@@ -90,7 +90,7 @@ class TaskRecord:
             result=f.get("result", ""),
             error=TaskError.from_json(f.get("error", "")),
             last_sequence=_int(f.get("seq")),
-            idempotency_key="" if f.get("idem", "").startswith("~") else f.get("idem", ""),
+            idempotency_key=f.get("idem", ""),
             cancel_requested=f.get("cancel") == "1",
             progress_fraction=float(f["pfrac"]) if f.get("pfrac") else None,
             progress_message=f.get("pmsg", ""),

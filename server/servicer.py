@@ -79,6 +79,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             timeout_ms=timeout_ms or info.timeout_ms,
             not_before_ms=not_before,
             idempotency_key=r.idempotency_key,
+            # Only a caller's key is compared with a later request: no key, nothing to digest.
             fingerprint=validation.fingerprint(
                 r.kind,
                 validation.canonical_payload(payload),
@@ -88,7 +89,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 r.not_before.ToMilliseconds() if r.HasField("not_before") else 0,
                 r.max_attempts,
                 timeout_ms,
-            ),
+            )
+            if r.idempotency_key
+            else "",
         )
 
     async def _kind(self, kind: str) -> KindInfo:
@@ -206,7 +209,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 if mark is None or (mark[0].terminal and mark[1] <= last):
                     return  # expired under us, or the caller has seen the end already
             try:
-                item = await asyncio.wait_for(inbox.queue.get(), self.settings.keepalive)
+                async with asyncio.timeout(self.settings.keepalive):  # no Task per wait
+                    item = await inbox.queue.get()
             except TimeoutError:
                 # Idle: a cheap check that nothing was missed, else a keep-alive.
                 mark = await self.store.mark(task_id)

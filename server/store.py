@@ -109,9 +109,6 @@ class ServerStore:
             eta_ms=new.not_before_ms or None,
         )
         labels = [f"{k}={v}" for k, v in sorted(new.labels.items())]
-        # Without a caller's key the task id serves as one: a submit retried by redis-py after a
-        # lost reply then finds its own record instead of writing a second PENDING event.
-        idem = new.idempotency_key or f"~{task_id}"
         now = now_ms()
         reply = await self._run(
             "submit",
@@ -125,7 +122,7 @@ class ServerStore:
                 new.max_attempts,
                 new.not_before_ms,
                 new.timeout_ms,
-                idem,
+                new.idempotency_key,
                 new.fingerprint,
                 msg.queue,
                 msg.redis_id,

@@ -84,11 +84,9 @@ def labels(value: dict[str, str], problems: Problems, field: str = "labels") -> 
 
 
 def idempotency_key(value: str, problems: Problems) -> None:
-    """At most 256 printable characters, not starting with '~' (reserved)."""
-    if len(value) > 256 or not value.isprintable() or value.startswith("~"):
-        problems.add(
-            "idempotency_key", "must be at most 256 printable characters, not starting with '~'"
-        )
+    """At most 256 printable characters."""
+    if len(value) > 256 or not value.isprintable():
+        problems.add("idempotency_key", "must be at most 256 printable characters")
 
 
 def task_id(value: str, problems: Problems) -> None:

@@ -1,8 +1,11 @@
 -- A: id, kind, queue, payload, labels_json, max_attempts, not_before, timeout_ms,
 --    idempotency key, fingerprint, mq queue (Q or Q.DQ), message id, message data, label keys...
--- Returns {1, id} when created, {0, existing id, existing fingerprint} for a known key.
+-- Returns {1, id} when created, {0, existing id, existing fingerprint} for a known key, or for
+-- this very call run again (redis-py retrying after a lost reply: the id is new on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, timeout_ms,
       idem, fp, mq_queue, rid, data = unpack(A, 1, 13)
+local again = redis.call("HGET", tkey(id), "fp")
+if again then return {0, id, again} end
 if idem ~= "" then
   local existing = redis.call("GET", P .. ":idem:" .. idem)
   if existing then

@@ -80,3 +80,33 @@ def test_script_layout_matches_dramatiq_enqueue(rdb: Any, redis_server: Any) -> 
     assert decoded.message_id == sent.message_id
     broker.client.delete(*rdb.keys(f"{ns}:*"))
     broker.close()
+
+
+async def test_a_submit_script_run_twice_records_one_task(redis_server: Any, prefix: str) -> None:
+    """What redis-py does when a reply is lost: the same call (same fresh id) runs again."""
+    from taskcast.server.store import NewTask, ServerStore, connect
+
+    layout = Layout(prefix)
+    store = ServerStore(connect(redis_server.url), layout)
+    new = NewTask(
+        kind="test.echo",
+        queue="unserved",
+        payload="{}",
+        labels={},
+        max_attempts=1,
+        timeout_ms=1000,
+        not_before_ms=0,
+        idempotency_key="",
+        fingerprint="",
+    )
+    try:
+        first, created = await store.submit("f" * 32, new)
+        again, created_again = await store.submit("f" * 32, new)
+        assert created and created_again and again.id == first.id
+        assert await store.client.xlen(layout.events("f" * 32)) == 1  # one PENDING event
+        assert await store.client.llen(f"{layout.namespace}:unserved") == 1  # one message
+        keys = await store.client.keys(f"{prefix}:idem:*")  # no key was given: none points here
+        values = await store.client.mget(keys) if keys else []
+        assert not [v for v in values if v.startswith(b"f" * 32)]
+    finally:
+        await store.client.aclose()

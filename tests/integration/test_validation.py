@@ -63,7 +63,7 @@ def test_every_bad_field_is_reported_at_once(grpc_stub: Any) -> None:
         delay=duration_pb2.Duration(seconds=-5),
         not_before=timestamp_pb2.Timestamp(seconds=1),
         timeout=duration_pb2.Duration(seconds=0, nanos=0),
-        idempotency_key="~reserved",
+        idempotency_key="k" * 300,
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     text = err.details()
