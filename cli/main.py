@@ -45,7 +45,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     argv = [sys.executable, "-m", "dramatiq", "taskcast.worker.boot:setup", *args.modules]
     argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
-    argv += ["--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
+    argv += ["--worker-shutdown-timeout", str(int(settings.shutdown_timeout * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
     return supervise(argv, env, restart=args.restart)
@@ -177,14 +177,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run worker processes for the built-in kinds and MODULES")
     p.add_argument("modules", nargs="*", metavar="MODULE", help="modules with @task kinds to serve")
     p.add_argument("--processes", "-p", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--threads", "-t", type=int, default=8, help="threads per process (default 8)")
-    p.add_argument("--queues", "-Q", nargs="*", help="consume only these queues (default: all)")
     p.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=30.0,
-        help="seconds running tasks get to finish on SIGTERM (default 30)",
+        "--threads",
+        "-t",
+        type=int,
+        default=8,
+        help="threads per process, for sync kinds (default 8)",
     )
+    p.add_argument("--queues", "-Q", nargs="*", help="consume only these queues (default: all)")
     p.add_argument(
         "--restart",
         action=argparse.BooleanOptionalAction,

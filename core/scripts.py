@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-NAMES = ("submit", "begin", "event", "finish", "cancel", "reap")
+NAMES = ("submit", "begin", "event", "finish", "cancel", "reap", "abandon")
 
 
 def _source(name: str) -> str:

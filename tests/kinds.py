@@ -80,3 +80,18 @@ def bad_result(payload: dict[str, Any], ctx: TaskContext) -> Any:
 def fatal(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Fail without retry."""
     raise NonRetryableError("this cannot work")
+
+
+@task("test.async_sleep", max_attempts=3)
+async def async_sleep(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Write an output naming this task and attempt, sleep `seconds` (`first` on attempt 1),
+    write it again, return."""
+    mark = f"{ctx.task_id}#{ctx.attempt}"
+    ctx.output(mark)
+    ctx.progress(0.5, mark)
+    seconds = payload.get("seconds", 0.1)
+    if ctx.attempt == 1:
+        seconds = payload.get("first", seconds)
+    await asyncio.sleep(float(seconds))
+    ctx.output(mark)
+    return {"task": ctx.task_id, "attempt": ctx.attempt}

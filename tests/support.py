@@ -84,6 +84,7 @@ class WorkerProcess:
         threads: int = 4,
         extra_env: dict[str, str] | None = None,
         shutdown_timeout: float = 10.0,
+        modules: tuple[str, ...] = ("tests.kinds",),
     ) -> None:
         self.redis_url, self.prefix = redis_url, prefix
         env = {
@@ -105,7 +106,7 @@ class WorkerProcess:
             "--log-level",
             "WARNING",
             "worker",
-            "tests.kinds",
+            *modules,
             "--processes",
             str(processes),
             "--threads",

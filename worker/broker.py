@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 import dramatiq
 import redis
+import redis.asyncio as aredis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
@@ -15,20 +17,42 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
+from taskcast.core.records import TaskError
+from taskcast.core.scripts import now_ms
+from taskcast.worker.aio import AsyncAttempts
+from taskcast.worker.housekeeping import KIND_LIVE_MS, Housekeeping
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry
 from taskcast.worker.settings import WorkerSettings
+from taskcast.worker.slots import Slots
 from taskcast.worker.store import WorkerStore, connect
-from taskcast.worker.supervisor import Supervisor
+from taskcast.worker.writer import Writer
+
+log = logging.getLogger("taskcast.worker")
+
+HAND_BACK_MAX_DELAY_MS = 30_000  # a message this process cannot run waits at most this long
 
 
 class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, except that an idle one blocks on the queue's wake-up list
-    (BLPOP, up to the poll interval) instead of sleeping with a growing backoff: a message
-    enqueued by taskcast (`enqueue()` in _lib.lua pushes a token) is picked up at once.
+    """Dramatiq's Redis consumer, with three changes (the body follows `_RedisConsumer.__next__`
+    of Dramatiq 2.2):
 
-    The body follows `_RedisConsumer.__next__` of Dramatiq 2.2; only the wait differs.
+    - an idle one blocks on the queue's wake-up list (BLPOP, up to the poll interval) instead of
+      sleeping with a growing backoff: a message taskcast enqueues (`enqueue()` in _lib.lua
+      pushes a token) is picked up at once;
+    - on a live queue it fetches only as many messages as the process has free slots, and waits
+      for a slot when it has none, so it never hoards work an idle process could run;
+    - a message of a kind this process does not serve is handed back, never dead-lettered as
+      Dramatiq does with an "undefined actor" (in a rolling deploy, old workers meet new kinds).
     """
+
+    broker: Broker
+
+    def __init__(self, broker: Broker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.slots = None if queue_name.endswith(".DQ") else broker.slots
+        if self.slots is not None:
+            self.slots.watch(self)
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -39,30 +63,50 @@ class _WakingConsumer(_RedisConsumer):
                         continue
                     self.misses = 0
                     message = Message.decode(data)
+                    if self.slots is not None and message.actor_name not in self.broker.actors:
+                        # (a delayed message is only moved on to its queue: any process may)
+                        self.broker.hand_back(self.queue_name, message)
+                        continue
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 except IndexError:
-                    room = self.prefetch - self.outstanding_message_count
-                    if room > 0:
-                        self.message_cache = self.broker.do_fetch(self.queue_name, room)
-                        if self.message_cache:
-                            continue
-                        # Empty: wait for a token. Stale tokens only cause an empty fetch.
-                        wake = f"{self.broker.namespace}:{self.queue_name}.wake"
-                        self.broker.client.blpop([wake], timeout=self.timeout / 1000)
-                    else:
-                        # Full: leave the tokens to consumers that can take work.
-                        self.misses, backoff_ms = compute_backoff(
-                            self.misses, max_backoff=self.timeout
-                        )
-                        time.sleep(backoff_ms / 1000)
+                    if self._fetch():
+                        continue
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
 
+    def _fetch(self) -> bool:
+        """Fetch what this process has room for; wait (up to the poll interval) when empty."""
+        room = self.prefetch - self.outstanding_message_count
+        if self.slots is None:
+            if room > 0:
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+        else:
+            with self.slots.fetching() as free:
+                room = min(room, free)
+                if room > 0:
+                    self.message_cache = self.broker.do_fetch(self.queue_name, room)
+            if room <= 0 and self.slots.free() <= 0:
+                self.slots.wait(self.timeout / 1000)  # full: leave the tokens to others
+                return False
+        if room <= 0:
+            # Prefetch full: leave the tokens to consumers that can take work.
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            time.sleep(backoff_ms / 1000)
+            return False
+        if self.message_cache:
+            return True
+        # Empty: wait for a token. Stale tokens only cause an empty fetch.
+        self.broker.client.blpop(
+            [self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000
+        )
+        return False
+
 
 class Broker(RedisBroker):  # subclassing the library broker
-    """RedisBroker that recovers the delayed messages Dramatiq drops on a connection error.
+    """RedisBroker that recovers the delayed messages Dramatiq drops on a connection error, hands
+    back messages of kinds it does not serve, and gates fetching on free slots.
 
     When a consumer thread hits a connection error, Dramatiq discards the delayed messages it
     held in memory, while their ids stay in this (live) worker's ack set in Redis; Dramatiq only
@@ -70,6 +114,18 @@ class Broker(RedisBroker):  # subclassing the library broker
     Before a delay-queue consumer starts, its leftover acks are put back on the queue: at that
     moment no consumer of this process holds them.
     """
+
+    def __init__(
+        self, *, store: WorkerStore, slots: Slots, unserved_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.slots = slots
+        self.unserved_timeout_ms = int(unserved_timeout * 1000)
+
+    def wake_key(self, queue_name: str) -> str:
+        """The wake-up list idle consumers of `queue_name` block on."""
+        return f"{self.namespace}:{queue_name}.wake"
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer for `queue_name`, after requeueing this process's orphaned delayed acks."""
@@ -91,28 +147,70 @@ class Broker(RedisBroker):  # subclassing the library broker
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Enqueue (Dramatiq's own moves from a delay queue, requeues), then wake a consumer."""
         sent = super().enqueue(message, delay=delay)
-        wake = f"{self.namespace}:{sent.queue_name}.wake"
-        self.client.rpush(wake, 1)
-        self.client.ltrim(wake, -64, -1)
+        if delay is None:
+            wake = self.wake_key(sent.queue_name)
+            self.client.rpush(wake, 1)
+            self.client.ltrim(wake, -64, -1)
         return sent
+
+    def hand_back(self, queue_name: str, message: Message[Any]) -> None:
+        """Put back a message of a kind this process does not serve, for a worker that does.
+
+        It returns to the queue after a growing delay (so two old workers do not bounce it to and
+        fro at full speed); a kind that no live worker has served for `unserved_timeout` fails
+        the task, saying so, instead of leaving it PENDING forever.
+        """
+        kind, now = message.actor_name, now_ms()
+        served = now - self.store.kind_seen_ms(kind) < KIND_LIVE_MS
+        since = now if served else int(message.options.get("tc_unserved_since") or now)
+        if now - since >= self.unserved_timeout_ms:
+            attempt = int(message.options.get("tc_attempt", 1))
+            error = TaskError(
+                "KindNotServed",
+                f"no live worker has served kind {kind!r} for "
+                f"{self.unserved_timeout_ms // 1000}s; start a worker with the module that "
+                "defines it, or check the kind's spelling",
+                False,
+            )
+            state = self.store.abandon(message.message_id, attempt, error)
+            log.warning("task %s of unserved kind %r: %s", message.message_id, kind, state)
+        else:
+            n = int(message.options.get("tc_handbacks", 0)) + 1
+            options = {"tc_handbacks": n, "tc_unserved_since": None if served else since}
+            delay = min(100 * 2 ** min(n, 10), HAND_BACK_MAX_DELAY_MS)
+            log.info("handing back task %s: kind %r is not served here", message.message_id, kind)
+            self.enqueue(message.copy(options=options), delay=delay)
+        self.do_ack(queue_name, message.options["redis_message_id"])
 
 
 def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broker:
     """A Broker with taskcast's middleware instead of Dramatiq's Retries and AgeLimit."""
     layout = settings.layout
-    stopping = threading.Event()
+    stopping = threading.Event()  # set once the process's attempts are done, at shutdown
     store = WorkerStore(connect(settings.redis_url, retries=0), layout, stopping)
-    lifecycle = Lifecycle(store, registry, settings)
-    supervisor = Supervisor(store, lifecycle, registry, settings, stopping)
+    slots = Slots(settings.slots)
+    aio = AsyncAttempts(slots)
+    writer = Writer(_async_client(settings.redis_url), aio.loop)
+    lifecycle = Lifecycle(store, registry, settings, aio, writer)
     # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead
     # worker's messages is only a backstop (its copies are skipped as stale), so its defaults stay.
     return Broker(
         client=connect(settings.redis_url, retries=3),
         namespace=layout.namespace,
+        store=store,
+        slots=slots,
+        unserved_timeout=settings.unserved_kind_timeout,
         middleware=[
             TimeLimit(time_limit=int(settings.default_timeout * 1000)),
             ShutdownNotifications(),
+            # Before the Lifecycle: shutdown hooks run in reverse, so leases are still renewed
+            # while the Lifecycle drains its async attempts.
+            Housekeeping(store, lifecycle, registry, settings, slots, stopping),
             lifecycle,
-            supervisor,
         ],
     )
+
+
+def _async_client(url: str) -> aredis.Redis:
+    # No retries inside redis-py: the Writer retries whole batches itself (its scripts are fenced).
+    return aredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, retry=None)

@@ -13,18 +13,29 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskContext"]
 
+# Where an async attempt's events go instead of a blocking store call: (ctx, n, fields).
+Sink = Callable[["TaskContext", int, list[str]], None]
+
 
 class TaskContext:
     """The running attempt of one task, as its handler sees it."""
 
     def __init__(
-        self, store: WorkerStore, *, task_id: str, kind: str, attempt: int, max_attempts: int
+        self,
+        store: WorkerStore,
+        *,
+        task_id: str,
+        kind: str,
+        attempt: int,
+        max_attempts: int,
+        sink: Sink | None = None,
     ) -> None:
         self.task_id = task_id
         self.kind = kind
         self.attempt = attempt
         self.max_attempts = max_attempts
         self._store = store
+        self._sink = sink
         self._cancel = threading.Event()
         self._on_cancel: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -48,9 +59,9 @@ class TaskContext:
     def output(self, text: str) -> None:
         """Append partial output (e.g. generated tokens); watchers see it in order.
 
-        Like `progress`, this is one blocking Redis call (about 0.1-0.3 ms; it waits out a Redis
-        outage). From an `async def` handler call it through `await asyncio.to_thread(...)` when
-        the loop must never block, or coalesce, as `ai.chat` does.
+        In a sync handler this is one blocking Redis call (about 0.1-0.3 ms; it waits out a Redis
+        outage). In an `async def` handler it never blocks: the write is queued and sent with the
+        other attempts' writes in one pipeline. Coalesce many tiny pieces, as `ai.chat` does.
         """
         if text:
             self._emit(["type", "output", "text", text])
@@ -66,6 +77,9 @@ class TaskContext:
     def _emit(self, fields: list[str]) -> None:
         with self._lock:
             self._n += 1
+            if self._sink is not None:
+                self._sink(self, self._n, fields)  # in order: queued under the lock
+                return
             cancel = self._store.event(self.task_id, self.attempt, self._n, fields)
         if cancel:
             self.request_cancel()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -13,12 +15,15 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from taskcast.core.records import TaskError
-from taskcast.worker import runner
+from taskcast.worker import attempt as attempts
+from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
+from taskcast.worker.attempt import Attempt
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 from taskcast.worker.registry import KindSpec, Registry
 from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.store import Outcome, WorkerStore
+from taskcast.worker.writer import Writer
 
 log = logging.getLogger("taskcast.worker")
 
@@ -27,38 +32,81 @@ class Lifecycle(Middleware):
     """Starts attempts (`begin`), records outcomes (`finish`) and schedules retries.
 
     It replaces Dramatiq's Retries: the RETRYING event and the next attempt's message are written
-    by one script, so a crash can never leave one without the other.
+    by one script, so a crash can never leave one without the other. Sync attempts run and finish
+    in the worker thread; async ones are handed to the slot loop once the actor returned, and
+    finish there through the batched `Writer`.
     """
 
-    def __init__(self, store: WorkerStore, registry: Registry, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        store: WorkerStore,
+        registry: Registry,
+        settings: WorkerSettings,
+        aio: AsyncAttempts,
+        writer: Writer,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
+        self.aio = aio
+        self.writer = writer
         self.running: dict[str, TaskContext] = {}
         self._lock = threading.Lock()
+        self._deadline = 0.0
+        aio.done = self._complete
 
     @property
     def actor_options(self) -> set[str]:
         """`throws`: Dramatiq's Retries declared it, and this middleware replaces Retries."""
         return {"throws"}
 
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Start the slot loop and its writer."""
+        self.aio.boot()
+        asyncio.run_coroutine_threadsafe(self.writer.run(), self.aio.loop)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Take no more work; the shutdown timeout starts now."""
+        self._deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.aio.slots.close()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Let async attempts finish until the deadline, then hand back the rest."""
+        self.aio.drain(self._deadline)
+
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Start the attempt the message carries, or skip a duplicate or stale delivery."""
-        task_id, attempt = message.message_id, int(message.options.get("tc_attempt", 1))
-        started = self.store.begin(task_id, attempt, self.settings.lease_ms, uuid.uuid4().hex)
+        task_id, number = message.message_id, int(message.options.get("tc_attempt", 1))
+        started = self.store.begin(task_id, number, self.settings.lease_ms, uuid.uuid4().hex)
         if isinstance(started, str):
-            log.info("skipping delivery of task %s attempt %d: %s", task_id, attempt, started)
+            log.info("skipping delivery of task %s attempt %d: %s", task_id, number, started)
             raise SkipMessage(started)
+        spec = self.registry.kinds[message.actor_name]
         ctx = TaskContext(
             self.store,
             task_id=task_id,
             kind=message.actor_name,
-            attempt=attempt,
+            attempt=number,
             max_attempts=started.max_attempts,
+            sink=self._sink if spec.is_async else None,
+        )
+        attempt = Attempt(
+            task_id=task_id,
+            kind=spec.kind,
+            number=number,
+            queue=message.queue_name.removesuffix(".DQ"),
+            timeout_ms=int(message.options.get("time_limit") or 0),
+            payload=json.loads(started.payload),
+            ctx=ctx,
+            is_async=spec.is_async,
         )
         with self._lock:
             self.running[task_id] = ctx
-        runner.set_current((json.loads(started.payload), ctx))
+        attempts.set_current(attempt)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        """Nothing ran: forget the attempt of this thread, if any."""
+        attempts.set_current(None)
 
     def after_process_message(
         self,
@@ -68,43 +116,85 @@ class Lifecycle(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        """Record success, failure or cancellation; schedule the next attempt when allowed."""
-        run = runner.current()
-        if run is None:
+        """Hand an async attempt to the slot loop; record how a sync one ended."""
+        attempt = attempts.current()
+        if attempt is None:
             return
-        runner.set_current(None)
-        _, ctx = run
+        attempts.set_current(None)
+        spec = self.registry.kinds[attempt.kind]
+        if attempt.is_async and exception is None:
+            self.aio.start(attempt, spec.handler)
+            return
         with self._lock:
-            self.running.pop(ctx.task_id, None)
-        spec = self.registry.kinds[message.actor_name]
-        outcome = self._outcome(spec, ctx, result, exception)
+            self.running.pop(attempt.task_id, None)
+        outcome = self._outcome(spec, attempt, exception)
         state = self.store.finish(
-            ctx.task_id,
-            ctx.attempt,
+            attempt.task_id,
+            attempt.number,
             outcome,
             kind=spec.kind,
-            queue=message.queue_name.removesuffix(".DQ"),
-            timeout_ms=int(message.options.get("time_limit") or 0),
+            queue=attempt.queue,
+            timeout_ms=attempt.timeout_ms,
         )
-        if outcome.error is None:
-            log.debug("task %s attempt %d: %s", ctx.task_id, ctx.attempt, state)
-        else:
-            err = outcome.error
-            log.warning(
-                "task %s (%s) attempt %d failed: %s: %s; now %s",
-                ctx.task_id,
-                spec.kind,
-                ctx.attempt,
-                err.type,
-                err.message,
-                state,
-            )
+        self._log(attempt, outcome, state)
 
-    def _outcome(
-        self, spec: KindSpec, ctx: TaskContext, result: Any, exc: BaseException | None
-    ) -> Outcome:
+    async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
+        """Record how an async attempt ended (on the slot loop, batched with other writes)."""
+        spec = self.registry.kinds[attempt.kind]
+        outcome = self._outcome(spec, attempt, exception)
+        args = self.store.finish_args(
+            attempt.task_id,
+            attempt.number,
+            outcome,
+            kind=spec.kind,
+            queue=attempt.queue,
+            timeout_ms=attempt.timeout_ms,
+        )
+        keys, argv = self.store.call(attempt.task_id, args)
+        try:
+            reply = await self.writer.call("finish", keys, argv)
+            self._log(attempt, outcome, reply[0].decode())
+        except Exception:  # a script error: logged; the lease and reaper still end the task
+            log.exception(
+                "task %s: recording the outcome of attempt %d failed",
+                attempt.task_id,
+                attempt.number,
+            )
+        finally:
+            with self._lock:
+                self.running.pop(attempt.task_id, None)
+
+    def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:
+        keys, args = self.store.call(ctx.task_id, [ctx.task_id, ctx.attempt, n, *fields])
+        self.aio.on_loop(self._queue_event, ctx, keys, args)
+
+    def _queue_event(self, ctx: TaskContext, keys: list[str], args: list[Any]) -> None:
+        def on_reply(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None and future.result()[1] == b"1":
+                ctx.request_cancel()
+
+        self.writer.call("event", keys, args).add_done_callback(on_reply)
+
+    @staticmethod
+    def _log(attempt: Attempt, outcome: Outcome, state: str) -> None:
+        if outcome.error is None:
+            log.debug("task %s attempt %d: %s", attempt.task_id, attempt.number, state)
+            return
+        err = outcome.error
+        log.warning(
+            "task %s (%s) attempt %d failed: %s: %s; now %s",
+            attempt.task_id,
+            attempt.kind,
+            attempt.number,
+            err.type,
+            err.message,
+            state,
+        )
+
+    def _outcome(self, spec: KindSpec, attempt: Attempt, exc: BaseException | None) -> Outcome:
+        ctx = attempt.ctx
         if exc is None:
-            return Outcome("ok", result=runner.take_result())
+            return Outcome("ok", result=attempt.result or "null")
         if isinstance(exc, TaskCancelled) or ctx.cancelled:
             return Outcome("cancelled")
         name = type(exc).__name__
@@ -113,20 +203,22 @@ class Lifecycle(Middleware):
                 "error",
                 error=TaskError("TimeLimitExceeded", "the attempt ran past its time limit", False),
             )
+        if isinstance(exc, WorkerShutdown):  # handed back: the next attempt may start at once
+            return Outcome("error", error=TaskError(name, str(exc), True))
         if isinstance(exc, (NonRetryableError, *spec.non_retryable)):
             return Outcome("error", error=TaskError(name, str(exc), False))
-        delay = self._backoff(spec, ctx.attempt)
+        delay = self._backoff(spec, attempt.number)
         if isinstance(exc, RetryAfter):
             delay = max(delay, exc.delay)
         return Outcome(
             "error", error=TaskError(name, str(exc), True), retry_delay_ms=int(delay * 1000)
         )
 
-    def _backoff(self, spec: KindSpec, attempt: int) -> float:
+    def _backoff(self, spec: KindSpec, number: int) -> float:
         low, high = spec.retry_backoff or (
             self.settings.retry_min_backoff,
             self.settings.retry_max_backoff,
         )
         # "Equal jitter": at least half the exponential step, so retries spread but never bunch.
-        step = min(high, low * 2 ** (attempt - 1))
+        step = min(high, low * 2 ** (number - 1))
         return float(step / 2 + random.uniform(0, step / 2))

@@ -26,6 +26,18 @@ class WorkerSettings(CommonSettings):
         60.0, gt=0, description="seconds between sweeps of expired tasks out of the list indexes"
     )
     poll_interval_ms: int = Field(100, ge=1, description="longest idle pause between queue polls")
+    # 1,000: an async attempt waiting on a slow call costs ~50-100 KiB and no CPU, so a process
+    # holds a thousand LLM streams in well under 400 MiB (measured in docs/performance.md); a
+    # kind that is CPU- or memory-heavy per call should run on its own queue with fewer slots.
+    slots: int = Field(1000, ge=1, le=100_000, description="async attempts a process runs at once")
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="seconds running attempts get to finish on SIGTERM"
+    )
+    unserved_kind_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="seconds a task may wait for a kind no live worker serves before it fails",
+    )
 
     @property
     def lease_ms(self) -> int:

@@ -67,9 +67,13 @@ class WorkerStore:
         self._scripts = scripts.register(client)
         self._stopping = stopping
 
+    def call(self, task_id: str, args: Iterable[Any]) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of a script call about one task (for this store or a Writer)."""
+        return [self.layout.task(task_id)], [*self.layout.common_args(), *args]
+
     def _run(self, name: str, task_id: str, args: Iterable[Any]) -> Any:
-        keys = [self.layout.task(task_id)]
-        return self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+        keys, argv = self.call(task_id, args)
+        return self._scripts[name](keys=keys, args=argv)
 
     def _persist(self, what: str, fn: Callable[[], T]) -> T:
         """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
@@ -111,6 +115,23 @@ class WorkerStore:
         timeout_ms: int,
     ) -> str:
         """Record how the attempt ended; schedules the next attempt when it may retry."""
+        args = self.finish_args(
+            task_id, attempt, outcome, kind=kind, queue=queue, timeout_ms=timeout_ms
+        )
+        reply = self._persist("finish", lambda: self._run("finish", task_id, args))
+        return str(reply[0].decode())
+
+    @staticmethod
+    def finish_args(
+        task_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        kind: str,
+        queue: str,
+        timeout_ms: int,
+    ) -> list[Any]:
+        """The `finish` script's own arguments (after the common ones)."""
         err = outcome.error
         retryable = err is not None and err.retryable
         eta = now_ms() + outcome.retry_delay_ms
@@ -127,7 +148,7 @@ class WorkerStore:
             if retryable
             else None
         )
-        args = [
+        args: list[Any] = [
             task_id,
             attempt,
             outcome.kind,
@@ -137,8 +158,7 @@ class WorkerStore:
             eta,
             *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
         ]
-        reply = self._persist("finish", lambda: self._run("finish", task_id, args))
-        return str(reply[0].decode())
+        return args
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
         """Extend the leases of attempts this process is running."""
@@ -146,6 +166,23 @@ class WorkerStore:
         if ids:
             until = now_ms() + lease_ms
             self.client.zadd(self.layout.key("leases"), dict.fromkeys(ids, until), xx=True)
+
+    def cancel_flags(self, task_ids: list[str]) -> list[bool]:
+        """Whether a cancel was requested, for each task; one round trip."""
+        if not task_ids:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self.layout.task(task_id), "cancel")
+            return [flag == b"1" for flag in pipe.execute()]
+
+    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        """Record a worker process's queues and capacity (slots, threads) for `GetStats`."""
+        self.client.hset(self.layout.key("workers"), worker_id, json.dumps(info))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Drop a stopped worker process's capacity record."""
+        self.client.hdel(self.layout.key("workers"), worker_id)
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Tasks whose running attempt stopped renewing its lease."""
@@ -180,6 +217,16 @@ class WorkerStore:
             [task_id, attempt, retry.to_json(), final.to_json(), msg.queue, msg.redis_id, msg.data],
         )
         return str(reply[0].decode())
+
+    def abandon(self, task_id: str, attempt: int, error: TaskError) -> str:
+        """Fail a waiting task whose kind no live worker serves; "skip" if it moved on."""
+        reply = self._run("abandon", task_id, [task_id, attempt, error.to_json()])
+        return str(reply[0].decode())
+
+    def kind_seen_ms(self, kind: str) -> int:
+        """When a worker last recorded that it serves `kind` (0: never)."""
+        raw = self.client.hget(self.layout.key("kinds"), kind)
+        return int(json.loads(raw).get("seen", 0)) if raw else 0
 
     def prune_indexes(self, interval: float, budget: int = 5000) -> int:
         """Drop the index entries of tasks that expired; one worker per `interval` does it.

@@ -70,7 +70,9 @@ class AISettings(BaseSettings):
     base_url: str | None = Field(None, description="OpenAI-compatible base URL (default OpenAI)")
     model: str = Field("gpt-4o-mini", description="model used when a payload names none")
     request_timeout: float = Field(60.0, gt=0, description="seconds to connect or between chunks")
-    max_concurrency: int = Field(16, ge=1, description="concurrent requests per worker process")
+    # As many as a process has slots by default: the worker's slots already bound concurrency;
+    # lower it to stay under a provider's concurrency limit.
+    max_concurrency: int = Field(1000, ge=1, description="concurrent requests per worker process")
     flush_ms: int = Field(50, ge=0, description="longest wait before streamed tokens are written")
 
     @field_validator("api_key", "base_url", mode="before")
@@ -170,9 +172,7 @@ async def chat(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     model = request.model or rt.settings.model
 
     async def write(text: str) -> None:
-        # ctx.output is a blocking Redis call that rides out outages by retrying; off the loop it
-        # cannot stall the other streams this process is reading.
-        await asyncio.to_thread(ctx.output, text)
+        ctx.output(text)  # queued for the batched writer: it never blocks the loop
 
     async with rt.slots:
         try:

@@ -1,0 +1,63 @@
+"""A message of a kind a worker does not serve is handed back, never lost (rolling deploys)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from taskcast.cli.redis_proc import RedisProcess
+from taskcast.client import TaskClient, TaskState
+from taskcast.server.config import ServerSettings
+from tests.support import WorkerProcess, eventually
+
+
+@pytest.fixture(scope="module")
+def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
+    """This module's server accepts kinds no worker has registered (typos included)."""
+    return ServerSettings(
+        redis_url=redis_server.url, redis_prefix=prefix, listen="127.0.0.1:0", accept_any_kind=True
+    )
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop(signal.SIGKILL)
+
+
+def test_old_worker_hands_new_kinds_to_the_new_worker(
+    client: TaskClient, workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str
+) -> None:
+    old = WorkerProcess(redis_server.url, prefix, threads=2).start()  # knows no test.newkind
+    workers.append(old)
+    handles = [client.submit("test.newkind", {"i": i}) for i in range(20)]
+    rdb = redis.Redis.from_url(redis_server.url)
+    # Only the old worker consumes the queue now: it must hand back every message, not drop it.
+    handed = f"{prefix}:mq:default.DQ.msgs"
+    eventually(lambda: rdb.hlen(handed) > 0, 20, "the old worker handing messages back")
+    assert all(h.get().state is TaskState.PENDING for h in handles)
+    new = WorkerProcess(
+        redis_server.url, prefix, threads=2, modules=("tests.kinds", "tests.newkinds")
+    )
+    workers.append(new.start())
+    assert [h.wait(timeout=60) for h in handles] == ["new"] * 20
+    assert rdb.zcard(f"{prefix}:mq:default.XQ") == 0  # nothing dead-lettered
+    rdb.close()
+
+
+def test_kind_no_live_worker_serves_fails_saying_so(
+    client: TaskClient, workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str
+) -> None:
+    env = {"TASKCAST_UNSERVED_KIND_TIMEOUT": "1"}
+    workers.append(WorkerProcess(redis_server.url, prefix, extra_env=env).start())
+    handle = client.submit("demo.slep", {})  # a typo: no worker anywhere serves it
+    events = list(handle.watch(timeout=30))
+    end = events[-1]
+    assert end.state is TaskState.FAILED and end.error is not None
+    assert end.error.type == "KindNotServed" and "demo.slep" in end.error.message
+    assert [e.state for e in events if e.type == "state"] == [TaskState.PENDING, TaskState.FAILED]
