@@ -75,7 +75,9 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
     """The public view of a stored task."""
     progress = None
     if t.progress_fraction is not None:
-        progress = pb.Progress(fraction=t.progress_fraction, message=t.progress_message)
+        progress = pb.Progress(
+            fraction=t.progress_fraction, message=t.progress_message, attempt=t.progress_attempt
+        )
     return pb.Task(
         id=t.id,
         kind=t.kind,
@@ -120,6 +122,7 @@ def event_to_pb(e: EventRecord) -> pb.TaskEvent:
     elif e.type == "progress":
         out.progress.fraction = float(f.get("fraction", 0))
         out.progress.message = f.get("message", "")
+        out.progress.attempt = attempt
     elif e.type == "output":
         out.output.text = f.get("text", "")
         out.output.attempt = attempt

@@ -54,7 +54,7 @@ class InvalidArgument(ServiceError):
         listed: list[tuple[str, str]] = []
         size = 0
         for field, description in violations[:MAX_LISTED]:
-            field, description = clip(field, 100), clip(description, 320)
+            field, description = clip(field, 100), clip(description, 400)
             size += len(f"{field}: {description}; ".encode())
             if listed and size > MESSAGE_BUDGET:
                 break

@@ -142,7 +142,7 @@ def duration_ms(value: tuple[int, int] | None, field: str, problems: Problems) -
     return None
 
 
-def listing(names: list[str], budget: int = 240) -> str:
+def listing(names: list[str], budget: int = 320) -> str:
     """Names joined by commas, as many as fit in `budget` characters: for echoing in errors."""
     shown: list[str] = []
     for name in names:

@@ -80,3 +80,12 @@ def bad_result(payload: dict[str, Any], ctx: TaskContext) -> Any:
 def fatal(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Fail without retry."""
     raise NonRetryableError("this cannot work")
+
+
+@task("test.flaky", max_attempts=2, retry_backoff=(0.1, 0.5))
+def flaky(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Report progress, then fail the first attempt; the second succeeds."""
+    ctx.progress(0.5, f"attempt {ctx.attempt}")
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return ctx.attempt

@@ -263,7 +263,7 @@ def test_errors_stay_small_enough_to_be_delivered(grpc_stub: Any, labels: dict[s
     assert trailers < 4096
     violations = _violations(err)
     assert 1 <= len(violations) <= 10
-    assert all(len(f) <= 100 and len(d) <= 320 for f, d in violations)
+    assert all(len(f) <= 100 and len(d) <= 400 for f, d in violations)
     if len(labels) > len(violations):
         assert err.details().endswith("more")
 
