@@ -159,8 +159,9 @@ class Event:
                 **base,
             )
         if kind == "progress":
+            p = e.progress
             return cls(
-                type="progress", progress=e.progress.fraction, message=e.progress.message, **base
+                type="progress", progress=p.fraction, message=p.message, attempt=p.attempt, **base
             )
         if kind == "output":
             return cls(type="output", text=e.output.text, attempt=e.output.attempt, **base)

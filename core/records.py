@@ -67,6 +67,7 @@ class TaskRecord:
     progress_fraction: float | None
     progress_message: str
     time_to_first_output_ms: int | None
+    progress_attempt: int = 0  # the attempt that reported the progress
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> TaskRecord:
@@ -95,6 +96,7 @@ class TaskRecord:
             progress_fraction=float(f["pfrac"]) if f.get("pfrac") else None,
             progress_message=f.get("pmsg", ""),
             time_to_first_output_ms=int(f["ttfo"]) if f.get("ttfo") else None,
+            progress_attempt=_int(f.get("patt")),
         )
 
 

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from taskcast.server.auth import TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
+from taskcast.server.decoding import StrictDecoding
 from taskcast.server.fanout import Fanout
 from taskcast.server.servicer import TaskService
 from taskcast.server.store import ServerStore, connect
@@ -49,7 +50,8 @@ async def create_server(settings: ServerSettings) -> Running:
     service = TaskService(store, fanout, settings)
     full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
     server = grpc.aio.server(
-        interceptors=[TokenAuth(full, read)] if full or read else [],
+        # The token check first (outermost), so a client without one is never parsed further.
+        interceptors=[*([TokenAuth(full, read)] if full or read else []), StrictDecoding()],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),

@@ -8,6 +8,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
+from taskcast.server.submit import SubmitRequest
 from taskcast.v1 import tasks_pb2 as pb
 
 
@@ -27,6 +28,28 @@ def dur(ms: int | None) -> duration_pb2.Duration | None:
     out = duration_pb2.Duration()
     out.FromMilliseconds(ms)
     return out
+
+
+def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
+    """The request as plain values; unset Timestamps and Durations as None."""
+
+    def pair(name: str) -> tuple[int, int] | None:
+        if not r.HasField(name):  # type: ignore[arg-type]  # one of three message fields
+            return None
+        value = getattr(r, name)
+        return value.seconds, value.nanos
+
+    return SubmitRequest(
+        kind=r.kind,
+        payload_json=r.payload_json,
+        queue=r.queue,
+        idempotency_key=r.idempotency_key,
+        labels=dict(r.labels),
+        delay=pair("delay"),
+        not_before=pair("not_before"),
+        max_attempts=r.max_attempts,
+        timeout=pair("timeout"),
+    )
 
 
 def state_to_pb(state: State) -> pb.TaskState.ValueType:
@@ -52,7 +75,9 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
     """The public view of a stored task."""
     progress = None
     if t.progress_fraction is not None:
-        progress = pb.Progress(fraction=t.progress_fraction, message=t.progress_message)
+        progress = pb.Progress(
+            fraction=t.progress_fraction, message=t.progress_message, attempt=t.progress_attempt
+        )
     return pb.Task(
         id=t.id,
         kind=t.kind,
@@ -97,6 +122,7 @@ def event_to_pb(e: EventRecord) -> pb.TaskEvent:
     elif e.type == "progress":
         out.progress.fraction = float(f.get("fraction", 0))
         out.progress.message = f.get("message", "")
+        out.progress.attempt = attempt
     elif e.type == "output":
         out.output.text = f.get("text", "")
         out.output.attempt = attempt

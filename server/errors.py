@@ -24,6 +24,15 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 log = logging.getLogger("taskcast.server")
+# A client refuses trailers over 8 KiB (grpc's default max_metadata_size); the status message
+# travels twice (grpc-message, percent-encoded: up to 3 bytes per byte, and inside the base64
+# grpc-status-details-bin beside the violations), so a refusal lists at most this much.
+MAX_LISTED, MESSAGE_BUDGET = 10, 1024  # violations; bytes of UTF-8 message
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut: for echoing input."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class ServiceError(Exception):
@@ -37,13 +46,23 @@ class ServiceError(Exception):
 
 
 class InvalidArgument(ServiceError):
-    """The request is malformed; `violations` name each bad field."""
+    """The request is malformed; `violations` name each bad field (the first few, bounded)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
-        self.violations = violations
+        listed: list[tuple[str, str]] = []
+        size = 0
+        for field, description in violations[:MAX_LISTED]:
+            field, description = clip(field, 100), clip(description, 400)
+            size += len(f"{field}: {description}; ".encode())
+            if listed and size > MESSAGE_BUDGET:
+                break
+            listed.append((field, description))
+        more = len(violations) - len(listed)
+        text = "; ".join(f"{f}: {d}" for f, d in listed)
+        super().__init__(f"{text}; and {more} more" if more else text)
+        self.violations = listed
 
     def details(self) -> list[Any]:
         """A BadRequest with one violation per field."""

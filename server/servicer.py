@@ -11,17 +11,15 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from taskcast.core.scripts import now_ms
-from taskcast.server import convert, validation
+from taskcast.server import convert, submit, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, ResourceExhausted, Unavailable, guard
 from taskcast.server.fanout import RESYNC, SHUTDOWN, Fanout
-from taskcast.server.store import KindInfo, NewTask, ServerStore
+from taskcast.server.store import ServerStore
 from taskcast.v1 import tasks_pb2 as pb
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 Context = Any  # grpc.aio.ServicerContext; generic in the stubs, not at run time
-ANY_KIND = KindInfo(queue="default", max_attempts=3, timeout_ms=600_000)
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
@@ -36,85 +34,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        new = await self._new_task(request)
+        new = await submit.new_task(convert.submit_from_pb(request), self.store, self.settings)
         record, created = await self.store.submit(uuid.uuid4().hex, new)
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
-
-    async def _new_task(self, r: pb.SubmitTaskRequest) -> NewTask:
-        p = validation.Problems()
-        validation.kind(r.kind, p)
-        payload = validation.payload(r.payload_json, self.settings.max_payload_bytes, p)
-        validation.queue(r.queue, p)
-        validation.labels(dict(r.labels), p)
-        if r.idempotency_key:
-            validation.idempotency_key(r.idempotency_key, p)
-        delay_ms = r.delay.ToMilliseconds() if r.HasField("delay") else 0
-        if r.HasField("delay") and r.HasField("not_before"):
-            p.add("delay", "give delay or not_before, not both")
-        if not 0 <= delay_ms <= validation.MAX_DELAY_MS:
-            p.add("delay", "must be between 0 and 7 days")
-        not_before = r.not_before.ToMilliseconds() if r.HasField("not_before") else 0
-        if not_before > now_ms() + validation.MAX_DELAY_MS:
-            p.add("not_before", "must be within 7 days from now")
-        if not 0 <= r.max_attempts <= validation.MAX_ATTEMPTS:
-            p.add(
-                "max_attempts",
-                f"must be between 1 and {validation.MAX_ATTEMPTS} (0: the kind's default)",
-            )
-        timeout_ms = r.timeout.ToMilliseconds() if r.HasField("timeout") else 0
-        if r.HasField("timeout") and not 0 < timeout_ms <= validation.MAX_TIMEOUT_MS:
-            p.add("timeout", "must be more than 0 and at most 24 hours")
-        p.check()
-        info = await self._kind(r.kind)
-        if r.queue:
-            await self._check_queue(r.queue)
-        if delay_ms:
-            not_before = now_ms() + delay_ms
-        return NewTask(
-            kind=r.kind,
-            queue=r.queue or info.queue,
-            payload=payload,
-            labels=dict(r.labels),
-            max_attempts=r.max_attempts or info.max_attempts,
-            timeout_ms=timeout_ms or info.timeout_ms,
-            not_before_ms=not_before,
-            idempotency_key=r.idempotency_key,
-            # Only a caller's key is compared with a later request: no key, nothing to digest.
-            fingerprint=validation.fingerprint(
-                r.kind,
-                validation.canonical_payload(payload),
-                r.queue,
-                sorted(r.labels.items()),
-                delay_ms,
-                r.not_before.ToMilliseconds() if r.HasField("not_before") else 0,
-                r.max_attempts,
-                timeout_ms,
-            )
-            if r.idempotency_key
-            else "",
-        )
-
-    async def _kind(self, kind: str) -> KindInfo:
-        kinds = await self.store.kinds()
-        if kind not in kinds:
-            kinds = await self.store.kinds(refresh=True)
-        if kind in kinds:
-            return kinds[kind]
-        if self.settings.accept_any_kind:
-            return ANY_KIND
-        known = ", ".join(sorted(kinds)) or "none yet: start a worker first"
-        raise InvalidArgument(
-            [("kind", f"{kind!r} is not served by any worker; known kinds: {known}")]
-        )
-
-    async def _check_queue(self, queue: str) -> None:
-        # A message on a queue no worker consumes would wait forever: refuse it instead.
-        served = {info.queue for info in (await self.store.kinds()).values()}
-        if queue not in served and not self.settings.accept_any_kind:
-            known = ", ".join(sorted(served)) or "none yet"
-            raise InvalidArgument(
-                [("queue", f"{queue!r} is not served by any worker; queues workers serve: {known}")]
-            )
 
     @guard
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:

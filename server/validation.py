@@ -7,15 +7,20 @@ import json
 import re
 from typing import Any
 
-from taskcast.server.errors import InvalidArgument
+from taskcast.server.errors import InvalidArgument, clip
 
-KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_./-]{0,62}$")
+# Applied with fullmatch: `$` would also accept a trailing newline ("team\n", "evil\n").
+KIND_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+LABEL_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_./-]{0,62}")
 MAX_LABELS, MAX_LABEL_VALUE = 32, 256
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000  # Dramatiq holds delayed messages for at most this long
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 MAX_ATTEMPTS = 100
+# google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z
+MIN_TIMESTAMP_S, MAX_TIMESTAMP_S = -62_135_596_800, 253_402_300_799
+MAX_DURATION_S = 315_576_000_000  # google.protobuf.Duration: +-10,000 years
+MAX_NANOS = 999_999_999
 
 
 class Problems:
@@ -60,13 +65,13 @@ def kind(value: str, problems: Problems) -> None:
     """A kind name is 1-128 characters of letters, digits and `_ . : -`."""
     if not value:
         problems.add("kind", "is required, e.g. 'demo.sleep'")
-    elif not KIND_RE.match(value):
+    elif not KIND_RE.fullmatch(value):
         problems.add("kind", "must be 1-128 characters: letters, digits, '_', '.', ':' or '-'")
 
 
 def queue(value: str, problems: Problems) -> None:
     """A queue name is 1-64 characters of letters, digits, `_` and `-`."""
-    if value and not QUEUE_RE.match(value):
+    if value and not QUEUE_RE.fullmatch(value):
         problems.add("queue", "must be 1-64 characters: letters, digits, '_' or '-'")
 
 
@@ -75,12 +80,13 @@ def labels(value: dict[str, str], problems: Problems, field: str = "labels") -> 
     if len(value) > MAX_LABELS:
         problems.add(field, f"has {len(value)} entries; the limit is {MAX_LABELS}")
     for k, v in value.items():
-        if not LABEL_KEY_RE.match(k):
+        name = f"{field}[{clip(k)!r}]"  # the key echoed, bounded (a 5 KB key made 20 KB errors)
+        if not LABEL_KEY_RE.fullmatch(k):
             problems.add(
-                f"{field}[{k!r}]", "key must be 1-63 characters: a-z, 0-9, '_', '.', '/', '-'"
+                name, "key must be 1-63 characters: a-z or 0-9 first, then a-z, 0-9, '_.-/'"
             )
         if len(v) > MAX_LABEL_VALUE:
-            problems.add(f"{field}[{k!r}]", f"value is longer than {MAX_LABEL_VALUE} characters")
+            problems.add(name, f"value is longer than {MAX_LABEL_VALUE} characters")
 
 
 def idempotency_key(value: str, problems: Problems) -> None:
@@ -95,6 +101,56 @@ def task_id(value: str, problems: Problems) -> None:
         problems.add("task_id", "is required")
     elif len(value) > 128 or not value.isprintable():
         problems.add("task_id", "must be at most 128 printable characters")
+
+
+def timestamp_ms(value: tuple[int, int] | None, field: str, problems: Problems) -> int | None:
+    """Epoch milliseconds of a Timestamp given as (seconds, nanos); None when unset or invalid.
+
+    Refused rather than normalised: nanos outside 0..999,999,999, or a time outside the years
+    1 to 9999 (what google.protobuf.Timestamp allows).
+    """
+    if value is None:
+        return None
+    seconds, nanos = value
+    if not 0 <= nanos <= MAX_NANOS:
+        problems.add(f"{field}.nanos", f"must be 0 to {MAX_NANOS}, got {nanos}")
+    elif not MIN_TIMESTAMP_S <= seconds <= MAX_TIMESTAMP_S:
+        problems.add(f"{field}.seconds", f"must be within the years 1 to 9999, got {seconds}")
+    else:
+        return seconds * 1000 + nanos // 1_000_000
+    return None
+
+
+def duration_ms(value: tuple[int, int] | None, field: str, problems: Problems) -> int | None:
+    """Milliseconds of a Duration given as (seconds, nanos), toward zero; None when unset or bad.
+
+    Refused rather than normalised: |nanos| over 999,999,999, seconds and nanos of opposite
+    signs, or |seconds| over 315,576,000,000 (what google.protobuf.Duration allows).
+    """
+    if value is None:
+        return None
+    seconds, nanos = value
+    if not -MAX_NANOS <= nanos <= MAX_NANOS:
+        problems.add(f"{field}.nanos", f"must be -{MAX_NANOS} to {MAX_NANOS}, got {nanos}")
+    elif (seconds < 0 < nanos) or (nanos < 0 < seconds):
+        problems.add(field, "seconds and nanos must not have opposite signs")
+    elif not -MAX_DURATION_S <= seconds <= MAX_DURATION_S:
+        problems.add(f"{field}.seconds", f"must be within +-{MAX_DURATION_S}, got {seconds}")
+    else:
+        whole = abs(nanos) // 1_000_000
+        return seconds * 1000 + (whole if nanos >= 0 else -whole)
+    return None
+
+
+def listing(names: list[str], budget: int = 320) -> str:
+    """Names joined by commas, as many as fit in `budget` characters: for echoing in errors."""
+    shown: list[str] = []
+    for name in names:
+        if shown and len(", ".join([*shown, clip(name)])) > budget:
+            break
+        shown.append(clip(name))
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def fingerprint(*parts: Any) -> str:

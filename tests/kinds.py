@@ -95,3 +95,12 @@ async def async_sleep(payload: dict[str, Any], ctx: TaskContext) -> dict[str, An
     await asyncio.sleep(float(seconds))
     ctx.output(mark)
     return {"task": ctx.task_id, "attempt": ctx.attempt}
+
+
+@task("test.flaky", max_attempts=2, retry_backoff=(0.1, 0.5))
+def flaky(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Report progress, then fail the first attempt; the second succeeds."""
+    ctx.progress(0.5, f"attempt {ctx.attempt}")
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return ctx.attempt

@@ -17,7 +17,7 @@ if kind == "output" then
     redis.call("HSET", t, "ttfo", NOW - tonumber(started))
   end
 elseif kind == "progress" then
-  redis.call("HSET", t, "pfrac", fields[4], "pmsg", fields[6])
+  redis.call("HSET", t, "pfrac", fields[4], "pmsg", fields[6], "patt", attempt)
 end
 table.insert(fields, "attempt")
 table.insert(fields, attempt)

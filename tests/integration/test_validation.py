@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import grpc
@@ -15,6 +17,7 @@ from taskcast.client import (
     TaskClient,
     TaskState,
 )
+from taskcast.client._errors import from_grpc
 from taskcast.v1 import tasks_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -179,3 +182,138 @@ def test_queue_override_must_be_a_served_queue(client: TaskClient) -> None:
     # Any queue some worker consumes will do: the worker there knows every kind it registered.
     handle = client.submit("test.echo", {}, queue="default")
     assert handle.wait(timeout=20)["attempt"] == 1
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        (
+            {
+                "not_before": lambda: timestamp_pb2.Timestamp(
+                    seconds=_now() + 60, nanos=1_500_000_000
+                )
+            },
+            "not_before.nanos",
+        ),
+        (
+            {"not_before": lambda: timestamp_pb2.Timestamp(seconds=_now() + 60, nanos=-1)},
+            "not_before.nanos",
+        ),
+        (
+            {"not_before": lambda: timestamp_pb2.Timestamp(seconds=253_402_300_800)},  # year 10000
+            "not_before.seconds",
+        ),
+        (
+            {"not_before": lambda: timestamp_pb2.Timestamp(seconds=-62_135_596_801)},  # year 0
+            "not_before.seconds",
+        ),
+        ({"delay": lambda: duration_pb2.Duration(seconds=0, nanos=1_000_000_000)}, "delay.nanos"),
+        ({"delay": lambda: duration_pb2.Duration(seconds=1, nanos=-1)}, "delay"),
+        (
+            {"timeout": lambda: duration_pb2.Duration(seconds=60, nanos=2_000_000_000)},
+            "timeout.nanos",
+        ),
+        ({"timeout": lambda: duration_pb2.Duration(seconds=-1, nanos=5)}, "timeout"),
+        ({"timeout": lambda: duration_pb2.Duration(seconds=315_576_000_001)}, "timeout.seconds"),
+    ],
+)
+def test_invalid_timestamps_and_durations_are_refused(
+    grpc_stub: Any, fields: dict[str, Any], field: str
+) -> None:
+    err = submit_raw(grpc_stub, kind="test.echo", **{k: make() for k, make in fields.items()})
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert err.details().startswith(f"{field}: "), err.details()
+
+
+def test_an_edge_timestamp_and_duration_are_accepted(grpc_stub: Any) -> None:
+    reply = grpc_stub.SubmitTask(
+        pb.SubmitTaskRequest(
+            kind="test.echo",
+            not_before=timestamp_pb2.Timestamp(seconds=_now(), nanos=999_999_999),
+            timeout=duration_pb2.Duration(seconds=59, nanos=999_999_999),
+        ),
+        timeout=10,
+    )
+    assert reply.task.timeout.ToMilliseconds() == 59_999  # toward zero, not rounded or normalised
+
+
+def _violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    return from_grpc(err).violations
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"K" * 5000: "v"},  # one 5 KB invalid key
+        {f"Bad{i}": "v" for i in range(1000)},  # a thousand invalid keys
+        {"\u00c9" * 5000 + str(i): "v" for i in range(10)},  # 10 KB of UTF-8 each, 3x encoded
+    ],
+    ids=["5KB-key", "1000-keys", "non-ascii-keys"],
+)
+def test_errors_stay_small_enough_to_be_delivered(grpc_stub: Any, labels: dict[str, str]) -> None:
+    err = submit_raw(grpc_stub, kind="test.echo", labels=labels)
+    # Unbounded, the client saw RESOURCE_EXHAUSTED: "received metadata size exceeds limit".
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert len(err.details().encode()) <= 1100
+    trailers = sum(len(k) + len(v) for k, v in err.trailing_metadata())
+    assert trailers < 4096
+    violations = _violations(err)
+    assert 1 <= len(violations) <= 10
+    assert all(len(f) <= 100 and len(d) <= 400 for f, d in violations)
+    if len(labels) > len(violations):
+        assert err.details().endswith("more")
+
+
+def test_a_long_label_key_is_echoed_clipped(grpc_stub: Any) -> None:
+    err = submit_raw(grpc_stub, kind="test.echo", labels={"K" * 5000: "v"})
+    field, _ = _violations(err)[0]
+    assert field == "labels['" + "K" * 63 + "\u2026']"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "test.echo\n"},
+        {"kind": "test.echo", "labels": {"team\n": "x"}},
+        {"kind": "test.echo", "queue": "default\n"},
+    ],
+    ids=["kind", "label-key", "queue"],
+)
+def test_a_trailing_newline_is_refused(grpc_stub: Any, fields: dict[str, Any]) -> None:
+    err = submit_raw(grpc_stub, **fields)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must be 1-" in err.details() or "key must be" in err.details()
+
+
+def test_list_refuses_a_trailing_newline_too(grpc_stub: Any) -> None:
+    for request in (
+        pb.ListTasksRequest(kind="evil\n"),
+        pb.ListTasksRequest(labels={"team\n": "x"}),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            grpc_stub.ListTasks(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_idempotency_compares_the_effective_request(grpc_stub: Any) -> None:
+    key = f"effective-{uuid.uuid4().hex}"
+    first = grpc_stub.SubmitTask(
+        pb.SubmitTaskRequest(kind="test.echo", idempotency_key=key), timeout=10
+    ).task
+    explicit = pb.SubmitTaskRequest(
+        kind="test.echo",
+        idempotency_key=key,
+        queue=first.queue,  # the kind's defaults, spelt out
+        max_attempts=first.max_attempts,
+        timeout=first.timeout,
+        delay=duration_pb2.Duration(),  # no delay, said explicitly
+    )
+    again = grpc_stub.SubmitTask(explicit, timeout=10)
+    assert (again.task.id, again.created) == (first.id, False)
+    explicit.max_attempts = first.max_attempts + 1
+    err = submit_raw(grpc_stub, **{f.name: v for f, v in explicit.ListFields()})
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS

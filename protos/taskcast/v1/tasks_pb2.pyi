@@ -3,8 +3,65 @@
 isort:skip_file
 The public contract of taskcast: submit slow work, watch it happen.
 
-Every RPC answers NOT_FOUND for an unknown task id, INVALID_ARGUMENT (with
-google.rpc.BadRequest field violations) for bad input, and never UNKNOWN.
+STATUSES. Every RPC answers with one of these, and never UNKNOWN. Rich
+details travel as a google.rpc.Status in the `grpc-status-details-bin`
+trailer (its code and message equal the RPC's), the detail types being
+google.rpc.* from google/rpc/error_details.proto:
+  INVALID_ARGUMENT     bad input. Carries a BadRequest whose field_violations
+                       name each bad field, all found at once; `field` is a
+                       path such as "kind", "labels['Team']", "delay.nanos".
+                       Bounded so it always fits a client's 8 KiB trailer
+                       limit: at most 10 violations and about 1 KiB of
+                       message are listed (the message then ends with
+                       "and N more"); echoed input is cut to 64 characters
+                       with a trailing "…". A request body that does not
+                       parse as the request message (corrupt or truncated
+                       bytes, invalid UTF-8 in a string) is INVALID_ARGUMENT
+                       too, without details.
+  NOT_FOUND            unknown task id, or a finished task past its retention
+                       (7 days by default). Carries a ResourceInfo with
+                       resource_type "taskcast.v1.Task" and resource_name the id.
+  ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
+                       request. No details.
+  FAILED_PRECONDITION  CancelTask on a finished task. Carries a
+                       PreconditionFailure with one violation: type "STATE",
+                       subject "taskcast.v1.Task/<id>".
+  RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
+                       watcher that fell behind the live events, or the task
+                       store (Redis) is full. Carries a RetryInfo: retry
+                       after retry_delay (a WatchTask resumes with
+                       after_sequence = the last sequence received). Also
+                       sent by gRPC itself, without details, for a request
+                       larger than the server accepts (the payload limit,
+                       1 MiB by default, plus 64 KiB).
+  UNAVAILABLE          the task store is down or failing over, or the server
+                       is shutting down. Carries a RetryInfo; retry, maybe on
+                       another replica. Also sent by gRPC itself, without
+                       details, when the server cannot be reached.
+  UNAUTHENTICATED      the server requires tokens and the call carries no
+                       known one in the metadata "authorization: Bearer
+                       <token>". Checked before anything else. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask or CancelTask. No details.
+  INTERNAL             a server bug; the message is generic, the server log has
+                       the rest. No details.
+CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
+its deadline passed, or the server refused a call under overload: retry
+those with backoff). The health (grpc.health.v1) and reflection services
+need no token.
+
+NAMES. A kind is 1-128 characters of A-Z a-z 0-9 _ . : - starting with a
+letter or digit (e.g. "demo.sleep"). A queue is 1-64 characters of A-Z a-z
+0-9 _ - starting with a letter or digit. A label key is 1-63 characters of
+a-z 0-9 _ . / - starting with a-z or 0-9; a label value is at most 256
+characters; at most 32 labels. A task id is what SubmitTask returned (32
+hex digits); any id of 1-128 printable characters is accepted, and an
+unknown one is NOT_FOUND. No name, key or id may contain a line break.
+
+TIMES. Timestamps and Durations must be valid google.protobuf values (a
+Timestamp's nanos 0..999,999,999 and seconds within the years 1 to 9999; a
+Duration's nanos within +-999,999,999 and of the same sign as its seconds)
+or the request is INVALID_ARGUMENT; they are never normalised. Durations and
+times are used to the millisecond (sub-millisecond parts are dropped).
 """
 
 from collections import abc as _abc
@@ -99,25 +156,31 @@ Global___TaskError: _TypeAlias = TaskError  # noqa: Y015
 
 @_typing.final
 class Progress(_message.Message):
-    """The latest progress a handler reported."""
+    """Progress a handler reported: in a TaskEvent, one report; in a Task, the latest."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FRACTION_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     fraction: _builtins.float
     """0.0 to 1.0."""
     message: _builtins.str
     """Free text, e.g. "3/6 pages"."""
+    attempt: _builtins.int
+    """The attempt that reported it (1 for the first); after a retry, progress of
+    an earlier attempt is stale. 0 only in tasks stored before this field.
+    """
     def __init__(
         self,
         *,
         fraction: _builtins.float = ...,
         message: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fraction", b"fraction", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,19 +234,25 @@ class Task(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     TIME_TO_FIRST_OUTPUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Assigned by the server: 32 lowercase hex digits."""
     kind: _builtins.str
     queue: _builtins.str
+    """The queue it was enqueued on (the kind's, unless the request named one)."""
     state: Global___TaskState.ValueType
     payload_json: _builtins.str
     """The payload exactly as submitted (a JSON object)."""
     attempt: _builtins.int
     """Number of the current or last attempt (0 before the first one starts)."""
     max_attempts: _builtins.int
+    """Attempts in all, first included (the request's, or the kind's default)."""
     result_json: _builtins.str
     """Set when state is SUCCEEDED: the handler's return value as JSON."""
     last_sequence: _builtins.int
-    """Sequence number of the newest event."""
+    """Sequence number of the newest event (events are numbered 1, 2, 3, ...;
+    at least 1 once the task is stored). A count, not a time.
+    """
     idempotency_key: _builtins.str
+    """As submitted; empty when the request had none."""
     cancel_requested: _builtins.bool
     """A cancel was asked for while the task was running."""
     @_builtins.property
@@ -211,7 +280,9 @@ class Task(_message.Message):
         """Set when state is FAILED, or RETRYING (the last attempt's error)."""
 
     @_builtins.property
-    def progress(self) -> Global___Progress: ...
+    def progress(self) -> Global___Progress:
+        """The latest progress reported, by whichever attempt; unset before any."""
+
     @_builtins.property
     def time_to_first_output(self) -> _duration_pb2.Duration:
         """From the start of the attempt to its first output chunk, when it produced any."""
@@ -304,6 +375,7 @@ class Output(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     attempt: _builtins.int
+    """The attempt that wrote it (1 for the first)."""
     def __init__(
         self,
         *,
@@ -359,7 +431,9 @@ Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
 
 @_typing.final
 class EventsTrimmed(_message.Message):
-    """Events after the requested sequence were removed by retention."""
+    """Events after the requested sequence were removed (each task keeps at least
+    its newest 10,000 events by default; older ones may be trimmed).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -468,26 +542,44 @@ class SubmitTaskRequest(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """Registered task kind, e.g. "ai.chat", "demo.sleep". Required."""
+    """Task kind, e.g. "ai.chat", "demo.sleep". Required. It must have been
+    registered by a worker (one that started and announced its kinds), else
+    INVALID_ARGUMENT listing the kinds known, unless the server runs with
+    TASKCAST_ACCEPT_ANY_KIND (then an unknown kind goes to queue "default"
+    with 3 attempts and a 10-minute timeout).
+    """
     payload_json: _builtins.str
-    """A JSON object; returned byte for byte. Empty means {}."""
+    """A JSON object (not an array, string or number; no NaN or Infinity), at
+    most 1 MiB of UTF-8 by default (the server's TASKCAST_MAX_PAYLOAD_BYTES);
+    returned byte for byte. Empty means {}.
+    """
     queue: _builtins.str
-    """Queue override; default is the kind's queue."""
+    """Queue override; empty means the kind's queue. Must be a queue some worker
+    consumes (unless the server accepts any kind).
+    """
     idempotency_key: _builtins.str
-    """Same key + same request returns the original task."""
+    """At most 256 printable characters; empty means none. See SubmitTask for
+    what "same request" means.
+    """
     max_attempts: _builtins.int
-    """Attempts in all, first included; 0 means the kind's default."""
+    """Attempts in all, first included: 1 to 100; 0 means the kind's default."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
-    @_builtins.property
-    def delay(self) -> _duration_pb2.Duration:
-        """Start no earlier than now + delay. At most one of delay and not_before."""
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """See NAMES above for the rules on keys and values."""
 
     @_builtins.property
-    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    def delay(self) -> _duration_pb2.Duration:
+        """Start no earlier than now (the server's clock) + delay: 0 to 7 days.
+        At most one of delay and not_before.
+        """
+
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """Start no earlier than this; at most 7 days from now. A past time means now."""
+
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
-        """Time limit of one attempt; unset means the kind's default."""
+        """Time limit of one attempt: 1 ms to 24 hours; unset means the kind's default."""
 
     def __init__(
         self,
@@ -581,7 +673,7 @@ class CancelTaskRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     reason: _builtins.str
-    """Recorded in the CANCELLED event."""
+    """Recorded in the CANCELLED event; at most 1024 characters."""
     def __init__(
         self,
         *,
@@ -648,12 +740,15 @@ class ListTasksRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     state: Global___TaskState.ValueType
-    """Filters; unset fields do not filter. Labels must all match."""
+    """Filters; unset fields do not filter. Labels must all match. kind and
+    labels follow the rules under NAMES above; an unknown state is
+    INVALID_ARGUMENT.
+    """
     kind: _builtins.str
     page_size: _builtins.int
     """1 to 1000; 0 means 50."""
     page_token: _builtins.str
-    """From a previous ListTasksResponse."""
+    """From a previous ListTasksResponse, as is; anything else is INVALID_ARGUMENT."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -682,7 +777,11 @@ class ListTasksResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty when there are no more."""
     @_builtins.property
-    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]: ...
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
+        """May hold fewer than page_size tasks even when more follow: go on while
+        next_page_token is set.
+        """
+
     def __init__(
         self,
         *,
@@ -714,6 +813,8 @@ Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
 
 @_typing.final
 class QueueStats(_message.Message):
+    """The int64 figures below are counts (never negative), read now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -729,7 +830,7 @@ class QueueStats(_message.Message):
     delayed: _builtins.int
     """Messages waiting for their time (delayed or backing off)."""
     dead: _builtins.int
-    """Dead-lettered messages."""
+    """Dead-lettered messages (kept 7 days by the queue)."""
     def __init__(
         self,
         *,
@@ -772,9 +873,10 @@ class KindStats(_message.Message):
     failed: _builtins.int
     cancelled: _builtins.int
     run_time_samples: _builtins.int
+    """How many recent attempts the percentiles are computed over."""
     @_builtins.property
     def run_time_p50(self) -> _duration_pb2.Duration:
-        """Run time of recent successful attempts."""
+        """Run time of recent successful attempts; unset when there are none."""
 
     @_builtins.property
     def run_time_p90(self) -> _duration_pb2.Duration: ...
@@ -835,7 +937,9 @@ class WatchTaskRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     after_sequence: _builtins.int
-    """Replay events with a greater sequence; 0 replays everything."""
+    """Replay events with a greater sequence; 0 replays everything. A sequence
+    number (see TaskEvent.sequence), not a time; negative is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,

@@ -73,8 +73,14 @@ class TaskServiceServicer:
 
     def SubmitTask(self, request, context):
         """Records a task and enqueues it; answers without waiting for any worker.
-        Same idempotency_key + same request returns the original task;
-        same key + a different request is ALREADY_EXISTS.
+        Same idempotency_key + same request returns the original task (created =
+        false); same key + a different request is ALREADY_EXISTS. "Same request"
+        compares the effective request: kind, payload (as a JSON object, so key
+        order and spacing do not matter), labels, delay and not_before as given,
+        and queue, max_attempts and timeout after the kind's defaults fill the
+        unset ones (so an explicit value equal to the kind's default is the same
+        request as leaving it unset). A key is remembered for as long as its task
+        is kept (until retention after it finishes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

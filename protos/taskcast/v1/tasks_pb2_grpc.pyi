@@ -3,8 +3,65 @@
 isort:skip_file
 The public contract of taskcast: submit slow work, watch it happen.
 
-Every RPC answers NOT_FOUND for an unknown task id, INVALID_ARGUMENT (with
-google.rpc.BadRequest field violations) for bad input, and never UNKNOWN.
+STATUSES. Every RPC answers with one of these, and never UNKNOWN. Rich
+details travel as a google.rpc.Status in the `grpc-status-details-bin`
+trailer (its code and message equal the RPC's), the detail types being
+google.rpc.* from google/rpc/error_details.proto:
+  INVALID_ARGUMENT     bad input. Carries a BadRequest whose field_violations
+                       name each bad field, all found at once; `field` is a
+                       path such as "kind", "labels['Team']", "delay.nanos".
+                       Bounded so it always fits a client's 8 KiB trailer
+                       limit: at most 10 violations and about 1 KiB of
+                       message are listed (the message then ends with
+                       "and N more"); echoed input is cut to 64 characters
+                       with a trailing "…". A request body that does not
+                       parse as the request message (corrupt or truncated
+                       bytes, invalid UTF-8 in a string) is INVALID_ARGUMENT
+                       too, without details.
+  NOT_FOUND            unknown task id, or a finished task past its retention
+                       (7 days by default). Carries a ResourceInfo with
+                       resource_type "taskcast.v1.Task" and resource_name the id.
+  ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
+                       request. No details.
+  FAILED_PRECONDITION  CancelTask on a finished task. Carries a
+                       PreconditionFailure with one violation: type "STATE",
+                       subject "taskcast.v1.Task/<id>".
+  RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
+                       watcher that fell behind the live events, or the task
+                       store (Redis) is full. Carries a RetryInfo: retry
+                       after retry_delay (a WatchTask resumes with
+                       after_sequence = the last sequence received). Also
+                       sent by gRPC itself, without details, for a request
+                       larger than the server accepts (the payload limit,
+                       1 MiB by default, plus 64 KiB).
+  UNAVAILABLE          the task store is down or failing over, or the server
+                       is shutting down. Carries a RetryInfo; retry, maybe on
+                       another replica. Also sent by gRPC itself, without
+                       details, when the server cannot be reached.
+  UNAUTHENTICATED      the server requires tokens and the call carries no
+                       known one in the metadata "authorization: Bearer
+                       <token>". Checked before anything else. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask or CancelTask. No details.
+  INTERNAL             a server bug; the message is generic, the server log has
+                       the rest. No details.
+CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
+its deadline passed, or the server refused a call under overload: retry
+those with backoff). The health (grpc.health.v1) and reflection services
+need no token.
+
+NAMES. A kind is 1-128 characters of A-Z a-z 0-9 _ . : - starting with a
+letter or digit (e.g. "demo.sleep"). A queue is 1-64 characters of A-Z a-z
+0-9 _ - starting with a letter or digit. A label key is 1-63 characters of
+a-z 0-9 _ . / - starting with a-z or 0-9; a label value is at most 256
+characters; at most 32 labels. A task id is what SubmitTask returned (32
+hex digits); any id of 1-128 printable characters is accepted, and an
+unknown one is NOT_FOUND. No name, key or id may contain a line break.
+
+TIMES. Timestamps and Durations must be valid google.protobuf values (a
+Timestamp's nanos 0..999,999,999 and seconds within the years 1 to 9999; a
+Duration's nanos within +-999,999,999 and of the same sign as its seconds)
+or the request is INVALID_ARGUMENT; they are never normalised. Durations and
+times are used to the millisecond (sub-millisecond parts are dropped).
 """
 
 from collections import abc as _abc
@@ -39,8 +96,14 @@ class TaskServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     SubmitTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTaskRequest, _tasks_pb2.SubmitTaskResponse]
     """Records a task and enqueues it; answers without waiting for any worker.
-    Same idempotency_key + same request returns the original task;
-    same key + a different request is ALREADY_EXISTS.
+    Same idempotency_key + same request returns the original task (created =
+    false); same key + a different request is ALREADY_EXISTS. "Same request"
+    compares the effective request: kind, payload (as a JSON object, so key
+    order and spacing do not matter), labels, delay and not_before as given,
+    and queue, max_attempts and timeout after the kind's defaults fill the
+    unset ones (so an explicit value equal to the kind's default is the same
+    request as leaving it unset). A key is remembered for as long as its task
+    is kept (until retention after it finishes).
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]
     """Returns one task."""
@@ -65,8 +128,14 @@ class TaskServiceAsyncStub(TaskServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTaskRequest, _tasks_pb2.SubmitTaskResponse]  # type: ignore[assignment]
     """Records a task and enqueues it; answers without waiting for any worker.
-    Same idempotency_key + same request returns the original task;
-    same key + a different request is ALREADY_EXISTS.
+    Same idempotency_key + same request returns the original task (created =
+    false); same key + a different request is ALREADY_EXISTS. "Same request"
+    compares the effective request: kind, payload (as a JSON object, so key
+    order and spacing do not matter), labels, delay and not_before as given,
+    and queue, max_attempts and timeout after the kind's defaults fill the
+    unset ones (so an explicit value equal to the kind's default is the same
+    request as leaving it unset). A key is remembered for as long as its task
+    is kept (until retention after it finishes).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Returns one task."""
@@ -94,8 +163,14 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.SubmitTaskResponse, _abc.Awaitable[_tasks_pb2.SubmitTaskResponse]]:
         """Records a task and enqueues it; answers without waiting for any worker.
-        Same idempotency_key + same request returns the original task;
-        same key + a different request is ALREADY_EXISTS.
+        Same idempotency_key + same request returns the original task (created =
+        false); same key + a different request is ALREADY_EXISTS. "Same request"
+        compares the effective request: kind, payload (as a JSON object, so key
+        order and spacing do not matter), labels, delay and not_before as given,
+        and queue, max_attempts and timeout after the kind's defaults fill the
+        unset ones (so an explicit value equal to the kind's default is the same
+        request as leaving it unset). A key is remembered for as long as its task
+        is kept (until retention after it finishes).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,120 @@
+"""SubmitTask's rules: a request checked whole, the kind's defaults applied, then a NewTask.
+
+Idempotency compares the *effective* request: a field left at its default and the same value
+given explicitly are the same request (`max_attempts=1` where 1 is the kind's default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskcast.core.scripts import now_ms
+from taskcast.server import validation
+from taskcast.server.config import ServerSettings
+from taskcast.server.errors import InvalidArgument, clip
+from taskcast.server.store import KindInfo, NewTask, ServerStore
+
+ANY_KIND = KindInfo(queue="default", max_attempts=3, timeout_ms=600_000)
+Pair = tuple[int, int]  # (seconds, nanos) of a Timestamp or Duration
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A SubmitTaskRequest as plain values; Timestamps and Durations as (seconds, nanos)."""
+
+    kind: str
+    payload_json: str = ""
+    queue: str = ""
+    idempotency_key: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    delay: Pair | None = None
+    not_before: Pair | None = None
+    max_attempts: int = 0
+    timeout: Pair | None = None
+
+
+async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSettings) -> NewTask:
+    """The task to store; InvalidArgument naming every bad field at once."""
+    p = validation.Problems()
+    validation.kind(r.kind, p)
+    payload = validation.payload(r.payload_json, settings.max_payload_bytes, p)
+    validation.queue(r.queue, p)
+    validation.labels(r.labels, p)
+    if r.idempotency_key:
+        validation.idempotency_key(r.idempotency_key, p)
+    delay_ms, not_before, timeout_ms = _times(r, p)
+    if not 0 <= r.max_attempts <= validation.MAX_ATTEMPTS:
+        p.add(
+            "max_attempts",
+            f"must be between 1 and {validation.MAX_ATTEMPTS} (0: the kind's default)",
+        )
+    p.check()
+    info = await _kind(r.kind, store, settings)
+    if r.queue:
+        await _check_queue(r.queue, store, settings)
+    queue = r.queue or info.queue
+    max_attempts = r.max_attempts or info.max_attempts
+    timeout_ms = timeout_ms or info.timeout_ms
+    # Only a caller's key is compared with a later request: no key, nothing to digest.
+    digest = ""
+    if r.idempotency_key:
+        digest = validation.fingerprint(
+            r.kind,
+            validation.canonical_payload(payload),
+            queue,
+            sorted(r.labels.items()),
+            delay_ms,  # as asked: the same delay asked again is the same request
+            not_before,
+            max_attempts,
+            timeout_ms,
+        )
+    return NewTask(
+        kind=r.kind,
+        queue=queue,
+        payload=payload,
+        labels=dict(r.labels),
+        max_attempts=max_attempts,
+        timeout_ms=timeout_ms,
+        not_before_ms=now_ms() + delay_ms if delay_ms else not_before,
+        idempotency_key=r.idempotency_key,
+        fingerprint=digest,
+    )
+
+
+def _times(r: SubmitRequest, p: validation.Problems) -> tuple[int, int, int]:
+    """Delay, not_before and timeout in milliseconds (0: unset), each checked."""
+    delay = validation.duration_ms(r.delay, "delay", p)
+    not_before = validation.timestamp_ms(r.not_before, "not_before", p)
+    timeout = validation.duration_ms(r.timeout, "timeout", p)
+    if r.delay is not None and r.not_before is not None:
+        p.add("delay", "give delay or not_before, not both")
+    if delay is not None and not 0 <= delay <= validation.MAX_DELAY_MS:
+        p.add("delay", "must be between 0 and 7 days")
+    if not_before is not None and not_before > now_ms() + validation.MAX_DELAY_MS:
+        p.add("not_before", "must be within 7 days from now")
+    if timeout is not None and not 0 < timeout <= validation.MAX_TIMEOUT_MS:
+        p.add("timeout", "must be at least 1 millisecond and at most 24 hours")
+    return delay or 0, not_before or 0, timeout or 0
+
+
+async def _kind(kind: str, store: ServerStore, settings: ServerSettings) -> KindInfo:
+    kinds = await store.kinds()
+    if kind not in kinds:
+        kinds = await store.kinds(refresh=True)
+    if kind in kinds:
+        return kinds[kind]
+    if settings.accept_any_kind:
+        return ANY_KIND
+    known = validation.listing(sorted(kinds)) or "none yet: start a worker first"
+    raise InvalidArgument(
+        [("kind", f"{clip(kind)!r} is not served by any worker; known kinds: {known}")]
+    )
+
+
+async def _check_queue(queue: str, store: ServerStore, settings: ServerSettings) -> None:
+    # A message on a queue no worker consumes would wait forever: refuse it instead.
+    served = {info.queue for info in (await store.kinds()).values()}
+    if queue not in served and not settings.accept_any_kind:
+        known = validation.listing(sorted(served)) or "none yet"
+        problem = f"{clip(queue)!r} is not served by any worker; queues workers serve: {known}"
+        raise InvalidArgument([("queue", problem)])
