@@ -16,6 +16,7 @@ from taskcast.core.records import TaskError
 from taskcast.worker import runner
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
+from taskcast.worker.limits import Limits
 from taskcast.worker.registry import KindSpec, Registry
 from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.store import Outcome, WorkerStore
@@ -55,6 +56,7 @@ class Lifecycle(Middleware):
             kind=message.actor_name,
             attempt=attempt,
             max_attempts=started.max_attempts,
+            limits=Limits(self.settings.max_result_bytes, self.settings.max_output_bytes),
         )
         with self._lock:
             self.running[task_id] = ctx

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from taskcast.worker import limits
 from taskcast.worker.context import TaskContext
-from taskcast.worker.errors import NonRetryableError, TaskCancelled
+from taskcast.worker.errors import TaskCancelled
 from taskcast.worker.registry import KindSpec
 
 _local = threading.local()
@@ -93,10 +93,7 @@ def make_actor_fn(spec: KindSpec) -> Callable[[], None]:
             result = _loop_thread.run(lambda: spec.handler(payload, ctx), ctx)
         else:
             result = spec.handler(payload, ctx)
-        try:
-            _local.result = json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            raise NonRetryableError(f"the result is not JSON-serialisable: {exc}") from exc
+        _local.result = limits.encode_result(result, ctx.limits.max_result_bytes)
 
     run_attempt.__name__ = spec.kind.replace(".", "_")
     return run_attempt
