@@ -8,12 +8,11 @@ running, in a worker thread (sync kinds) or in an asyncio task on the slot loop 
 from __future__ import annotations
 
 import contextvars
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskcast.worker import limits
 from taskcast.worker.context import TaskContext
-from taskcast.worker.errors import NonRetryableError
 
 __all__ = ["Attempt", "current"]
 
@@ -33,13 +32,9 @@ class Attempt:
     result: str | None = None  # the JSON result, once the handler returned
     handed_off: bool = field(default=False)  # an async attempt now runs on the slot loop
 
-    @staticmethod
-    def encode(result: Any) -> str:
-        """The handler's return value as the JSON the task records."""
-        try:
-            return json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            raise NonRetryableError(f"the result is not JSON-serialisable: {exc}") from exc
+    def encode(self, result: Any) -> str:
+        """The handler's return value as the JSON the task records, within this worker's bound."""
+        return limits.encode_result(result, self.ctx.limits.max_result_bytes)
 
 
 _current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskcast.worker.errors import TaskCancelled
+from taskcast.worker.limits import Limits, clip, split_output
 
 if TYPE_CHECKING:
     from taskcast.worker.store import WorkerStore
@@ -28,12 +29,14 @@ class TaskContext:
         kind: str,
         attempt: int,
         max_attempts: int,
+        limits: Limits = Limits(),  # noqa: B008 (frozen: one shared default is safe)
         sink: Sink | None = None,
     ) -> None:
         self.task_id = task_id
         self.kind = kind
         self.attempt = attempt
         self.max_attempts = max_attempts
+        self.limits = limits
         self._store = store
         self._sink = sink
         self._cancel = threading.Event()
@@ -54,6 +57,7 @@ class TaskContext:
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress: `fraction` from 0 to 1, and a short message."""
         fraction = min(max(float(fraction), 0.0), 1.0)
+        message = clip(message, self.limits.max_output_bytes)
         self._emit(["type", "progress", "fraction", repr(fraction), "message", message])
 
     def output(self, text: str) -> None:
@@ -62,9 +66,11 @@ class TaskContext:
         In a sync handler this is one blocking Redis call (about 0.1-0.3 ms; it waits out a Redis
         outage). In an `async def` handler it never blocks: the write is queued and sent with the
         other attempts' writes in one pipeline. Coalesce many tiny pieces, as `ai.chat` does.
+        Text longer than `TASKCAST_MAX_OUTPUT_BYTES` becomes several events, in order.
         """
         if text:
-            self._emit(["type", "output", "text", text])
+            for piece in split_output(text, self.limits.max_output_bytes):
+                self._emit(["type", "output", "text", piece])
 
     def once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run `fn` at most once per task and key, across attempts and duplicate deliveries.

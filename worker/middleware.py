@@ -20,6 +20,7 @@ from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
 from taskcast.worker.attempt import Attempt
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
+from taskcast.worker.limits import Limits
 from taskcast.worker.registry import KindSpec, Registry
 from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.store import Outcome, WorkerStore
@@ -88,6 +89,7 @@ class Lifecycle(Middleware):
             kind=message.actor_name,
             attempt=number,
             max_attempts=started.max_attempts,
+            limits=Limits(self.settings.max_result_bytes, self.settings.max_output_bytes),
             sink=self._sink if spec.is_async else None,
         )
         attempt = Attempt(

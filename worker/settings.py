@@ -38,6 +38,16 @@ class WorkerSettings(CommonSettings):
         gt=0,
         description="seconds a task may wait for a kind no live worker serves before it fails",
     )
+    # 2 MiB: room for `http.request`'s default 1 MiB body even base64-encoded (1.34 MiB), while
+    # the largest payload (1 MiB) and result together stay under gRPC's default 4 MiB message.
+    max_result_bytes: int = Field(
+        2 << 20, ge=1024, description="largest JSON result; a larger one fails the task at once"
+    )
+    # 64 KiB: an `ai.chat` event (50 ms of tokens) is a few hundred bytes, and a watcher buffers
+    # up to TASKCAST_WATCHER_BUFFER (1024) events, so one slow watcher holds at most 64 MiB.
+    max_output_bytes: int = Field(
+        64 << 10, ge=1024, description="largest output event; longer output is split over several"
+    )
 
     @property
     def lease_ms(self) -> int:

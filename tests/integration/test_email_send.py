@@ -25,6 +25,8 @@ from taskcast.client import TaskClient, TaskFailedError, TaskState
 from tests.support import WorkerProcess, eventually
 
 USER, PASSWORD = "mailer", f"pw-{uuid.uuid4().hex}"
+INJECTED = "=?utf-8?q?hi=0D=0AFrom:_ceo@example.test=0D=0AX-Injected:_1?="
+REPLACED = "=?utf-8?q?hi=0D=0A=0D=0Aanother_body?="
 SENDER = "Taskcast <noreply@example.test>"
 pytestmark = [
     pytest.mark.usefixtures("smtp_worker"),
@@ -205,16 +207,50 @@ def test_exactly_once_when_the_worker_dies_after_acceptance(
         ({"to": "not an address", "subject": "s", "text": "x"}, "not an email address"),
         ({"to": "a@example.test", "subject": "a\nBcc: x@y", "text": "x"}, "must be one line"),
         ({"to": [], "subject": "s", "text": "x"}, "to"),
+        # Line breaks hidden in an RFC 2047 encoded word (CVE-2024-6923 on Python < 3.11.10).
+        ({"to": "a@example.test", "subject": INJECTED, "text": "x"}, "once its encoded words"),
+        ({"to": "a@example.test", "subject": REPLACED, "text": "x"}, "once its encoded words"),
+        (
+            {
+                "to": "=?utf-8?q?Ada=0D=0AX-Injected:_1?= <a@example.test>",
+                "subject": "s",
+                "text": "x",
+            },
+            "no encoded words",
+        ),
+        ({"to": "=?utf-8?q?Ada?= <a@example.test>", "subject": "s", "text": "x"}, "no encoded"),
+        (
+            {
+                "to": "a@example.test",
+                "cc": "Ada\u2028X-Injected: 1 <b@example.test>",
+                "subject": "s",
+                "text": "x",
+            },
+            "control character",
+        ),
+        # Shown as two addresses, sent to the first only: refused, not guessed at.
+        ({"to": "a@example.test, b@example.test", "subject": "s", "text": "x"}, "one address per"),
+        (
+            {
+                "to": "a@example.test",
+                "reply_to": "r@example.test, s@example.test",
+                "subject": "s",
+                "text": "x",
+            },
+            "one address per",
+        ),
     ],
 )
 def test_invalid_payload_fails_at_once(
-    client: TaskClient, payload: dict[str, Any], says: str
+    client: TaskClient, mailbox: Mailbox, payload: dict[str, Any], says: str
 ) -> None:
+    before = len(mailbox.received)
     handle = client.submit("email.send", payload)
     with pytest.raises(TaskFailedError, match=r"invalid email\.send payload") as info:
         handle.wait(timeout=30)
     assert info.value.error is not None and says in info.value.error.message
-    assert handle.get().attempt == 1
+    assert not info.value.error.retryable and handle.get().attempt == 1
+    assert len(mailbox.received) == before  # nothing was sent
 
 
 def test_password_never_stored(client: TaskClient, rdb: redis.Redis, prefix: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,10 +20,21 @@ from taskcast.client import TaskClient, TaskFailedError, TaskState
 from tests.support import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("http_worker")
+CAP = 65536  # the module worker's TASKCAST_HTTP_MAX_BODY_BYTES
+BOMB = 256 << 20  # what a bomb inflates to: 256 MiB of "x" from about 250 KB
+
+
+@functools.cache
+def bomb(encoding: str) -> bytes:
+    """`BOMB` bytes of "x", compressed: gzip, deflate (zlib-wrapped) or raw deflate."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "raw": -zlib.MAX_WBITS}
+    z = zlib.compressobj(9, zlib.DEFLATED, wbits[encoding])
+    block = b"x" * (1 << 20)
+    return b"".join(z.compress(block) for _ in range(BOMB >> 20)) + z.flush()
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes: /json, /echo, /flaky, /missing, /redirect, /big, /bin."""
+    """Routes: /json, /echo, /flaky, /missing, /redirect, /big, /bin, /bomb, /gzip."""
 
     protocol_version = "HTTP/1.1"
     server: Site
@@ -67,6 +80,14 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, b"x" * int(q["n"]), "text/plain; charset=utf-8")
         elif url.path == "/bin":
             self.reply(200, bytes(range(8)), "application/octet-stream")
+        elif url.path == "/bomb":
+            encoding = q["enc"].replace("raw", "deflate")
+            self.reply(200, bomb(q["enc"]), "text/plain", Content_Encoding=encoding)
+        elif url.path == "/gzip":
+            z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = z.compress(json.dumps({"hello": "gzip"}).encode()) + z.flush()
+            cut = int(q.get("cut", len(body)))
+            self.reply(200, body[:cut], "application/json", Content_Encoding="gzip")
         else:
             self.reply(404, b"nothing here", "text/plain")
 
@@ -98,9 +119,25 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
+def other_site() -> Iterator[Site]:
+    """Another origin (same host, another port), on 127.0.0.1 only."""
+    server = Site()
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
 def http_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
     """A worker that may reach the host name `localhost`, and no other non-public address."""
-    env = {"TASKCAST_HTTP_ALLOW": "localhost"}
+    env = {
+        "TASKCAST_HTTP_ALLOW": "localhost",
+        "TASKCAST_HTTP_MAX_BODY_BYTES": str(CAP),
+        "TASKCAST_HTTP_REDIRECT_KEEP_HEADERS": "X-Keep",
+    }
     proc = WorkerProcess(redis_server.url, prefix, extra_env=env).start()
     yield proc
     proc.stop()
@@ -213,3 +250,81 @@ def test_invalid_payload_fails_at_once(client: TaskClient) -> None:
     info = failure(client, {"url": "http://localhost/", "method": "BREW"})
     assert info.error is not None and "invalid http.request payload" in info.error.message
     assert info.task.attempt == 1
+
+
+def test_redirect_to_another_origin_carries_only_safe_headers(
+    client: TaskClient, site: Site, other_site: Site
+) -> None:
+    sent = {
+        "Authorization": "Bearer secret-1",
+        "X-Api-Key": "secret-2",
+        "Api-Key": "secret-3",
+        "Cookie": "s=secret-4",
+        "X-Keep": "kept",  # listed in TASKCAST_HTTP_REDIRECT_KEEP_HEADERS
+        "Accept": "application/json",
+    }
+    elsewhere = f"http://localhost:{other_site.port}/echo"
+    hop = {"url": f"{base(site)}/redirect?to={elsewhere}", "headers": sent}
+    seen = received_headers(client.submit("http.request", hop).wait(timeout=30))
+    for name in ("authorization", "x-api-key", "api-key", "cookie"):
+        assert name not in seen, name
+    assert seen["x-keep"] == "kept" and seen["accept"] == "application/json"
+    assert seen["user-agent"] == "taskcast" and other_site.hits[-1] == "/echo"
+    same = {"url": f"{base(site)}/redirect?to=/echo", "headers": sent}
+    seen = received_headers(client.submit("http.request", same).wait(timeout=30))
+    assert seen["x-api-key"] == "secret-2" and seen["authorization"] == "Bearer secret-1"
+
+
+def received_headers(echoed: dict[str, Any]) -> dict[str, str]:
+    """The headers /echo saw, by lower-case name."""
+    return {k.lower(): v for k, v in echoed["body"]["headers"].items()}
+
+
+def test_payload_may_lower_the_body_cap_but_not_raise_it(client: TaskClient, site: Site) -> None:
+    url = f"{base(site)}/big?n={CAP * 3}"
+    raised = client.submit("http.request", {"url": url, "max_body_bytes": CAP * 100}).wait(30)
+    assert raised["truncated"] is True and len(raised["body"]) == CAP
+    lowered = client.submit("http.request", {"url": url, "max_body_bytes": 10}).wait(30)
+    assert lowered["truncated"] is True and lowered["body"] == "x" * 10
+
+
+def test_gzip_bodies_are_decoded_and_a_corrupt_one_fails_at_once(
+    client: TaskClient, site: Site
+) -> None:
+    ok = client.submit("http.request", {"url": f"{base(site)}/gzip"}).wait(timeout=30)
+    assert ok["body"] == {"hello": "gzip"} and ok["headers"]["content-encoding"] == "gzip"
+    error = failure(client, {"url": f"{base(site)}/gzip?cut=12"}).error
+    assert error is not None and not error.retryable
+    assert error.message.startswith("the response body is not valid gzip")
+
+
+def peak_rss(worker: WorkerProcess) -> int:
+    """The largest resident set (bytes) any of the worker's processes has had (VmHWM)."""
+    peaks = []
+    for pid in worker.pids():
+        with open(f"/proc/{pid}/status") as status:
+            line = next(x for x in status if x.startswith("VmHWM:"))
+        peaks.append(int(line.split()[1]) * 1024)
+    assert peaks, "no worker processes found"
+    return max(peaks)
+
+
+def test_compressed_bombs_are_inflated_only_up_to_the_cap(
+    client: TaskClient, site: Site, http_worker: WorkerProcess
+) -> None:
+    for encoding in ("gzip", "deflate", "raw"):
+        bomb(encoding)  # compressed here before the worker's peak is read
+    client.submit("http.request", {"url": f"{base(site)}/gzip"}).wait(timeout=30)  # warm
+    before = peak_rss(http_worker)
+    urls = [
+        f"{base(site)}/bomb?enc={e}&n={i}" for i in range(2) for e in ("gzip", "deflate", "raw")
+    ]
+    handles = [client.submit("http.request", {"url": url}) for url in urls]
+    for handle in handles:
+        result = handle.wait(timeout=60)
+        assert result["truncated"] is True and result["body"] == "x" * CAP
+    grown = peak_rss(http_worker) - before
+    print(f"worker peak RSS grew by {grown / 2**20:.1f} MiB over {len(urls)} bombs")
+    # Each bomb inflates to 256 MiB; inflating one network read whole (as httpx does) costs
+    # about 64 MiB per request in flight. Bounded, each costs its cap plus a 64 KiB piece.
+    assert grown < 32 << 20

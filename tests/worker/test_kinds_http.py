@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import httpx
 
-from taskcast.worker.kinds.http import _redirect
+from taskcast.worker.kinds.http import SAFE_ON_REDIRECT, HTTPSettings, _redirect
+
+SENT = {
+    "Authorization": "Bearer t",
+    "Cookie": "c=1",
+    "X-Api-Key": "k1",
+    "Api-Key": "k2",
+    "X-Keep": "yes",
+    "Accept": "application/json",
+    "Accept-Language": "fr",
+    "User-Agent": "mine/1",
+}
 
 
-def hop(status: int, method: str, location: str, body: bytes = b"") -> httpx.Request:
+def hop(
+    status: int,
+    method: str,
+    location: str,
+    body: bytes = b"",
+    keep: frozenset[str] = SAFE_ON_REDIRECT,
+) -> httpx.Request:
     client = httpx.AsyncClient()
     first = client.build_request(
-        method,
-        "https://api.example.test/start",
-        headers={"Authorization": "Bearer t", "Cookie": "c=1", "X-Keep": "yes"},
-        content=body or None,
+        method, "https://api.example.test/start", headers=SENT, content=body or None
     )
-    return _redirect(client, first, httpx.Response(status, headers={"Location": location}))
+    response = httpx.Response(status, headers={"Location": location})
+    return _redirect(client, first, response, keep)
 
 
 def test_same_origin_keeps_credentials_and_resolves_relative_locations() -> None:
@@ -25,15 +40,26 @@ def test_same_origin_keeps_credentials_and_resolves_relative_locations() -> None
     assert nxt.headers["host"] == "api.example.test"
 
 
-def test_other_origin_drops_credentials() -> None:
+def test_other_origin_carries_only_safe_headers() -> None:
     for location in (
         "https://elsewhere.test/",
         "http://api.example.test/",
         "https://api.example.test:8443/",
     ):
         nxt = hop(302, "GET", location)
-        assert "authorization" not in nxt.headers and "cookie" not in nxt.headers
-        assert nxt.headers["x-keep"] == "yes"
+        for name in ("authorization", "cookie", "x-api-key", "api-key", "x-keep"):
+            assert name not in nxt.headers, name
+        assert nxt.headers["accept"] == "application/json" and nxt.headers["user-agent"] == "mine/1"
+        assert nxt.headers["accept-language"] == "fr"
+        assert nxt.headers["host"] == location.split("/")[2]
+
+
+def test_the_operator_may_keep_more_headers_across_origins() -> None:
+    keep = HTTPSettings(redirect_keep_headers="X-Keep, x-other").keep_on_redirect
+    assert keep == SAFE_ON_REDIRECT | {"x-keep", "x-other"}
+    nxt = hop(307, "POST", "https://elsewhere.test/", b"{}", keep)
+    assert nxt.headers["x-keep"] == "yes" and "x-api-key" not in nxt.headers
+    assert nxt.method == "POST" and nxt.content == b"{}"
 
 
 def test_303_and_a_posts_302_become_get_without_body() -> None:

@@ -10,11 +10,16 @@ that de-duplicate on it see one message even then.
 from __future__ import annotations
 
 import contextlib
+import email.errors
+import email.headerregistry
+import email.parser
 import email.policy
 import email.utils
 import functools
 import smtplib
 import ssl
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any, Literal
@@ -28,6 +33,7 @@ from taskcast.worker.kinds._upstream import UpstreamRejectedError, UpstreamUnava
 from taskcast.worker.registry import task
 
 DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
+_POLICY = email.policy.SMTP
 
 
 class SMTPSettings(BaseSettings):
@@ -44,10 +50,45 @@ class SMTPSettings(BaseSettings):
     timeout: float = Field(30.0, gt=0, description="seconds per SMTP command")
 
 
-def _address(value: str) -> str:
-    addr = email.utils.parseaddr(value)[1]
-    if "@" not in addr or any(c in value for c in "\r\n"):
+def _control(text: str) -> str | None:
+    """The first control or line-break character in `text` (a tab is fine), else None."""
+    for c in text:
+        if c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return c
+    return None
+
+
+def _mailbox(value: str) -> email.headerregistry.Address:
+    """The one mailbox `value` names, checked as the `email` package will decode it.
+
+    Raises:
+        ValueError: `value` is not exactly one address, or holds what could break a header line.
+    """
+    if (c := _control(value)) is not None:
+        raise ValueError(f"control character {c!r} in address {value!r}")
+    # Python 3.11.7 writes line breaks decoded from an encoded word raw (CVE-2024-6923), and a
+    # name can be sent as plain Unicode anyway: no encoded words in addresses at all.
+    if "=?" in value:
+        raise ValueError(
+            f"no encoded words (=?...?=) in addresses, write the name as is: {value!r}"
+        )
+    try:
+        header = _POLICY.header_factory("To", value)
+    except (ValueError, email.errors.HeaderParseError):
+        raise ValueError(f"not an email address: {value!r}") from None
+    if len(header.addresses) != 1 or header.groups[0].display_name is not None:
+        # One string shown as two addresses but sent to one: refused, not split, since a comma
+        # may also sit inside a quoted name ("Doe, Jane" <jane@example.test>).
+        raise ValueError(f"one address per string (give a list for several): {value!r}")
+    addr: email.headerregistry.Address = header.addresses[0]
+    if header.defects or "@" not in addr.addr_spec or _control(str(addr)):
         raise ValueError(f"not an email address: {value!r}")
+    return addr
+
+
+def _address(value: str) -> str:
+    """`value` itself, once `_mailbox` accepts it."""
+    _mailbox(value)
     return value
 
 
@@ -82,13 +123,18 @@ class EmailPayload(BaseModel):
     @field_validator("subject")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if any(c in value for c in "\r\n"):
-            raise ValueError("must be one line")
+        try:
+            decoded = str(_POLICY.header_factory("Subject", value))
+        except (ValueError, email.errors.HeaderParseError) as exc:
+            raise ValueError(f"not a valid subject: {exc}") from None
+        for text, how in ((value, ""), (decoded, " once its encoded words are decoded")):
+            if (c := _control(text)) is not None:
+                raise ValueError(f"must be one line without control characters ({c!r}{how})")
         return value
 
     def recipients(self) -> list[str]:
-        """Every envelope recipient (bcc included), as bare addresses."""
-        return [email.utils.parseaddr(a)[1] for a in (*self.to, *self.cc, *self.bcc)]
+        """Every envelope recipient (bcc included), as bare addresses, parsed as in the headers."""
+        return [_mailbox(a).addr_spec for a in (*self.to, *self.cc, *self.bcc)]
 
 
 @functools.cache
@@ -112,7 +158,10 @@ def send(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         raise NonRetryableError(f"invalid email.send payload: {exc}") from None
     if p.text is None and p.html is None:
         raise NonRetryableError("invalid email.send payload: give `text`, `html` or both")
-    msg = _message(p, settings, ctx.task_id)
+    try:
+        msg = _message(p, settings, ctx.task_id)
+    except (ValueError, email.errors.MessageError) as exc:  # bad input: no attempt can fix it
+        raise NonRetryableError(f"invalid email.send payload: {exc}") from None
     session = _Session(settings)
     try:
         result: dict[str, Any] = ctx.once("email.send", lambda: session.send(msg, p.recipients()))
@@ -122,7 +171,7 @@ def send(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 def _message(p: EmailPayload, settings: SMTPSettings, task_id: str) -> EmailMessage:
-    msg = EmailMessage(policy=email.policy.SMTP)
+    msg = EmailMessage(policy=_POLICY)
     domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or "taskcast"
     msg["Message-ID"] = f"<taskcast.{task_id}@{domain}>"  # the same on every attempt
     msg["Date"] = email.utils.formatdate(usegmt=True)
@@ -136,7 +185,21 @@ def _message(p: EmailPayload, settings: SMTPSettings, task_id: str) -> EmailMess
     msg.set_content(p.text if p.text is not None else "This message is HTML only.")
     if p.html is not None:
         msg.add_alternative(p.html, subtype="html")
+    _check_headers(msg)
     return msg
+
+
+def _check_headers(msg: EmailMessage) -> None:
+    """Raise ValueError unless the message, as sent, has exactly the header lines set.
+
+    The values were checked before; this catches what a Python's folding might still do to them
+    (an extra header, or a blank line that starts the body early), whatever its version.
+    """
+    sent = email.parser.BytesHeaderParser(policy=_POLICY).parsebytes(msg.as_bytes())
+    names, wrote = [k.lower() for k in sent], [k.lower() for k in msg]
+    if names != wrote:
+        odd = (Counter(names) - Counter(wrote)) or (Counter(wrote) - Counter(names))
+        raise ValueError(f"a header value would break the message's header lines ({sorted(odd)})")
 
 
 class _Session:

@@ -1,8 +1,9 @@
 """`http.request`: one call to a third-party HTTP API, safe by default (see `_guard`).
 
-Redirects are followed here, hop by hop, so each hop's connection is checked and credentials are
-not carried to another origin. 429 and 5xx answers and connection failures are retried (honouring
-Retry-After); other 4xx answers fail the task at once.
+Redirects are followed here, hop by hop, so each hop's connection is checked, and a hop to another
+origin carries only the headers known to be safe (no credentials, whatever their name). Bodies are
+read, and inflated, against a cap (see `_body`). 429 and 5xx answers and connection failures are
+retried (honouring Retry-After); other 4xx answers fail the task at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError
+from taskcast.worker.kinds._body import ACCEPT_ENCODING, read_capped
 from taskcast.worker.kinds._guard import AddressPolicy, GuardedTransport
 from taskcast.worker.kinds._upstream import (
     UpstreamRejectedError,
@@ -40,8 +42,19 @@ SELECTED_HEADERS = (
     "location",
     "retry-after",
 )
-#: Headers that identify the caller: never carried across a redirect to another origin.
-CREDENTIALS = ("authorization", "proxy-authorization", "cookie")
+#: The only request headers carried across a redirect to another origin (plus the operator's
+#: `TASKCAST_HTTP_REDIRECT_KEEP_HEADERS`): an API key travels under any name (X-Api-Key,
+#: Api-Key, ...), so credentials are told apart by allowing what is known safe, not by a list.
+SAFE_ON_REDIRECT = frozenset(
+    (
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-language",
+        "content-type",
+        "user-agent",
+    )
+)
 TEXT_TYPES = ("text/", "application/xml", "application/javascript", "application/x-www-form")
 
 
@@ -51,9 +64,20 @@ class HTTPSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKCAST_HTTP_", frozen=True, extra="ignore")
 
     allow: str = Field("", description="non-public hosts and CIDRs requests may reach")
-    max_body_bytes: int = Field(1 << 20, ge=0, description="largest response body kept")
+    max_body_bytes: int = Field(
+        1 << 20, ge=0, description="largest response body kept (a payload may only lower it)"
+    )
     max_redirects: int = Field(5, ge=0, description="redirects followed per request")
+    redirect_keep_headers: str = Field(
+        "", description="more request headers carried on a redirect to another origin"
+    )
     user_agent: str = Field("taskcast", description="User-Agent unless a request sets one")
+
+    @property
+    def keep_on_redirect(self) -> frozenset[str]:
+        """Request headers (lower case) a redirect to another origin carries."""
+        extra = self.redirect_keep_headers.replace(",", " ").split()
+        return SAFE_ON_REDIRECT | {name.lower() for name in extra}
 
 
 class HTTPPayload(BaseModel):
@@ -104,7 +128,7 @@ async def request(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         transport=GuardedTransport(rt.policy, rt.ssl_context),
         timeout=p.timeout,
         trust_env=False,
-        headers={"User-Agent": rt.settings.user_agent},
+        headers={"User-Agent": rt.settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
     )
     try:
         async with client, asyncio.timeout(p.timeout):
@@ -133,16 +157,20 @@ def _first(client: httpx.AsyncClient, p: HTTPPayload) -> httpx.Request:
 async def _exchange(
     client: httpx.AsyncClient, req: httpx.Request, p: HTTPPayload, settings: HTTPSettings
 ) -> dict[str, Any]:
-    cap = settings.max_body_bytes if p.max_body_bytes is None else p.max_body_bytes
+    # The payload may lower the operator's cap, never raise it: a 60 MB body once became an
+    # 84 MB result, stored and published whole. Above it, the body is cut (`truncated`) as usual.
+    cap = settings.max_body_bytes
+    if p.max_body_bytes is not None:
+        cap = min(cap, p.max_body_bytes)
     for _ in range(settings.max_redirects + 1):
         if req.url.scheme not in ("http", "https"):
             raise NonRetryableError(f"only http and https URLs are allowed, not {_show(req)}")
         response = await client.send(req, stream=True)
         try:
             if p.follow_redirects and response.has_redirect_location:
-                req = _redirect(client, req, response)
+                req = _redirect(client, req, response, settings.keep_on_redirect)
                 continue
-            data, truncated = await _read(response, cap)
+            data, truncated = await read_capped(response, cap)
         finally:
             await response.aclose()
         _check(req, response, data)
@@ -150,8 +178,16 @@ async def _exchange(
     raise NonRetryableError(f"more than {settings.max_redirects} redirects, last to {_show(req)}")
 
 
-def _redirect(client: httpx.AsyncClient, req: httpx.Request, res: httpx.Response) -> httpx.Request:
-    """The next hop, as browsers and httpx build it: 303 (and a POST's 301/302) become a GET."""
+def _redirect(
+    client: httpx.AsyncClient,
+    req: httpx.Request,
+    res: httpx.Response,
+    keep: frozenset[str] = SAFE_ON_REDIRECT,
+) -> httpx.Request:
+    """The next hop, as browsers and httpx build it: 303 (and a POST's 301/302) become a GET.
+
+    A hop to another origin carries only the headers in `keep`.
+    """
     url = req.url.join(res.headers["location"])
     method, content = req.method, req.content
     headers = httpx.Headers(req.headers)
@@ -161,19 +197,9 @@ def _redirect(client: httpx.AsyncClient, req: httpx.Request, res: httpx.Response
         for name in ("content-type", "content-length", "transfer-encoding"):
             headers.pop(name, None)
     if (url.scheme, url.host, url.port) != (req.url.scheme, req.url.host, req.url.port):
-        for name in CREDENTIALS:
-            headers.pop(name, None)
+        headers = httpx.Headers([(k, v) for k, v in headers.raw if k.decode().lower() in keep])
     headers.pop("host", None)
     return client.build_request(method, url, headers=headers, content=content or None)
-
-
-async def _read(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    body = bytearray()
-    async for part in response.aiter_bytes():
-        body += part
-        if len(body) > cap:
-            return bytes(body[:cap]), True
-    return bytes(body), False
 
 
 def _check(req: httpx.Request, response: httpx.Response, data: bytes) -> None:
