@@ -121,9 +121,28 @@ def tasks_table(tasks: list[Task]) -> Table:
 
 def stats_tables(s: Stats) -> tuple[Table, Table]:
     """`taskcast stats`."""
-    queues = Table("queue", "depth", "running", "delayed", "dead", title="queues")
+    queues = Table(
+        "queue",
+        "depth",
+        "running",
+        "delayed",
+        "dead",
+        "workers",
+        "slots used/all",
+        "threads busy/all",
+        title="queues",
+    )
     for q in s.queues:
-        queues.add_row(q.name, str(q.depth), str(q.running), str(q.delayed), str(q.dead))
+        queues.add_row(
+            q.name,
+            str(q.depth),
+            str(q.running),
+            str(q.delayed),
+            str(q.dead),
+            str(q.workers),
+            f"{q.slots_used}/{q.slots}",
+            f"{q.threads_busy}/{q.threads}",
+        )
     kinds = Table(
         "kind",
         "pending",

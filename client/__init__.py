@@ -31,7 +31,16 @@ from taskcast.client._errors import (
     UnavailableError,
     WaitTimeoutError,
 )
-from taskcast.client._types import Event, KindStats, QueueStats, Stats, Task, TaskError, TaskState
+from taskcast.client._types import (
+    Event,
+    KindStats,
+    QueueStats,
+    Stats,
+    Task,
+    TaskError,
+    TaskState,
+    WorkerStats,
+)
 
 __all__ = [
     # clients and handles
@@ -47,6 +56,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskState",
+    "WorkerStats",
     # errors
     "AlreadyExistsError",
     "DeadlineExceededError",

@@ -10,7 +10,16 @@ from typing import Any
 
 from taskcast.v1 import tasks_pb2 as pb
 
-__all__ = ["Event", "KindStats", "QueueStats", "Stats", "Task", "TaskError", "TaskState"]
+__all__ = [
+    "Event",
+    "KindStats",
+    "QueueStats",
+    "Stats",
+    "Task",
+    "TaskError",
+    "TaskState",
+    "WorkerStats",
+]
 
 
 class TaskState(enum.StrEnum):
@@ -185,6 +194,24 @@ class QueueStats:
     running: int
     delayed: int
     dead: int
+    workers: int = 0  #: live worker processes consuming it
+    slots: int = 0  #: their async slots, summed
+    slots_used: int = 0
+    threads: int = 0  #: their threads for sync kinds, summed
+    threads_busy: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One live worker process and its capacity."""
+
+    id: str
+    queues: list[str]
+    slots: int
+    slots_used: int
+    threads: int
+    threads_busy: int
+    last_seen: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -205,13 +232,40 @@ class Stats:
 
     queues: list[QueueStats]
     kinds: list[KindStats]
+    workers: list[WorkerStats] = field(default_factory=list)
 
     @classmethod
     def from_pb(cls, r: pb.GetStatsResponse) -> Stats:
         """From the proto message."""
         states = [s for s in TaskState if s is not TaskState.UNSPECIFIED]
         return cls(
-            queues=[QueueStats(q.name, q.depth, q.running, q.delayed, q.dead) for q in r.queues],
+            queues=[
+                QueueStats(
+                    q.name,
+                    q.depth,
+                    q.running,
+                    q.delayed,
+                    q.dead,
+                    q.workers,
+                    q.slots,
+                    q.slots_used,
+                    q.threads,
+                    q.threads_busy,
+                )
+                for q in r.queues
+            ],
+            workers=[
+                WorkerStats(
+                    w.id,
+                    list(w.queues),
+                    w.slots,
+                    w.slots_used,
+                    w.threads,
+                    w.threads_busy,
+                    w.last_seen.ToDatetime(dt.UTC) if w.HasField("last_seen") else None,
+                )
+                for w in r.workers
+            ],
             kinds=[
                 KindStats(
                     k.kind,

@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.submit import SubmitRequest
@@ -140,4 +141,30 @@ def trimmed(task_id: str, first: int) -> pb.TaskEvent:
     """Tells a watcher that events before `first` are gone."""
     return pb.TaskEvent(
         task_id=task_id, sequence=0, events_trimmed=pb.EventsTrimmed(first_available_sequence=first)
+    )
+
+
+def queue_stats_to_pb(queue: dict[str, Any], workers: list[WorkerRecord]) -> pb.QueueStats:
+    """One queue's figures, with the capacity of the live workers that consume it."""
+    serving = [w for w in workers if queue["name"] in w.queues]
+    return pb.QueueStats(
+        **queue,
+        workers=len(serving),
+        slots=sum(w.slots for w in serving),
+        slots_used=sum(w.slots_used for w in serving),
+        threads=sum(w.threads for w in serving),
+        threads_busy=sum(w.threads_busy for w in serving),
+    )
+
+
+def worker_to_pb(w: WorkerRecord) -> pb.WorkerStats:
+    """One live worker process."""
+    return pb.WorkerStats(
+        id=w.id,
+        queues=w.queues,
+        slots=w.slots,
+        slots_used=w.slots_used,
+        threads=w.threads,
+        threads_busy=w.threads_busy,
+        last_seen=ts(w.seen_ms),
     )

@@ -81,7 +81,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
     @guard
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         queues, kinds = await self.store.stats()
-        out = pb.GetStatsResponse(queues=[pb.QueueStats(**q) for q in queues])
+        workers = await self.store.workers()
+        out = pb.GetStatsResponse(
+            queues=[convert.queue_stats_to_pb(q, workers) for q in queues],
+            workers=[convert.worker_to_pb(w) for w in workers],
+        )
         for k in kinds:
             samples, counts = k["samples"], {s.value.lower(): n for s, n in k["counts"].items()}
             ks = pb.KindStats(kind=k["kind"], run_time_samples=len(samples), **counts)

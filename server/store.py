@@ -14,6 +14,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskcast.core import messages, scripts
+from taskcast.core.capacity import LIVE_MS, WorkerRecord
 from taskcast.core.records import EventRecord, TaskRecord
 from taskcast.core.scripts import Layout, now_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
@@ -241,6 +242,25 @@ class ServerStore:
             k, v = next(iter(sorted(labels.items())))
             return self.layout.key("idx", "label", f"{k}={v}")
         return self.layout.key("idx", "all")
+
+    async def workers(self, limit: int = 1000) -> list[WorkerRecord]:
+        """Live worker processes, most recently seen first; long-gone records are dropped."""
+        raw = await self.client.hgetall(self.layout.key("workers"))
+        now, records, gone = now_ms(), [], []
+        for key, value in raw.items():
+            try:
+                record = WorkerRecord.from_json(value)
+            except (ValueError, TypeError):
+                gone.append(key)
+                continue
+            if now - record.seen_ms < LIVE_MS:
+                records.append(record)
+            elif now - record.seen_ms > 3600_000:  # a process dead for an hour: forget it
+                gone.append(key)
+        if gone:
+            await self.client.hdel(self.layout.key("workers"), *gone)
+        records.sort(key=lambda r: r.seen_ms, reverse=True)
+        return records[:limit]
 
     async def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Per-queue and per-kind figures (see GetStatsResponse)."""

@@ -17,10 +17,11 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
+from taskcast.core.capacity import LIVE_MS
 from taskcast.core.records import TaskError
 from taskcast.core.scripts import now_ms
 from taskcast.worker.aio import AsyncAttempts
-from taskcast.worker.housekeeping import KIND_LIVE_MS, Housekeeping
+from taskcast.worker.housekeeping import Housekeeping
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry
 from taskcast.worker.settings import WorkerSettings
@@ -30,7 +31,8 @@ from taskcast.worker.writer import Writer
 
 log = logging.getLogger("taskcast.worker")
 
-HAND_BACK_MAX_DELAY_MS = 30_000  # a message this process cannot run waits at most this long
+HAND_BACK_DELAY_MS = 100  # a kind another live worker serves: back on the queue soon
+HAND_BACK_MAX_DELAY_MS = 5_000  # a kind no live worker serves: the longest wait between tries
 
 
 class _WakingConsumer(_RedisConsumer):
@@ -156,12 +158,12 @@ class Broker(RedisBroker):  # subclassing the library broker
     def hand_back(self, queue_name: str, message: Message[Any]) -> None:
         """Put back a message of a kind this process does not serve, for a worker that does.
 
-        It returns to the queue after a growing delay (so two old workers do not bounce it to and
+        It returns to the queue after a short delay (so two old workers do not bounce it to and
         fro at full speed); a kind that no live worker has served for `unserved_timeout` fails
         the task, saying so, instead of leaving it PENDING forever.
         """
         kind, now = message.actor_name, now_ms()
-        served = now - self.store.kind_seen_ms(kind) < KIND_LIVE_MS
+        served = now - self.store.kind_seen_ms(kind) < LIVE_MS
         since = now if served else int(message.options.get("tc_unserved_since") or now)
         if now - since >= self.unserved_timeout_ms:
             attempt = int(message.options.get("tc_attempt", 1))
@@ -177,7 +179,10 @@ class Broker(RedisBroker):  # subclassing the library broker
         else:
             n = int(message.options.get("tc_handbacks", 0)) + 1
             options = {"tc_handbacks": n, "tc_unserved_since": None if served else since}
-            delay = min(100 * 2 ** min(n, 10), HAND_BACK_MAX_DELAY_MS)
+            # Served elsewhere: back soon, for another consumer to take. Served nowhere: wait
+            # longer each time, so an idle queue does not spin, but never long enough to hold
+            # the task back much once a worker that serves it starts.
+            delay = HAND_BACK_DELAY_MS if served else min(200 * 2**n, HAND_BACK_MAX_DELAY_MS)
             log.info("handing back task %s: kind %r is not served here", message.message_id, kind)
             self.enqueue(message.copy(options=options), delay=delay)
         self.do_ack(queue_name, message.options["redis_message_id"])

@@ -18,6 +18,7 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware
 
+from taskcast.core.capacity import WorkerRecord
 from taskcast.core.scripts import now_ms
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry
@@ -27,10 +28,7 @@ from taskcast.worker.store import WorkerStore
 
 log = logging.getLogger("taskcast.worker")
 
-__all__ = ["Housekeeping", "KIND_LIVE_MS"]
-
-REGISTER_INTERVAL = 10.0  # seconds between kind and capacity records of a process
-KIND_LIVE_MS = 30_000  # a record older than three missed intervals means no live worker
+__all__ = ["Housekeeping"]
 
 
 class Loop:
@@ -132,7 +130,7 @@ class Registrar(Loop):
         slots: Slots,
         lifecycle: Lifecycle,
     ) -> None:
-        super().__init__(stopping, REGISTER_INTERVAL)
+        super().__init__(stopping, settings.register_interval)
         self.store, self.registry, self.settings = store, registry, settings
         self.slots, self.lifecycle = slots, lifecycle
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -141,18 +139,17 @@ class Registrar(Loop):
 
     def step(self) -> None:
         self.store.register_kinds(self.kinds())
-        running = len(self.lifecycle.running)
-        async_running = self.slots.running
+        running, async_running = len(self.lifecycle.running), self.slots.running
         self.store.register_worker(
-            self.id,
-            {
-                "queues": self.queues,
-                "slots": self.slots.capacity,
-                "slots_used": async_running,
-                "threads": self.threads,
-                "threads_busy": max(0, running - async_running),
-                "seen": now_ms(),
-            },
+            WorkerRecord(
+                id=self.id,
+                queues=self.queues,
+                slots=self.slots.capacity,
+                slots_used=async_running,
+                threads=self.threads,
+                threads_busy=max(0, running - async_running),
+                seen_ms=now_ms(),
+            )
         )
 
     def kinds(self) -> dict[str, dict[str, Any]]:

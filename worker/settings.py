@@ -26,6 +26,13 @@ class WorkerSettings(CommonSettings):
         60.0, gt=0, description="seconds between sweeps of expired tasks out of the list indexes"
     )
     poll_interval_ms: int = Field(100, ge=1, description="longest idle pause between queue polls")
+    # At most 10: servers count a worker silent for 30 s (core.capacity.LIVE_MS) as gone.
+    register_interval: float = Field(
+        10.0,
+        ge=0.1,
+        le=10,
+        description="seconds between records of this process's kinds and capacity",
+    )
     # 1,000: an async attempt waiting on a slow call costs ~50-100 KiB and no CPU, so a process
     # holds a thousand LLM streams in well under 400 MiB (measured in docs/performance.md); a
     # kind that is CPU- or memory-heavy per call should run on its own queue with fewer slots.

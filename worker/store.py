@@ -15,6 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from taskcast.core import messages, scripts
+from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import TaskError
 from taskcast.core.scripts import Layout, now_ms
 
@@ -176,9 +177,9 @@ class WorkerStore:
                 pipe.hget(self.layout.task(task_id), "cancel")
             return [flag == b"1" for flag in pipe.execute()]
 
-    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+    def register_worker(self, record: WorkerRecord) -> None:
         """Record a worker process's queues and capacity (slots, threads) for `GetStats`."""
-        self.client.hset(self.layout.key("workers"), worker_id, json.dumps(info))
+        self.client.hset(self.layout.key("workers"), record.id, record.to_json())
 
     def unregister_worker(self, worker_id: str) -> None:
         """Drop a stopped worker process's capacity record."""

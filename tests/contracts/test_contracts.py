@@ -59,6 +59,7 @@ def test_client_public_names_are_pinned() -> None:
         "Task",
         "TaskError",
         "TaskState",
+        "WorkerStats",
         "AlreadyExistsError",
         "DeadlineExceededError",
         "FailedPreconditionError",

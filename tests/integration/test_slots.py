@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import Event, TaskClient, TaskHandle, TaskState
+from taskcast.client import Event, QueueStats, TaskClient, TaskHandle, TaskState
 from tests.support import WorkerProcess, eventually
 
 
@@ -46,10 +46,17 @@ def terminal(events: list[Event]) -> list[Event]:
 def test_hundreds_of_async_attempts_run_at_once_on_two_threads(
     client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
 ) -> None:
-    start(workers, redis_server, prefix, threads=2)
+    start(workers, redis_server, prefix, threads=2, extra_env={"TASKCAST_REGISTER_INTERVAL": "0.2"})
     n = 200
     handles = [client.submit("test.async_block", {"seconds": 120}) for _ in range(n)]
     eventually(lambda: running(client) == n, 60, f"{n} attempts running at once")
+
+    def capacity() -> QueueStats | None:  # as the worker last recorded it (every 0.2 s here)
+        q = next(q for q in client.stats().queues if q.name == "default")
+        return q if q.slots_used == n else None
+
+    q = eventually(capacity, 20, "the worker's slots in use shown by GetStats")
+    assert (q.workers, q.slots, q.threads, q.threads_busy) == (1, 1000, 2, 0)
     for h in handles:
         h.cancel()
     for task_id, events in finished(handles).items():

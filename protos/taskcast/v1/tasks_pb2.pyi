@@ -822,6 +822,11 @@ class QueueStats(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     DELAYED_FIELD_NUMBER: _builtins.int
     DEAD_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    SLOTS_USED_FIELD_NUMBER: _builtins.int
+    THREADS_FIELD_NUMBER: _builtins.int
+    THREADS_BUSY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     depth: _builtins.int
     """Messages waiting to be picked up."""
@@ -831,6 +836,15 @@ class QueueStats(_message.Message):
     """Messages waiting for their time (delayed or backing off)."""
     dead: _builtins.int
     """Dead-lettered messages (kept 7 days by the queue)."""
+    workers: _builtins.int
+    """Live worker processes consuming this queue, and their capacity summed: slots run async
+    kinds (many slow calls each), threads run sync kinds. A process that consumes several
+    queues counts in each. Free slots = slots - slots_used.
+    """
+    slots: _builtins.int
+    slots_used: _builtins.int
+    threads: _builtins.int
+    threads_busy: _builtins.int
     def __init__(
         self,
         *,
@@ -839,14 +853,65 @@ class QueueStats(_message.Message):
         running: _builtins.int = ...,
         delayed: _builtins.int = ...,
         dead: _builtins.int = ...,
+        workers: _builtins.int = ...,
+        slots: _builtins.int = ...,
+        slots_used: _builtins.int = ...,
+        threads: _builtins.int = ...,
+        threads_busy: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "delayed", b"delayed", "depth", b"depth", "name", b"name", "running", b"running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "delayed", b"delayed", "depth", b"depth", "name", b"name", "running", b"running", "slots", b"slots", "slots_used", b"slots_used", "threads", b"threads", "threads_busy", b"threads_busy", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class WorkerStats(_message.Message):
+    """One live worker process, as it last recorded itself (every 10 s; one silent for 30 s is
+    left out).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    SLOTS_USED_FIELD_NUMBER: _builtins.int
+    THREADS_FIELD_NUMBER: _builtins.int
+    THREADS_BUSY_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """"<host>:<pid>:<random>"."""
+    slots: _builtins.int
+    """Async attempts it may run at once (`--slots`), and runs now."""
+    slots_used: _builtins.int
+    threads: _builtins.int
+    """Threads for sync kinds (`--threads`), and how many run an attempt now."""
+    threads_busy: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        slots: _builtins.int = ...,
+        slots_used: _builtins.int = ...,
+        threads: _builtins.int = ...,
+        threads_busy: _builtins.int = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "last_seen", b"last_seen", "queues", b"queues", "slots", b"slots", "slots_used", b"slots_used", "threads", b"threads", "threads_busy", b"threads_busy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerStats: _TypeAlias = WorkerStats  # noqa: Y015
 
 @_typing.final
 class KindStats(_message.Message):
@@ -911,19 +976,25 @@ class GetStatsResponse(_message.Message):
 
     QUEUES_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]: ...
     @_builtins.property
     def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindStats]: ...
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStats]:
+        """Live worker processes, at most 1,000 (the most recently seen first)."""
+
     def __init__(
         self,
         *,
         queues: _abc.Iterable[Global___QueueStats] | None = ...,
         kinds: _abc.Iterable[Global___KindStats] | None = ...,
+        workers: _abc.Iterable[Global___WorkerStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
