@@ -68,8 +68,6 @@ class TaskService(pb_grpc.TaskServiceServicer):
         info = await self._kind(r.kind)
         if r.queue:
             await self._check_queue(r.queue)
-        if delay_ms:
-            not_before = now_ms() + delay_ms
         return NewTask(
             kind=r.kind,
             queue=r.queue or info.queue,
@@ -78,6 +76,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             max_attempts=r.max_attempts or info.max_attempts,
             timeout_ms=timeout_ms or info.timeout_ms,
             not_before_ms=not_before,
+            delay_ms=delay_ms,
             idempotency_key=r.idempotency_key,
             # Only a caller's key is compared with a later request: no key, nothing to digest.
             fingerprint=validation.fingerprint(

@@ -16,7 +16,7 @@ from redis.retry import Retry
 
 from taskcast.core import messages, scripts
 from taskcast.core.records import TaskError
-from taskcast.core.scripts import Layout, now_ms
+from taskcast.core.scripts import Layout, redis_ms
 
 log = logging.getLogger("taskcast.worker")
 T = TypeVar("T")
@@ -44,9 +44,9 @@ class Outcome:
 def connect(url: str, *, retries: int) -> redis.Redis:
     """A Redis client for worker processes.
 
-    taskcast's own calls use `retries=0`: their arguments carry the current time (lease expiry,
-    start time), which a retry inside redis-py would send stale; `WorkerStore` retries them itself
-    with fresh arguments. Dramatiq's broker client keeps a few quick retries.
+    taskcast's own calls use `retries=0`: `WorkerStore` retries the ones that must not be lost
+    itself, through outages, and the housekeeping loop retries the rest on its next beat.
+    Dramatiq's broker client keeps a few quick retries.
     """
     return redis.Redis.from_url(
         url,
@@ -68,8 +68,10 @@ class WorkerStore:
         self._stopping = stopping
 
     def _run(self, name: str, task_id: str, args: Iterable[Any]) -> Any:
-        keys = [self.layout.task(task_id)]
-        return self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+        return self._script(name, self.layout.task(task_id), args)
+
+    def _script(self, name: str, key: str, args: Iterable[Any]) -> Any:
+        return self._scripts[name](keys=[key], args=[*self.layout.common_args(), *args])
 
     def _persist(self, what: str, fn: Callable[[], T]) -> T:
         """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
@@ -113,7 +115,6 @@ class WorkerStore:
         """Record how the attempt ended; schedules the next attempt when it may retry."""
         err = outcome.error
         retryable = err is not None and err.retryable
-        eta = now_ms() + outcome.retry_delay_ms
         # The next attempt's message, used by the script only if it decides to retry.
         msg = (
             messages.encode(
@@ -122,7 +123,7 @@ class WorkerStore:
                 queue=queue,
                 attempt=attempt + 1,
                 timeout_ms=timeout_ms,
-                eta_ms=eta,
+                delay_ms=outcome.retry_delay_ms,
             )
             if retryable
             else None
@@ -134,22 +135,21 @@ class WorkerStore:
             outcome.result,
             err.to_json() if err else "",
             "1" if retryable else "0",
-            eta,
+            outcome.retry_delay_ms,
             *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
         ]
         reply = self._persist("finish", lambda: self._run("finish", task_id, args))
         return str(reply[0].decode())
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
-        """Extend the leases of attempts this process is running."""
+        """Extend the leases of attempts this process is running, to Redis's time + `lease_ms`."""
         ids = list(task_ids)
         if ids:
-            until = now_ms() + lease_ms
-            self.client.zadd(self.layout.key("leases"), dict.fromkeys(ids, until), xx=True)
+            self._script("renew", self.layout.key("leases"), [lease_ms, *ids])
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        """Tasks whose running attempt stopped renewing its lease."""
-        ids = self.client.zrangebyscore(self.layout.key("leases"), 0, now_ms(), start=0, num=limit)
+        """Tasks whose running attempt stopped renewing its lease, by Redis's clock."""
+        ids = self._script("expired", self.layout.key("leases"), [limit])
         return [i.decode() for i in ids]
 
     def reap(self, task_id: str) -> str:
@@ -184,14 +184,15 @@ class WorkerStore:
     def prune_indexes(self, interval: float, budget: int = 5000) -> int:
         """Drop the index entries of tasks that expired; one worker per `interval` does it.
 
-        Only entries created before now - retention can belong to an expired task (a task
-        expires `retention` after it finished, and finished after it was created): those are
-        checked, oldest first, up to `budget` per call. Returns how many were dropped.
+        Only entries created before now - retention (Redis's clock, as `created` is) can belong
+        to an expired task (a task expires `retention` after it finished, and finished after it
+        was created): those are checked, oldest first, up to `budget` per call. Returns how many
+        were dropped.
         """
         lock = self.layout.key("prune-lock")
         if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
             return 0
-        cutoff = now_ms() - self.layout.retention_s * 1000
+        cutoff = redis_ms(self.client.time()) - self.layout.retention_s * 1000
         removed = 0
         for index in self._indexes():
             start = 0
@@ -226,7 +227,7 @@ class WorkerStore:
     def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
         """Tell servers which kinds exist and their defaults (queue, attempts, timeout)."""
         if kinds:
-            seen = now_ms()
+            seen = redis_ms(self.client.time())  # Redis's clock, like every stored time
             mapping = {k: json.dumps({**v, "seen": seen}) for k, v in kinds.items()}
             self.client.hset(self.layout.key("kinds"), mapping=mapping)
 
