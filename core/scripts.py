@@ -15,7 +15,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-NAMES = ("submit", "begin", "event", "finish", "cancel", "reap", "renew", "expired")
+NAMES = ("submit", "begin", "event", "finish", "cancel", "reap", "renew", "expired", "prune")
 
 
 def _source(name: str) -> str:

@@ -186,42 +186,36 @@ class WorkerStore:
 
         Only entries created before now - retention (Redis's clock, as `created` is) can belong
         to an expired task (a task expires `retention` after it finished, and finished after it
-        was created): those are checked, oldest first, up to `budget` per call. Returns how many
-        were dropped.
+        was created): those are checked, oldest first, up to `budget` per call, 200 per script
+        call. A kind or label index left empty leaves the set that lists it (`prune.lua`), so
+        neither set grows with every label ever used. Returns how many entries were dropped.
         """
         lock = self.layout.key("prune-lock")
         if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
             return 0
-        cutoff = redis_ms(self.client.time()) - self.layout.retention_s * 1000
         removed = 0
-        for index in self._indexes():
+        for index, listed_in, member in self._indexes():
             start = 0
             while budget > 0:
-                ids = self.client.zrangebyscore(index, 0, cutoff, start=start, num=200)
-                if not ids:
+                checked, gone = self._script("prune", index, [index, start, 200, listed_in, member])
+                removed += gone
+                start += checked - gone
+                budget -= checked
+                if checked < 200:
                     break
-                with self.client.pipeline(transaction=False) as pipe:
-                    for task_id in ids:
-                        pipe.exists(self.layout.task(task_id.decode()))
-                    alive = pipe.execute()
-                gone = [i for i, there in zip(ids, alive, strict=True) if not there]
-                if gone:
-                    self.client.zrem(index, *gone)
-                removed += len(gone)
-                start += len(ids) - len(gone)
-                budget -= len(ids)
         return removed
 
-    def _indexes(self) -> list[str]:
+    def _indexes(self) -> list[tuple[str, str, str]]:
+        """Each index, with the set that lists it and its member there ("" for fixed ones)."""
         idx = self.layout.key("idx")
         kinds = self.client.smembers(f"{idx}:kinds")
         labels = self.client.smembers(f"{idx}:labels")
         states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
         return [
-            f"{idx}:all",
-            *(f"{idx}:state:{s}" for s in states),
-            *(f"{idx}:kind:{k.decode()}" for k in kinds),
-            *(f"{idx}:label:{v.decode()}" for v in labels),
+            (f"{idx}:all", "", ""),
+            *((f"{idx}:state:{s}", "", "") for s in states),
+            *((f"{idx}:kind:{k.decode()}", f"{idx}:kinds", k.decode()) for k in kinds),
+            *((f"{idx}:label:{v.decode()}", f"{idx}:labels", v.decode()) for v in labels),
         ]
 
     def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
