@@ -1,6 +1,8 @@
 """The Lua scripts that make every state change atomic, and the arguments they share.
 
 Each script is `lua/_lib.lua` followed by its own body; `_lib.lua` documents the shared arguments.
+Every time stored or compared with a stored one is Redis's clock (`TIME` in `_lib.lua`), never a
+process's: one host whose clock runs ahead would otherwise judge live leases expired.
 """
 
 from __future__ import annotations
@@ -13,7 +15,18 @@ from typing import Any
 import redis
 import redis.asyncio
 
-NAMES = ("submit", "begin", "event", "finish", "cancel", "reap", "abandon")
+NAMES = (
+    "submit",
+    "begin",
+    "event",
+    "finish",
+    "cancel",
+    "reap",
+    "abandon",
+    "renew",
+    "expired",
+    "prune",
+)
 
 
 def _source(name: str) -> str:
@@ -25,8 +38,16 @@ SOURCES = {name: _source(name) for name in NAMES}
 
 
 def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch, the unit of every stored time."""
+    """This process's wall clock in epoch milliseconds: only for checking a client's input.
+
+    Never store it or compare it with a stored time: those use Redis's clock (`redis_ms`).
+    """
     return time.time_ns() // 1_000_000
+
+
+def redis_ms(reply: tuple[int, int] | list[int]) -> int:
+    """Epoch milliseconds from a Redis `TIME` reply (seconds, microseconds)."""
+    return int(reply[0]) * 1000 + int(reply[1]) // 1000
 
 
 @dataclass(frozen=True)
@@ -54,9 +75,9 @@ class Layout:
         """Any other key: `prefix:part:part`."""
         return ":".join((self.prefix, *parts))
 
-    def common_args(self, now: int | None = None) -> list[Any]:
-        """The five arguments every script starts with (see `_lib.lua`)."""
-        return [self.prefix, now or now_ms(), self.max_events, self.retention_s, self.namespace]
+    def common_args(self) -> list[Any]:
+        """The four arguments every script starts with (see `_lib.lua`)."""
+        return [self.prefix, self.max_events, self.retention_s, self.namespace]
 
 
 def register(client: redis.Redis | redis.asyncio.Redis) -> dict[str, Any]:

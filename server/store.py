@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taskcast.core import messages, scripts
 from taskcast.core.capacity import LIVE_MS, WorkerRecord
 from taskcast.core.records import EventRecord, TaskRecord
-from taskcast.core.scripts import Layout, now_ms
+from taskcast.core.scripts import Layout, redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
 
@@ -33,9 +33,10 @@ class NewTask:
     labels: dict[str, str]
     max_attempts: int
     timeout_ms: int
-    not_before_ms: int
+    not_before_ms: int  # a client's absolute time, or 0
     idempotency_key: str
     fingerprint: str
+    delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class ServerStore:
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_read = 0.0
 
-    async def _run(self, name: str, task_id: str, args: list[Any], now: int | None = None) -> Any:
+    async def _run(self, name: str, task_id: str, args: list[Any]) -> Any:
         keys = [self.layout.task(task_id)]
-        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(now), *args])
+        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
 
     async def kinds(self, *, refresh: bool = False) -> dict[str, KindInfo]:
         """Kinds workers registered; re-read at most once a second, or when asked to."""
@@ -107,10 +108,10 @@ class ServerStore:
             queue=new.queue,
             attempt=1,
             timeout_ms=new.timeout_ms,
-            eta_ms=new.not_before_ms or None,
+            delay_ms=new.delay_ms,
+            eta_ms=new.not_before_ms,
         )
         labels = [f"{k}={v}" for k, v in sorted(new.labels.items())]
-        now = now_ms()
         reply = await self._run(
             "submit",
             task_id,
@@ -122,6 +123,7 @@ class ServerStore:
                 json.dumps(new.labels),
                 new.max_attempts,
                 new.not_before_ms,
+                new.delay_ms,
                 new.timeout_ms,
                 new.idempotency_key,
                 new.fingerprint,
@@ -130,7 +132,6 @@ class ServerStore:
                 msg.data,
                 *labels,
             ],
-            now,
         )
         created, existing = reply[0] == 1, reply[1].decode()
         if not created and reply[2].decode() != new.fingerprint:
@@ -138,8 +139,8 @@ class ServerStore:
                 f"idempotency_key {new.idempotency_key!r} was used by task "
                 f"{existing} with a different request"
             )
-        if created:  # what the script just wrote, without reading it back
-            return _fresh(task_id, new, now), True
+        if created:  # what the script just wrote (its times are Redis's), without reading it back
+            return _fresh(task_id, new, int(reply[2]), int(reply[3])), True
         return await self.get(existing), existing == task_id
 
     async def get(self, task_id: str) -> TaskRecord:
@@ -246,7 +247,7 @@ class ServerStore:
     async def workers(self, limit: int = 1000) -> list[WorkerRecord]:
         """Live worker processes, most recently seen first; long-gone records are dropped."""
         raw = await self.client.hgetall(self.layout.key("workers"))
-        now, records, gone = now_ms(), [], []
+        now, records, gone = redis_ms(await self.client.time()), [], []
         for key, value in raw.items():
             try:
                 record = WorkerRecord.from_json(value)
@@ -303,7 +304,7 @@ class ServerStore:
         return queue_stats, kind_stats
 
 
-def _fresh(task_id: str, new: NewTask, now: int) -> TaskRecord:
+def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
     return TaskRecord(
         id=task_id,
         kind=new.kind,
@@ -317,7 +318,7 @@ def _fresh(task_id: str, new: NewTask, now: int) -> TaskRecord:
         updated=now,
         started=0,
         finished=0,
-        not_before=new.not_before_ms,
+        not_before=not_before,
         timeout_ms=new.timeout_ms,
         result="",
         error=None,

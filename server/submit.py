@@ -75,7 +75,8 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
         labels=dict(r.labels),
         max_attempts=max_attempts,
         timeout_ms=timeout_ms,
-        not_before_ms=now_ms() + delay_ms if delay_ms else not_before,
+        not_before_ms=0 if delay_ms else not_before,
+        delay_ms=delay_ms,  # from now by Redis's clock (submit.lua), not this server's
         idempotency_key=r.idempotency_key,
         fingerprint=digest,
     )

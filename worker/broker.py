@@ -19,7 +19,6 @@ from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
 from taskcast.core.capacity import LIVE_MS
 from taskcast.core.records import TaskError
-from taskcast.core.scripts import now_ms
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
 from taskcast.worker.middleware import Lifecycle
@@ -162,7 +161,7 @@ class Broker(RedisBroker):  # subclassing the library broker
         fro at full speed); a kind that no live worker has served for `unserved_timeout` fails
         the task, saying so, instead of leaving it PENDING forever.
         """
-        kind, now = message.actor_name, now_ms()
+        kind, now = message.actor_name, self.store.now()
         served = now - self.store.kind_seen_ms(kind) < LIVE_MS
         since = now if served else int(message.options.get("tc_unserved_since") or now)
         if now - since >= self.unserved_timeout_ms:

@@ -19,7 +19,6 @@ import redis
 from dramatiq.middleware import Middleware
 
 from taskcast.core.capacity import WorkerRecord
-from taskcast.core.scripts import now_ms
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry
 from taskcast.worker.settings import WorkerSettings
@@ -148,7 +147,7 @@ class Registrar(Loop):
                 slots_used=async_running,
                 threads=self.threads,
                 threads_busy=max(0, running - async_running),
-                seen_ms=now_ms(),
+                seen_ms=self.store.now(),
             )
         )
 

@@ -17,7 +17,7 @@ from redis.retry import Retry
 from taskcast.core import messages, scripts
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import TaskError
-from taskcast.core.scripts import Layout, now_ms
+from taskcast.core.scripts import Layout, redis_ms
 
 log = logging.getLogger("taskcast.worker")
 T = TypeVar("T")
@@ -45,9 +45,9 @@ class Outcome:
 def connect(url: str, *, retries: int) -> redis.Redis:
     """A Redis client for worker processes.
 
-    taskcast's own calls use `retries=0`: their arguments carry the current time (lease expiry,
-    start time), which a retry inside redis-py would send stale; `WorkerStore` retries them itself
-    with fresh arguments. Dramatiq's broker client keeps a few quick retries.
+    taskcast's own calls use `retries=0`: `WorkerStore` retries the ones that must not be lost
+    itself, through outages, and the housekeeping loop retries the rest on its next beat.
+    Dramatiq's broker client keeps a few quick retries.
     """
     return redis.Redis.from_url(
         url,
@@ -75,6 +75,9 @@ class WorkerStore:
     def _run(self, name: str, task_id: str, args: Iterable[Any]) -> Any:
         keys, argv = self.call(task_id, args)
         return self._scripts[name](keys=keys, args=argv)
+
+    def _script(self, name: str, key: str, args: Iterable[Any]) -> Any:
+        return self._scripts[name](keys=[key], args=[*self.layout.common_args(), *args])
 
     def _persist(self, what: str, fn: Callable[[], T]) -> T:
         """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
@@ -135,7 +138,6 @@ class WorkerStore:
         """The `finish` script's own arguments (after the common ones)."""
         err = outcome.error
         retryable = err is not None and err.retryable
-        eta = now_ms() + outcome.retry_delay_ms
         # The next attempt's message, used by the script only if it decides to retry.
         msg = (
             messages.encode(
@@ -144,7 +146,7 @@ class WorkerStore:
                 queue=queue,
                 attempt=attempt + 1,
                 timeout_ms=timeout_ms,
-                eta_ms=eta,
+                delay_ms=outcome.retry_delay_ms,
             )
             if retryable
             else None
@@ -156,17 +158,16 @@ class WorkerStore:
             outcome.result,
             err.to_json() if err else "",
             "1" if retryable else "0",
-            eta,
+            outcome.retry_delay_ms,
             *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
         ]
         return args
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
-        """Extend the leases of attempts this process is running."""
+        """Extend the leases of attempts this process is running, to Redis's time + `lease_ms`."""
         ids = list(task_ids)
         if ids:
-            until = now_ms() + lease_ms
-            self.client.zadd(self.layout.key("leases"), dict.fromkeys(ids, until), xx=True)
+            self._script("renew", self.layout.key("leases"), [lease_ms, *ids])
 
     def cancel_flags(self, task_ids: list[str]) -> list[bool]:
         """Whether a cancel was requested, for each task; one round trip."""
@@ -186,8 +187,8 @@ class WorkerStore:
         self.client.hdel(self.layout.key("workers"), worker_id)
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        """Tasks whose running attempt stopped renewing its lease."""
-        ids = self.client.zrangebyscore(self.layout.key("leases"), 0, now_ms(), start=0, num=limit)
+        """Tasks whose running attempt stopped renewing its lease, by Redis's clock."""
+        ids = self._script("expired", self.layout.key("leases"), [limit])
         return [i.decode() for i in ids]
 
     def reap(self, task_id: str) -> str:
@@ -232,49 +233,48 @@ class WorkerStore:
     def prune_indexes(self, interval: float, budget: int = 5000) -> int:
         """Drop the index entries of tasks that expired; one worker per `interval` does it.
 
-        Only entries created before now - retention can belong to an expired task (a task
-        expires `retention` after it finished, and finished after it was created): those are
-        checked, oldest first, up to `budget` per call. Returns how many were dropped.
+        Only entries created before now - retention (Redis's clock, as `created` is) can belong
+        to an expired task (a task expires `retention` after it finished, and finished after it
+        was created): those are checked, oldest first, up to `budget` per call, 200 per script
+        call. A kind or label index left empty leaves the set that lists it (`prune.lua`), so
+        neither set grows with every label ever used. Returns how many entries were dropped.
         """
         lock = self.layout.key("prune-lock")
         if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
             return 0
-        cutoff = now_ms() - self.layout.retention_s * 1000
         removed = 0
-        for index in self._indexes():
+        for index, listed_in, member in self._indexes():
             start = 0
             while budget > 0:
-                ids = self.client.zrangebyscore(index, 0, cutoff, start=start, num=200)
-                if not ids:
+                checked, gone = self._script("prune", index, [index, start, 200, listed_in, member])
+                removed += gone
+                start += checked - gone
+                budget -= checked
+                if checked < 200:
                     break
-                with self.client.pipeline(transaction=False) as pipe:
-                    for task_id in ids:
-                        pipe.exists(self.layout.task(task_id.decode()))
-                    alive = pipe.execute()
-                gone = [i for i, there in zip(ids, alive, strict=True) if not there]
-                if gone:
-                    self.client.zrem(index, *gone)
-                removed += len(gone)
-                start += len(ids) - len(gone)
-                budget -= len(ids)
         return removed
 
-    def _indexes(self) -> list[str]:
+    def _indexes(self) -> list[tuple[str, str, str]]:
+        """Each index, with the set that lists it and its member there ("" for fixed ones)."""
         idx = self.layout.key("idx")
         kinds = self.client.smembers(f"{idx}:kinds")
         labels = self.client.smembers(f"{idx}:labels")
         states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
         return [
-            f"{idx}:all",
-            *(f"{idx}:state:{s}" for s in states),
-            *(f"{idx}:kind:{k.decode()}" for k in kinds),
-            *(f"{idx}:label:{v.decode()}" for v in labels),
+            (f"{idx}:all", "", ""),
+            *((f"{idx}:state:{s}", "", "") for s in states),
+            *((f"{idx}:kind:{k.decode()}", f"{idx}:kinds", k.decode()) for k in kinds),
+            *((f"{idx}:label:{v.decode()}", f"{idx}:labels", v.decode()) for v in labels),
         ]
+
+    def now(self) -> int:
+        """Redis's clock in epoch ms: the one clock of every stored or compared time."""
+        return redis_ms(self.client.time())
 
     def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
         """Tell servers which kinds exist and their defaults (queue, attempts, timeout)."""
         if kinds:
-            seen = now_ms()
+            seen = self.now()
             mapping = {k: json.dumps({**v, "seen": seen}) for k, v in kinds.items()}
             self.client.hset(self.layout.key("kinds"), mapping=mapping)
 

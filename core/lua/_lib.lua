@@ -1,14 +1,19 @@
 -- Shared prelude, prepended to every taskcast script (see core/scripts.py).
--- ARGV[1] key prefix, ARGV[2] now (ms), ARGV[3] max events kept per task,
--- ARGV[4] retention of finished tasks (s), ARGV[5] Dramatiq namespace; script args follow.
+-- ARGV[1] key prefix, ARGV[2] max events kept per task, ARGV[3] retention of finished tasks (s),
+-- ARGV[4] Dramatiq namespace; script args follow.
 -- Keys are built here from the prefix: like Dramatiq itself, taskcast needs one Redis, not a Cluster.
 local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local MAX_EVENTS = tonumber(ARGV[3])
-local RETENTION = tonumber(ARGV[4])
-local MQ = ARGV[5]
+local MAX_EVENTS = tonumber(ARGV[2])
+local RETENTION = tonumber(ARGV[3])
+local MQ = ARGV[4]
 local A = {}
-for i = 6, #ARGV do A[i - 5] = ARGV[i] end
+for i = 5, #ARGV do A[i - 4] = ARGV[i] end
+
+-- Every time stored or compared (leases, stamps, retention) is Redis's own clock, in ms: hosts'
+-- clocks drift, and a worker 20 s ahead once reaped every live attempt. Redis 7 replicates a
+-- script's effects, not the script, so reading TIME before writing is allowed.
+local CLOCK = redis.call("TIME")
+local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
 
 local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
 
@@ -50,7 +55,11 @@ end
 -- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does. When the
 -- queue was empty, idle taskcast consumers may be blocked on its wake-up list (worker/broker.py):
 -- drop a token there. A busy queue needs none, and stale tokens would cost empty fetches.
+-- A delay given relative (core/messages.py encodes it as a negative eta) becomes NOW + delay.
 local function enqueue(queue, rid, data)
+  data = string.gsub(data, '"eta":%-(%d+)', function(d)
+    return '"eta":' .. string.format("%d", NOW + tonumber(d))
+  end, 1)
   redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
   if redis.call("RPUSH", MQ .. ":" .. queue, rid) == 1 then
     local wake = MQ .. ":" .. queue .. ".wake"

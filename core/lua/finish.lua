@@ -1,7 +1,7 @@
 -- A: id, attempt, outcome (ok | error | cancelled), result json, error json, retryable (0/1),
---    next attempt time (ms), retry mq queue, retry message id, retry message data.
+--    retry delay (ms), retry mq queue, retry message id, retry message data.
 -- Returns {new state} or {"stale"} when the attempt no longer owns the task.
-local id, attempt, outcome, result, err, retryable, next_ms, mq_queue, rid, data = unpack(A, 1, 10)
+local id, attempt, outcome, result, err, retryable, delay_ms, mq_queue, rid, data = unpack(A, 1, 10)
 local t = tkey(id)
 local state, cur, cancel, max_attempts, started, kind = unpack(
   redis.call("HMGET", t, "state", "attempt", "cancel", "max_attempts", "started", "kind"))
@@ -26,7 +26,8 @@ redis.call("HSET", t, "error", err)
 if retryable == "1" and tonumber(attempt) < tonumber(max_attempts) then
   move(id, state, "RETRYING")
   enqueue(mq_queue, rid, data)
-  emit(id, {"type", "state", "state", "RETRYING", "attempt", attempt, "error", err, "next", next_ms})
+  emit(id, {"type", "state", "state", "RETRYING", "attempt", attempt, "error", err,
+            "next", tostring(NOW + tonumber(delay_ms))})
   return {"RETRYING"}
 end
 move(id, state, "FAILED")

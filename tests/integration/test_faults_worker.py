@@ -39,8 +39,10 @@ def test_worker_killed_mid_task_runs_again_elsewhere(
     watch = handle.watch()
     events = [next(watch), next(watch)]
     assert events[-1].state is TaskState.RUNNING
-    start(workers, redis_server, prefix)  # the other machine
+    # Killed before the other machine boots: a boot (~2 s on a loaded box) outlasted the 1.5 s
+    # task, which then finished on the first worker and the test failed.
     first.stop(signal.SIGKILL)  # the whole group, supervisor included: nothing restarts here
+    start(workers, redis_server, prefix)  # the other machine
     events += list(watch)
     states = [(e.state.value, e.attempt) for e in events if e.type == "state" and e.state]
     assert states == [

@@ -59,3 +59,26 @@ def test_finished_task_expires_with_its_events(
         list(handle.watch())
     assert running.get().state.value == "PENDING"
     running.cancel()
+
+
+@pytest.mark.usefixtures("short_lived_worker")
+def test_label_and_kind_sets_shrink_when_their_tasks_expire(
+    client: TaskClient, rdb: object, prefix: str
+) -> None:
+    # One label per task, as a caller tagging each task with a request id would.
+    for i in range(200):
+        client.submit("test.async_echo", {}, labels={"req": f"r{i}"})
+    labels, kinds = f"{prefix}:idx:labels", f"{prefix}:idx:kinds"
+    assert rdb.scard(labels) >= 200  # type: ignore[attr-defined]
+    # Each prune pass walks every listed label: the set must not keep the expired ones. (A task
+    # that never ran would never expire: emptied means all 200 ran, finished and expired.)
+    eventually(
+        lambda: rdb.scard(labels) == 0,  # type: ignore[attr-defined]
+        timeout=60,
+        what="labels set emptied",
+    )
+    eventually(
+        lambda: not rdb.sismember(kinds, "test.async_echo"),  # type: ignore[attr-defined]
+        what="kind left the kinds set",
+    )
+    assert not rdb.keys(f"{prefix}:idx:label:*")  # type: ignore[attr-defined]

@@ -169,8 +169,8 @@ def test_delay_holds_the_task_back(client: TaskClient) -> None:
     handle = client.submit("test.echo", {}, delay=0.5)
     task = handle.get()
     assert task.state is TaskState.PENDING
-    # delay is applied to the server's clock at validation, a moment before the record's time
-    assert task.raw.not_before_time.ToMilliseconds() >= task.raw.create_time.ToMilliseconds() + 450
+    # the delay counts from the record's creation, both by Redis's clock (submit.lua)
+    assert task.raw.not_before_time.ToMilliseconds() == task.raw.create_time.ToMilliseconds() + 500
     handle.wait(timeout=20)
     started = handle.get().raw.start_time.ToMilliseconds()
     assert started >= task.raw.not_before_time.ToMilliseconds()
