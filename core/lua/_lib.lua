@@ -47,10 +47,12 @@ local function move(id, from, to)
   end
 end
 
--- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does. When the
--- queue was empty, idle taskcast consumers may be blocked on its wake-up list (worker/broker.py):
--- drop a token there. A busy queue needs none, and stale tokens would cost empty fetches.
-local function enqueue(queue, rid, data)
+-- Put an encoded Dramatiq message for task `id` on a queue exactly as RedisBroker.enqueue does.
+-- When the queue was empty, idle taskcast consumers may be blocked on its wake-up list
+-- (worker/broker.py): drop a token there. A busy queue needs none, and stale tokens would cost
+-- empty fetches. The task remembers where its message went, so a cancel can take it back.
+local function enqueue(id, queue, rid, data)
+  redis.call("HSET", tkey(id), "mq", queue, "rid", rid)
   redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
   if redis.call("RPUSH", MQ .. ":" .. queue, rid) == 1 then
     local wake = MQ .. ":" .. queue .. ".wake"
