@@ -136,11 +136,18 @@ def _ls(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tasks = list(
             client.list(
-                state=args.state, kind=args.kind, labels=_labels(args.label), limit=args.limit
+                state=args.state,
+                kind=args.kind,
+                labels=_labels(args.label),
+                limit=args.limit,
+                include_payloads=args.payloads,
             )
         )
     if args.output == "json":
-        show.console.print_json(json.dumps([show.task_dict(t) for t in tasks]))
+        rows = [show.task_dict(t) for t in tasks]
+        if not args.payloads:  # not sent by the server: leave them out rather than show {}
+            rows = [{k: v for k, v in r.items() if k not in ("payload", "result")} for r in rows]
+        show.console.print_json(json.dumps(rows))
     else:
         show.console.print(show.tasks_table(tasks))
     return 0
@@ -242,6 +249,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--payloads", action="store_true", help="include payloads and results")
     p.set_defaults(fn=_ls)
 
     p = client_parser("stats", "queue depths and per-kind counts")

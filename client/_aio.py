@@ -13,7 +13,13 @@ import grpc.aio
 
 from taskcast.client import _requests
 from taskcast.client._client import _outcome
-from taskcast.client._errors import RESUMABLE, UnavailableError, WaitTimeoutError, from_grpc
+from taskcast.client._errors import (
+    RESUMABLE,
+    UnavailableError,
+    WaitTimeoutError,
+    from_grpc,
+    retry_delay,
+)
 from taskcast.client._types import Event, Stats, Task
 from taskcast.v1 import tasks_pb2 as pb
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
@@ -80,6 +86,7 @@ class AsyncTaskClient:
         self.timeout = timeout
         self.metadata = _requests.call_metadata(metadata, token)
         self.reconnect_for = reconnect_for
+        self._closed = False
 
     async def __aenter__(self) -> AsyncTaskClient:
         return self
@@ -89,6 +96,7 @@ class AsyncTaskClient:
 
     async def close(self) -> None:
         """Close the channel."""
+        self._closed = True
         await self._channel.close()
 
     async def submit(
@@ -150,11 +158,14 @@ class AsyncTaskClient:
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         page_size: int = 100,
+        include_payloads: bool = False,
     ) -> AsyncIterator[Task]:
         """Tasks, newest first, page by page; see `TaskClient.list`."""
         page_token, seen = "", 0
         while True:
-            req = _requests.list_request(state, kind, labels, page_size, page_token)
+            req = _requests.list_request(
+                state, kind, labels, page_size, page_token, include_payloads
+            )
             with _translated():
                 resp = await self._stub.ListTasks(req, timeout=self.timeout, metadata=self.metadata)
             for t in resp.tasks:
@@ -198,9 +209,12 @@ class AsyncTaskClient:
                     yield event
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RESUMABLE:
-                    raise from_grpc(exc) from exc
-                delay = policy.next_delay()
+                err = from_grpc(exc)
+                # CANCELLED also comes from grpc-core refusing a burst of new streams; the one
+                # from this client's own close() must not be retried.
+                if exc.code() not in RESUMABLE or self._closed:
+                    raise err from exc
+                delay = policy.next_delay(retry_delay(err))
                 if delay is None:
                     raise UnavailableError(
                         exc.code(),

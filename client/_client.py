@@ -19,6 +19,7 @@ from taskcast.client._errors import (
     UnavailableError,
     WaitTimeoutError,
     from_grpc,
+    retry_delay,
 )
 from taskcast.client._types import Event, Stats, Task, TaskState
 from taskcast.v1 import tasks_pb2 as pb
@@ -90,6 +91,7 @@ class TaskClient:
         self.timeout = timeout
         self.metadata = _requests.call_metadata(metadata, token)
         self.reconnect_for = reconnect_for
+        self._closed = False
 
     def __enter__(self) -> TaskClient:
         return self
@@ -99,6 +101,7 @@ class TaskClient:
 
     def close(self) -> None:
         """Close the channel."""
+        self._closed = True
         self._channel.close()
 
     def submit(
@@ -183,11 +186,25 @@ class TaskClient:
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         page_size: int = 100,
+        include_payloads: bool = False,
     ) -> Iterator[Task]:
-        """Tasks, newest first, fetched page by page as you iterate."""
+        """Tasks, newest first, fetched page by page as you iterate.
+
+        Args:
+            state: Only tasks in this state ("RUNNING").
+            kind: Only tasks of this kind.
+            labels: Only tasks with all these labels.
+            limit: Stop after this many tasks (default: all).
+            page_size: Tasks per call (1 to 1000); the server may send fewer per page, as it
+                bounds a page by bytes too (1 MiB by default).
+            include_payloads: Fill `payload` and `result` (default False: they are `{}` and
+                None, as a payload may be 1 MiB; `get` reads one task in full).
+        """
         page_token, seen = "", 0
         while True:
-            req = _requests.list_request(state, kind, labels, page_size, page_token)
+            req = _requests.list_request(
+                state, kind, labels, page_size, page_token, include_payloads
+            )
             with _translated():
                 resp = self._stub.ListTasks(req, timeout=self.timeout, metadata=self.metadata)
             for t in resp.tasks:
@@ -246,9 +263,12 @@ class TaskClient:
                     yield event
                 return
             except grpc.RpcError as exc:
-                if exc.code() not in RESUMABLE:
-                    raise from_grpc(exc) from exc
-                delay = policy.next_delay()
+                err = from_grpc(exc)
+                # CANCELLED also comes from grpc-core refusing a burst of new streams; the one
+                # from this client's own close() must not be retried.
+                if exc.code() not in RESUMABLE or self._closed:
+                    raise err from exc
+                delay = policy.next_delay(retry_delay(err))
                 if delay is None:
                     raise UnavailableError(
                         exc.code(),

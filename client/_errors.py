@@ -162,6 +162,14 @@ def from_grpc(exc: grpc.RpcError) -> RpcError:
     return _TABLE.get(code, RpcError)(code, message, details)
 
 
+def retry_delay(err: RpcError) -> float | None:
+    """Seconds the server asked the caller to wait (google.rpc.RetryInfo), if it did."""
+    for d in err.details:
+        if isinstance(d, error_details_pb2.RetryInfo) and d.HasField("retry_delay"):
+            return float(d.retry_delay.ToTimedelta().total_seconds())
+    return None
+
+
 def _unpack(blob: bytes) -> list[Any]:
     from google.rpc import status_pb2
 

@@ -105,6 +105,7 @@ def list_request(
     labels: Mapping[str, str] | None,
     page_size: int,
     page_token: str,
+    include_payloads: bool = False,
 ) -> pb.ListTasksRequest:
     """A ListTasksRequest; `state` by name ("RUNNING")."""
     return pb.ListTasksRequest(
@@ -115,6 +116,7 @@ def list_request(
         labels=dict(labels or {}),
         page_size=page_size,
         page_token=page_token,
+        include_payloads=include_payloads,
     )
 
 
@@ -130,12 +132,19 @@ class Reconnect:
         """An event arrived: the connection is healthy again."""
         self._since, self._delay = None, 0.05
 
-    def next_delay(self) -> float | None:
-        """Seconds to wait before the next try, or None to give up."""
+    def next_delay(self, hint: float | None = None) -> float | None:
+        """Seconds to wait before the next try, or None to give up.
+
+        Exponential from 50 ms to 2 s with jitter, so a burst of rejected streams comes back
+        spread out; never sooner than the server's RetryInfo `hint` (capped at 30 s).
+        """
         now = time.monotonic()
         if self._since is None:
             self._since = now
         if now - self._since > self.budget:
             return None
         delay, self._delay = self._delay, min(self._delay * 2, 2.0)
-        return delay * random.uniform(0.5, 1.0)
+        delay *= random.uniform(0.5, 1.0)
+        if hint is not None:
+            delay = max(delay, min(hint, 30.0) * random.uniform(1.0, 1.2))
+        return delay

@@ -16,6 +16,7 @@ from taskcast.server.auth import TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
 from taskcast.server.fanout import Fanout
+from taskcast.server.healthcheck import BoundedHealth
 from taskcast.server.servicer import TaskService
 from taskcast.server.store import ServerStore, connect
 from taskcast.v1 import tasks_pb2, tasks_pb2_grpc
@@ -41,6 +42,33 @@ class Running:
         await self.service.store.client.aclose()
 
 
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """The gRPC core limits; docs/operations.md ("Bounds") gives the reason for each."""
+    return [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # The largest request is a SubmitTask at the payload limit; 64 KiB covers the rest.
+        ("grpc.max_receive_message_length", settings.max_payload_bytes + (64 << 10)),
+        # What the client library accepts (its max_receive_message_length): anything bigger
+        # fails here, with RESOURCE_EXHAUSTED, not after it crossed the network.
+        ("grpc.max_send_message_length", 64 << 20),
+        # grpc-core's defaults (1,000 soft, 3,000 hard) turned ~23% of a burst of 3,000
+        # WatchTask opens into CANCELLED; at 10,000 the same burst all got through.
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_calls),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", _ms(settings.connection_idle)),
+        ("grpc.max_connection_age_ms", _ms(settings.connection_age)),
+        ("grpc.max_connection_age_grace_ms", _ms(settings.connection_age_grace)),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
 async def create_server(settings: ServerSettings) -> Running:
     """Start a server on `settings.listen` (port 0 picks a free port); returns it running."""
     client = connect(settings.redis_url)
@@ -52,16 +80,10 @@ async def create_server(settings: ServerSettings) -> Running:
     server = grpc.aio.server(
         # The token check first (outermost), so a client without one is never parsed further.
         interceptors=[*([TokenAuth(full, read)] if full or read else []), StrictDecoding()],
-        options=[
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_receive_message_length", settings.max_payload_bytes + (64 << 10)),
-        ],
+        options=server_options(settings),
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = BoundedHealth(settings.max_health_watchers)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server

@@ -25,6 +25,27 @@ class ServerSettings(CommonSettings):
     )
     read_tokens: str = Field("", description="comma-separated bearer tokens that may only read")
     grace: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+    max_health_watchers: int = Field(
+        1000, ge=1, description="concurrent grpc.health.v1 Watch streams per process"
+    )
+    list_max_bytes: int = Field(
+        1 << 20, ge=1024, description="bytes of tasks in one ListTasks page (at least one task)"
+    )
+    max_pending_calls: int = Field(
+        10_000, ge=1, description="calls accepted but not yet started; past it new ones fail"
+    )
+    max_streams_per_connection: int = Field(
+        4096, ge=1, description="concurrent calls on one HTTP/2 connection; more are refused"
+    )
+    connection_idle: float = Field(
+        300.0, gt=0, description="seconds a connection without calls is kept before it is closed"
+    )
+    connection_age: float = Field(
+        3600.0, gt=0, description="seconds before a connection is asked to reconnect (GOAWAY)"
+    )
+    connection_age_grace: float = Field(
+        30.0, ge=0, description="seconds calls get to finish on a connection past its age"
+    )
 
     @field_validator("listen")
     @classmethod

@@ -73,6 +73,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             labels=dict(request.labels),
             page_size=request.page_size or 50,
             cursor=cursor,
+            payloads=request.include_payloads,
+            max_bytes=self.settings.list_max_bytes,
         )
         return pb.ListTasksResponse(
             tasks=[convert.task_to_pb(t) for t in tasks], next_page_token=_encode_token(nxt)
@@ -114,7 +116,19 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 "retry later or use another replica",
                 retry_after=1.0,
             )
-        await self.store.get(request.task_id)  # NOT_FOUND before the stream starts
+        task = await self.store.get(request.task_id)  # NOT_FOUND before the stream starts
+        if request.after_sequence > task.last_sequence:
+            # Sequences only come from events this task emitted: a larger cursor would skip
+            # events (the terminal one too) and wait for ever, so it is refused at once.
+            raise InvalidArgument(
+                [
+                    (
+                        "after_sequence",
+                        f"is past the task's last event ({task.last_sequence}); use 0 or a "
+                        "sequence this task's events carried",
+                    )
+                ]
+            )
         with self.fanout.watch(request.task_id) as inbox:
             async for event in self._stream(request.task_id, request.after_sequence, inbox):
                 yield event
@@ -140,8 +154,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             except TimeoutError:
                 # Idle: a cheap check that nothing was missed, else a keep-alive.
                 mark = await self.store.mark(task_id)
-                if mark is None:
-                    return
+                if mark is None or (mark[0].terminal and mark[1] <= last):
+                    return  # expired, or finished with nothing left to send
                 if mark[1] > last:
                     catch_up = True
                 else:
@@ -165,6 +179,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 catch_up = True
                 continue
             if item.sequence <= last:
+                if item.terminal:
+                    return  # the end, at or before the cursor
                 continue  # already sent during replay
             if item.sequence > last + 1:
                 catch_up = True  # a gap in the live feed: the stream has the missing events

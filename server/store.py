@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,16 @@ from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
 
 POOL_SIZE = 64  # connections per server process; commands beyond wait for one
+# What a list item needs from the task hash: everything but the two large fields.
+SUMMARY_FIELDS = (
+    "id", "kind", "queue", "state", "labels", "attempt", "max_attempts", "created", "updated",
+    "started", "finished", "not_before", "timeout_ms", "error", "seq", "idem", "cancel",
+    "pfrac", "pmsg", "ttfo",
+)  # fmt: skip
+# Upper bounds of what protobuf adds to a Task's strings: each of its 9 strings costs at most a
+# tag and a 5-byte length; 5 Timestamps (14 bytes each), 2 Durations, the ints, Progress and the
+# list entry's own tag and length come to under 200. A label costs its text plus at most 18.
+TASK_OVERHEAD, LABEL_OVERHEAD, PAGE_OVERHEAD = 256, 18, 128
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,8 @@ class ServerStore:
         labels: dict[str, str],
         page_size: int,
         cursor: tuple[int, str] | None,
+        payloads: bool = False,
+        max_bytes: int = 1 << 20,
     ) -> tuple[list[TaskRecord], tuple[int, str] | None]:
         """A page of tasks, newest first, and the cursor of the next page (None at the end).
 
@@ -197,26 +210,34 @@ class ServerStore:
         after its rank, so tasks created in the same millisecond are neither skipped nor
         repeated. Filters other than the index's own are applied to the records read, scanning
         at most 20 pages' worth (a page may then come back short, with a cursor to go on).
+
+        Payloads and results are left empty unless `payloads`; the page ends early once its
+        tasks would take more than `max_bytes` as protobuf (one task at least). Payloads are
+        measured (HSTRLEN) before they are read, so a page never reads more than it returns.
         """
         index = self._pick_index(state, kind, labels)
         rank = await self._rank_after(index, cursor)
         found: list[TaskRecord] = []
+        used = PAGE_OVERHEAD
         for _ in range(max(20, 1000 // page_size)):
             rows = await self.client.zrevrange(index, rank, rank + page_size - 1, withscores=True)
             if not rows:
-                return found, None
-            records = await self._records([m.decode() for m, _ in rows])
-            expired = [m for (m, _), rec in zip(rows, records, strict=True) if rec is None]
+                return await self._with_payloads(found, payloads), None
+            records = await self._summaries([m.decode() for m, _ in rows], payloads)
+            expired = [m for (m, _), (rec, _) in zip(rows, records, strict=True) if rec is None]
             if expired:  # finished and past retention: drop the stale index entries
                 await self.client.zrem(index, *expired)
             rank += len(rows) - len(expired)
-            for (member, score), rec in zip(rows, records, strict=True):
-                cursor = (int(score), member.decode())
+            for (member, score), (rec, size) in zip(rows, records, strict=True):
                 if rec is not None and _matches(rec, state, kind, labels):
+                    if found and used + size > max_bytes:
+                        return await self._with_payloads(found, payloads), cursor
                     found.append(rec)
-                    if len(found) == page_size:
-                        return found, cursor
-        return found, cursor
+                    used += size
+                cursor = (int(score), member.decode())
+                if len(found) == page_size:
+                    return await self._with_payloads(found, payloads), cursor
+        return await self._with_payloads(found, payloads), cursor
 
     async def _rank_after(self, index: str, cursor: tuple[int, str] | None) -> int:
         if cursor is None:
@@ -227,12 +248,44 @@ class ServerStore:
         # The cursor's task expired meanwhile: start after everything at least as new.
         return int(await self.client.zcount(index, cursor[0], "+inf"))
 
-    async def _records(self, ids: list[str]) -> list[TaskRecord | None]:
+    async def _summaries(
+        self, ids: list[str], payloads: bool
+    ) -> list[tuple[TaskRecord | None, int]]:
+        """Each task without payload and result (None when expired), and its size as protobuf
+        with them when `payloads`, else without."""
         async with self.client.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.hgetall(self.layout.task(task_id))
-            hashes = await pipe.execute()
-        return [TaskRecord.from_hash(h) if h else None for h in hashes]
+                key = self.layout.task(task_id)
+                pipe.hmget(key, *SUMMARY_FIELDS)
+                if payloads:
+                    pipe.hstrlen(key, "payload").hstrlen(key, "result")
+            replies = await pipe.execute()
+        step, out = 3 if payloads else 1, list[tuple[TaskRecord | None, int]]()
+        for i in range(0, len(replies), step):
+            values = replies[i]
+            if values[0] is None:
+                out.append((None, 0))
+                continue
+            fields = {f: v for f, v in zip(SUMMARY_FIELDS, values, strict=True) if v is not None}
+            rec = TaskRecord.from_hash({**fields, "payload": b""})
+            extra = int(replies[i + 1]) + int(replies[i + 2]) if payloads else 0
+            out.append((rec, _pb_size(rec) + extra))
+        return out
+
+    async def _with_payloads(self, records: list[TaskRecord], payloads: bool) -> list[TaskRecord]:
+        """The records with their payload and result read in, when asked for."""
+        if not payloads or not records:
+            return records
+        async with self.client.pipeline(transaction=False) as pipe:
+            for rec in records:
+                pipe.hmget(self.layout.task(rec.id), "payload", "result")
+            replies = await pipe.execute()
+        return [
+            dataclasses.replace(
+                rec, payload=(payload or b"").decode(), result=(result or b"").decode()
+            )
+            for rec, (payload, result) in zip(records, replies, strict=True)
+        ]
 
     def _pick_index(self, state: State | None, kind: str, labels: dict[str, str]) -> str:
         if kind:
@@ -329,6 +382,15 @@ def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
         progress_message="",
         time_to_first_output_ms=None,
     )
+
+
+def _pb_size(rec: TaskRecord) -> int:
+    """An upper bound of the task's size as a protobuf list item, payload and result aside."""
+    texts = [rec.id, rec.kind, rec.queue, rec.idempotency_key, rec.progress_message]
+    if rec.error is not None:
+        texts += [rec.error.type, rec.error.message]
+    labels = sum(len(k.encode()) + len(v.encode()) + LABEL_OVERHEAD for k, v in rec.labels.items())
+    return TASK_OVERHEAD + labels + sum(len(t.encode()) for t in texts)
 
 
 def _kind_info(raw: bytes) -> KindInfo:

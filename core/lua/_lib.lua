@@ -52,14 +52,16 @@ local function move(id, from, to)
   end
 end
 
--- Put an encoded Dramatiq message on a queue exactly as RedisBroker.enqueue does. When the
--- queue was empty, idle taskcast consumers may be blocked on its wake-up list (worker/broker.py):
--- drop a token there. A busy queue needs none, and stale tokens would cost empty fetches.
+-- Put an encoded Dramatiq message for task `id` on a queue exactly as RedisBroker.enqueue does.
+-- When the queue was empty, idle taskcast consumers may be blocked on its wake-up list
+-- (worker/broker.py): drop a token there. A busy queue needs none, and stale tokens would cost
+-- empty fetches. The task remembers where its message went, so a cancel can take it back.
 -- A delay given relative (core/messages.py encodes it as a negative eta) becomes NOW + delay.
-local function enqueue(queue, rid, data)
+local function enqueue(id, queue, rid, data)
   data = string.gsub(data, '"eta":%-(%d+)', function(d)
     return '"eta":' .. string.format("%d", NOW + tonumber(d))
   end, 1)
+  redis.call("HSET", tkey(id), "mq", queue, "rid", rid)
   redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
   if redis.call("RPUSH", MQ .. ":" .. queue, rid) == 1 then
     local wake = MQ .. ":" .. queue .. ".wake"

@@ -9,6 +9,13 @@ if state == "RUNNING" then
   redis.call("PUBLISH", P .. ":cancel", id)
   return {"requested"}
 end
+-- A delayed message (its queue ends in .DQ) would count as "delayed" until its time: take it
+-- back. One still in the list goes with it; one a worker holds is skipped and acked at its time.
+local mq, rid = unpack(redis.call("HMGET", t, "mq", "rid"))
+if mq and string.sub(mq, -3) == ".DQ" then
+  redis.call("HDEL", MQ .. ":" .. mq .. ".msgs", rid)
+  redis.call("LREM", MQ .. ":" .. mq, 1, rid)
+end
 move(id, state, "CANCELLED")
 emit(id, {"type", "state", "state", "CANCELLED", "attempt", attempt, "reason", reason})
 return {"cancelled"}

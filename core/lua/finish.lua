@@ -25,7 +25,7 @@ end
 redis.call("HSET", t, "error", err)
 if retryable == "1" and tonumber(attempt) < tonumber(max_attempts) then
   move(id, state, "RETRYING")
-  enqueue(mq_queue, rid, data)
+  enqueue(id, mq_queue, rid, data)
   emit(id, {"type", "state", "state", "RETRYING", "attempt", attempt, "error", err,
             "next", tostring(NOW + tonumber(delay_ms))})
   return {"RETRYING"}

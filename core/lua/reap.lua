@@ -21,7 +21,7 @@ end
 if tonumber(cur) < tonumber(max_attempts) then
   redis.call("HSET", t, "error", err_retry)
   move(id, state, "RETRYING")
-  enqueue(mq_queue, rid, data)
+  enqueue(id, mq_queue, rid, data)
   emit(id, {"type", "state", "state", "RETRYING", "attempt", cur, "error", err_retry, "next", tostring(NOW)})
   return {"RETRYING"}
 end

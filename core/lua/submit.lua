@@ -29,5 +29,5 @@ for i = 15, #A do
 end
 move(id, nil, "PENDING")
 emit(id, {"type", "state", "state", "PENDING", "attempt", "0"})
-enqueue(mq_queue, rid, data)
+enqueue(id, mq_queue, rid, data)
 return {1, id, NOW, tonumber(not_before)}

@@ -739,6 +739,7 @@ class ListTasksRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_PAYLOADS_FIELD_NUMBER: _builtins.int
     state: Global___TaskState.ValueType
     """Filters; unset fields do not filter. Labels must all match. kind and
     labels follow the rules under NAMES above; an unknown state is
@@ -749,6 +750,10 @@ class ListTasksRequest(_message.Message):
     """1 to 1000; 0 means 50."""
     page_token: _builtins.str
     """From a previous ListTasksResponse, as is; anything else is INVALID_ARGUMENT."""
+    include_payloads: _builtins.bool
+    """Also fill payload_json and result_json of each task. By default they are
+    left empty (a payload may be 1 MiB): fetch one task with GetTask, or set this.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -759,10 +764,11 @@ class ListTasksRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_payloads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_payloads", b"include_payloads", "kind", b"kind", "labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,8 +784,10 @@ class ListTasksResponse(_message.Message):
     """Empty when there are no more."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
-        """May hold fewer than page_size tasks even when more follow: go on while
-        next_page_token is set.
+        """At most page_size tasks, and at most about 1 MiB of them (the server's
+        TASKCAST_LIST_MAX_BYTES): a page may end early, with a next_page_token, so
+        go on while next_page_token is set. A page holds at least one task while
+        any remain, even one larger than that.
         """
 
     def __init__(
@@ -1010,6 +1018,9 @@ class WatchTaskRequest(_message.Message):
     after_sequence: _builtins.int
     """Replay events with a greater sequence; 0 replays everything. A sequence
     number (see TaskEvent.sequence), not a time; negative is INVALID_ARGUMENT.
+    Must be at most the task's last_sequence (a sequence one of its events
+    carried): a larger value is INVALID_ARGUMENT. Once the task has finished, a
+    cursor at or past its terminal event ends the stream at once, with no events.
     """
     def __init__(
         self,
