@@ -29,7 +29,7 @@ _Op = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 class Writer:
     """Queues script calls on the slot loop; one task there flushes them in order."""
 
-    MAX_BATCH = 500  # one pipeline's worth; at ~5 us per queued script, ~3 ms of Redis time
+    MAX_BATCH = 500  # one pipeline's worth: a few ms of Redis time, so other clients still get in
 
     def __init__(self, client: aredis.Redis, loop: asyncio.AbstractEventLoop) -> None:
         self._client = client
@@ -53,7 +53,11 @@ class Writer:
             self._ready.clear()
             while self._ops:
                 batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
-                replies = await self._send(batch)
+                try:
+                    replies = await self._send(batch)
+                except Exception as exc:  # never die: every attempt's outcome waits on this task
+                    log.exception("a batch of %d writes failed", len(batch))
+                    replies = [exc] * len(batch)
                 for (*_, future), reply in zip(batch, replies, strict=True):
                     if future.done():
                         continue
