@@ -1,6 +1,6 @@
 """The client's exceptions, and the one table that maps gRPC status codes onto them.
 
-TaskcastError
+TaskcastError                   taskcast.core.errors: the root shared with workers
 ├── RpcError                    a call failed; `.code` keeps the grpc.StatusCode
 │   ├── InvalidArgumentError        the request is malformed (`.violations` per field)
 │   ├── NotFoundError               unknown task id
@@ -22,6 +22,8 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 
+from taskcast.core.errors import TaskcastError
+
 __all__ = [
     "AlreadyExistsError",
     "DeadlineExceededError",
@@ -39,10 +41,6 @@ __all__ = [
     "WaitTimeoutError",
     "from_grpc",
 ]
-
-
-class TaskcastError(Exception):
-    """Root of every exception the client raises."""
 
 
 class RpcError(TaskcastError):

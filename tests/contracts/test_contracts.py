@@ -94,6 +94,26 @@ def test_client_import_pulls_in_neither_dramatiq_nor_redis_nor_the_server() -> N
     assert not leaked
 
 
+def test_client_imports_of_taskcast_are_the_client_v1_and_the_error_root() -> None:
+    # The allowed set grew by `taskcast.core.errors`: it holds the TaskcastError root shared with
+    # workers and imports nothing, so a client-only install still needs grpc and protobuf alone.
+    modules = _imported_after("import taskcast.client")
+    ours = {m for m in modules if m.split(".")[0] == "taskcast"}
+    others = {m for m in ours if not m.startswith(("taskcast.client", "taskcast.v1"))}
+    assert others == {"taskcast", "taskcast.core", "taskcast.core.errors"}
+
+
+def test_client_and_worker_errors_share_one_root() -> None:
+    import taskcast.worker
+    from taskcast.core.errors import TaskcastError
+
+    assert taskcast.client.TaskcastError is TaskcastError
+    assert taskcast.worker.TaskcastError is TaskcastError
+    assert issubclass(taskcast.client.RpcError, TaskcastError)
+    assert issubclass(taskcast.client.WaitTimeoutError, TaskcastError)
+    assert issubclass(taskcast.worker.NonRetryableError, TaskcastError)
+
+
 def test_worker_imports_neither_grpc_nor_the_server() -> None:
     modules = _imported_after("import taskcast.worker.boot, taskcast.worker.kinds.demo")
     assert not {m for m in modules if m.split(".")[0] == "grpc" or m.startswith("taskcast.server")}
