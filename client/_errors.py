@@ -17,6 +17,8 @@ TaskcastError                   taskcast.core.errors: the root shared with worke
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -40,6 +42,7 @@ __all__ = [
     "UnavailableError",
     "WaitTimeoutError",
     "from_grpc",
+    "translated",
 ]
 
 
@@ -158,6 +161,15 @@ def from_grpc(exc: grpc.RpcError) -> RpcError:
         if key == "grpc-status-details-bin":
             details = _unpack(value)
     return _TABLE.get(code, RpcError)(code, message, details)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise a failed call's typed exception, `from` the gRPC one (sync or asyncio)."""
+    try:
+        yield
+    except grpc.RpcError as exc:  # grpc.aio.AioRpcError is one too
+        raise from_grpc(exc) from exc
 
 
 def retry_delay(err: RpcError) -> float | None:
