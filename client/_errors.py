@@ -1,6 +1,6 @@
 """The client's exceptions, and the one table that maps gRPC status codes onto them.
 
-TaskcastError
+TaskcastError                   taskcast.core.errors: the root shared with workers
 ├── RpcError                    a call failed; `.code` keeps the grpc.StatusCode
 │   ├── InvalidArgumentError        the request is malformed (`.violations` per field)
 │   ├── NotFoundError               unknown task id
@@ -17,10 +17,14 @@ TaskcastError
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
+
+from taskcast.core.errors import TaskcastError
 
 __all__ = [
     "AlreadyExistsError",
@@ -38,11 +42,8 @@ __all__ = [
     "UnavailableError",
     "WaitTimeoutError",
     "from_grpc",
+    "translated",
 ]
-
-
-class TaskcastError(Exception):
-    """Root of every exception the client raises."""
 
 
 class RpcError(TaskcastError):
@@ -160,6 +161,15 @@ def from_grpc(exc: grpc.RpcError) -> RpcError:
         if key == "grpc-status-details-bin":
             details = _unpack(value)
     return _TABLE.get(code, RpcError)(code, message, details)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise a failed call's typed exception, `from` the gRPC one (sync or asyncio)."""
+    try:
+        yield
+    except grpc.RpcError as exc:  # grpc.aio.AioRpcError is one too
+        raise from_grpc(exc) from exc
 
 
 def retry_delay(err: RpcError) -> float | None:

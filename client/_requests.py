@@ -1,4 +1,9 @@
-"""What the sync and async clients share: requests, channel options, the reconnect policy."""
+"""The client core: every decision the sync and async clients make, with no I/O.
+
+Both clients are thin loops over it: they send the request a `Unary`, `Pages` or `Watch` holds,
+hand the reply back, and sleep as long as a `Watch` says. Building requests from arguments,
+decoding replies, paging, resuming a broken watch and its backoff live here, once.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,27 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
+import grpc
+from google.protobuf.message import Message
+
+from taskcast.client._errors import (
+    RESUMABLE,
+    TaskCancelledError,
+    TaskFailedError,
+    UnavailableError,
+    WaitTimeoutError,
+    from_grpc,
+    retry_delay,
+)
+from taskcast.client._types import Event, Stats, Task, TaskState
 from taskcast.v1 import tasks_pb2 as pb
+
+T = TypeVar("T")
+C = TypeVar("C")
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -37,12 +59,21 @@ SERVICE_CONFIG = json.dumps(
     }
 )
 
+# Ping an idle connection every 30 s so a dead peer or a NAT that dropped it is noticed; the
+# server permits pings 10 s apart (server/app.py), so 30 s never earns a GOAWAY too_many_pings.
+KEEPALIVE_TIME_MS = 30_000
+# A ping unanswered for 10 s closes the connection; a watch then resumes on a new one.
+KEEPALIVE_TIMEOUT_MS = 10_000
+# Replies up to 64 MiB: the server's max_send_message_length is the same, so anything larger
+# fails there with RESOURCE_EXHAUSTED before it crosses the network (server/app.py).
+MAX_RECEIVE_BYTES = 64 << 20
+
 CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 1),
     ("grpc.service_config", SERVICE_CONFIG),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
 ]
 
 
@@ -62,6 +93,36 @@ def server_address(address: str | None) -> str:
     return address or os.environ.get("TASKCAST_SERVER") or DEFAULT_SERVER
 
 
+class SubmitOptions(TypedDict, total=False):
+    """The keyword arguments of `submit`; see `TaskClient.submit` for each."""
+
+    queue: str | None
+    labels: Mapping[str, str] | None
+    delay: float | dt.timedelta | None
+    not_before: dt.datetime | None
+    max_attempts: int | None
+    timeout: float | dt.timedelta | None
+    idempotency_key: str | None
+
+
+class ListOptions(TypedDict, total=False):
+    """The keyword arguments of `list`; see `TaskClient.list` for each."""
+
+    state: str | None
+    kind: str | None
+    labels: Mapping[str, str] | None
+    limit: int | None
+    page_size: int
+    include_payloads: bool
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword arguments of `watch`; see `TaskClient.watch` for each."""
+
+    keep_alives: bool
+    timeout: float | None
+
+
 def _duration(seconds: float | dt.timedelta, target: Any) -> None:
     target.FromTimedelta(
         seconds if isinstance(seconds, dt.timedelta) else dt.timedelta(seconds=seconds)
@@ -69,32 +130,23 @@ def _duration(seconds: float | dt.timedelta, target: Any) -> None:
 
 
 def submit_request(
-    kind: str,
-    payload: Mapping[str, Any] | str | None,
-    *,
-    queue: str | None,
-    labels: Mapping[str, str] | None,
-    delay: float | dt.timedelta | None,
-    not_before: dt.datetime | None,
-    max_attempts: int | None,
-    timeout: float | dt.timedelta | None,
-    idempotency_key: str | None,
+    kind: str, payload: Mapping[str, Any] | str | None, **options: Unpack[SubmitOptions]
 ) -> pb.SubmitTaskRequest:
     """A SubmitTaskRequest; a fresh idempotency key when none is given, so retries are safe."""
     text = payload if isinstance(payload, str) else json.dumps(dict(payload or {}))
     req = pb.SubmitTaskRequest(
         kind=kind,
         payload_json=text,
-        queue=queue or "",
-        labels=dict(labels or {}),
-        idempotency_key=idempotency_key or f"auto-{uuid.uuid4().hex}",
-        max_attempts=max_attempts or 0,
+        queue=options.get("queue") or "",
+        labels=dict(options.get("labels") or {}),
+        idempotency_key=options.get("idempotency_key") or f"auto-{uuid.uuid4().hex}",
+        max_attempts=options.get("max_attempts") or 0,
     )
-    if delay is not None:
+    if (delay := options.get("delay")) is not None:
         _duration(delay, req.delay)
-    if not_before is not None:
+    if (not_before := options.get("not_before")) is not None:
         req.not_before.FromDatetime(not_before)
-    if timeout is not None:
+    if (timeout := options.get("timeout")) is not None:
         _duration(timeout, req.timeout)
     return req
 
@@ -118,6 +170,72 @@ def list_request(
         page_token=page_token,
         include_payloads=include_payloads,
     )
+
+
+@dataclass(frozen=True)
+class Unary(Generic[T]):
+    """One unary call to make: the RPC's name, its request, and what its reply becomes."""
+
+    rpc: str
+    request: Message
+    decode: Callable[[Any], T]
+
+
+def _task(reply: Any) -> Task:
+    return Task.from_pb(reply.task)
+
+
+def submit(
+    kind: str, payload: Mapping[str, Any] | str | None, **options: Unpack[SubmitOptions]
+) -> Unary[Task]:
+    """SubmitTask; the reply is the recorded task."""
+    return Unary("SubmitTask", submit_request(kind, payload, **options), _task)
+
+
+def get(task_id: str) -> Unary[Task]:
+    """GetTask; the reply is the task now."""
+    return Unary("GetTask", pb.GetTaskRequest(task_id=task_id), _task)
+
+
+def cancel(task_id: str, reason: str) -> Unary[Task]:
+    """CancelTask; the reply is the task after the cancel."""
+    return Unary("CancelTask", pb.CancelTaskRequest(task_id=task_id, reason=reason), _task)
+
+
+def stats() -> Unary[Stats]:
+    """GetStats; the reply is the whole `Stats`."""
+    return Unary("GetStats", pb.GetStatsRequest(), Stats.from_pb)
+
+
+class Pages:
+    """One `list`: the next page to ask for, and which tasks of each reply to hand on."""
+
+    def __init__(self, **options: Unpack[ListOptions]) -> None:
+        self.options = options
+        self._left = options.get("limit")  # tasks still wanted; None for all
+        self._token: str | None = ""  # the next page's token; None once there is none
+
+    def next(self) -> Unary[list[Task]] | None:
+        """The call for the next page, or None when the listing is done."""
+        if self._token is None or self._left == 0:
+            return None
+        o = self.options
+        req = list_request(
+            o.get("state"),
+            o.get("kind"),
+            o.get("labels"),
+            o.get("page_size", 100),
+            self._token,
+            o.get("include_payloads", False),
+        )
+        return Unary("ListTasks", req, self._receive)
+
+    def _receive(self, reply: pb.ListTasksResponse) -> list[Task]:
+        tasks = reply.tasks[: self._left]
+        if self._left is not None:
+            self._left -= len(tasks)
+        self._token = reply.next_page_token or None
+        return [Task.from_pb(t) for t in tasks]
 
 
 class Reconnect:
@@ -148,3 +266,112 @@ class Reconnect:
         if hint is not None:
             delay = max(delay, min(hint, 30.0) * random.uniform(1.0, 1.2))
         return delay
+
+
+class Watch:
+    """One `watch`: what to ask for next, which events to hand on, and how a break resumes."""
+
+    def __init__(
+        self,
+        task_id: str,
+        after_sequence: int,
+        reconnect_for: float,
+        **options: Unpack[WatchOptions],
+    ) -> None:
+        self.task_id = task_id
+        self.last = after_sequence  #: the last sequence handed on: a resume starts after it
+        self.reconnect_for = reconnect_for
+        self.keep_alives = options.get("keep_alives", False)
+        timeout = options.get("timeout")
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._policy = Reconnect(reconnect_for)
+
+    def request(self) -> pb.WatchTaskRequest:
+        """The request that opens (or resumes) the stream."""
+        return pb.WatchTaskRequest(task_id=self.task_id, after_sequence=self.last)
+
+    def time_left(self) -> float | None:
+        """The next stream's timeout: what is left of `timeout`, or None without one."""
+        return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
+
+    def receive(self, raw: pb.TaskEvent) -> Event | None:
+        """The event to hand on, or None for a keep-alive the caller did not ask for."""
+        self._policy.ok()
+        event = Event.from_pb(raw)
+        if raw.sequence:
+            self.last = raw.sequence
+        elif not self.keep_alives and event.type == "keep_alive":
+            return None
+        return event
+
+    def resume_after(self, exc: grpc.RpcError, *, closed: bool) -> float:
+        """Seconds to wait before resuming after the stream broke with `exc`.
+
+        The wait never runs past `timeout`: the next stream then fails at once with
+        DEADLINE_EXCEEDED instead of the watch sleeping longer than it was allowed to.
+
+        Raises:
+            RpcError: `exc` as its typed exception, when its code is not one to resume after
+                or the client was closed.
+            UnavailableError: The stream kept breaking for `reconnect_for` seconds.
+        """
+        err = from_grpc(exc)
+        # CANCELLED also comes from grpc-core refusing a burst of new streams; the one from the
+        # client's own close() must not be retried.
+        if err.code not in RESUMABLE or closed:
+            raise err from exc
+        delay = self._policy.next_delay(retry_delay(err))
+        if delay is None:
+            raise UnavailableError(
+                err.code,
+                f"gave up resuming the watch of {self.task_id} "
+                f"after {self.reconnect_for:.0f}s: {err.message}",
+            ) from exc
+        left = self.time_left()
+        return delay if left is None else min(delay, left)
+
+
+class Handle(Generic[C]):
+    """What both handles hold: the client they call, the task id, the task as last seen."""
+
+    def __init__(self, client: C, task_id: str, task: Task | None = None) -> None:
+        self.client = client
+        self.id = task_id
+        self.task = task  #: the task as last seen, if any
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r})"
+
+
+class Settings:
+    """What both clients hold besides a channel: address, timeout, metadata, reconnect budget."""
+
+    def __init__(
+        self,
+        address: str | None,
+        timeout: float,
+        metadata: list[tuple[str, str]] | None,
+        reconnect_for: float,
+        token: str | None,
+    ) -> None:
+        self.address = server_address(address)
+        self.timeout = timeout
+        self.metadata = call_metadata(metadata, token)
+        self.reconnect_for = reconnect_for
+        self._closed = False
+
+
+def wait_timeout(task_id: str, timeout: float | None) -> WaitTimeoutError:
+    """The error `wait` raises when `timeout` passed before the task ended."""
+    return WaitTimeoutError(f"task {task_id} not finished after {timeout}s")
+
+
+def outcome(task: Task) -> Any:
+    """What `wait` returns for a task whose stream ended: its result, else its error raised."""
+    if task.state is TaskState.SUCCEEDED:
+        return task.result
+    if task.state is TaskState.CANCELLED:
+        raise TaskCancelledError(task)
+    if task.state is TaskState.FAILED:
+        raise TaskFailedError(task)
+    raise WaitTimeoutError(f"task {task.id} ended its stream in state {task.state}")

@@ -1,6 +1,6 @@
 """Exceptions a task handler raises to steer what happens next.
 
-TaskcastError
+TaskcastError           taskcast.core.errors: the root shared with the client
 ├── NonRetryableError   fail the task now, whatever attempts are left
 ├── RetryAfter          fail this attempt; the next waits at least `delay` seconds
 └── TaskCancelled       stop: the task ends CANCELLED (raised by ctx.raise_if_cancelled())
@@ -8,11 +8,9 @@ TaskcastError
 
 from __future__ import annotations
 
+from taskcast.core.errors import TaskcastError
+
 __all__ = ["NonRetryableError", "RetryAfter", "TaskCancelled", "TaskcastError"]
-
-
-class TaskcastError(Exception):
-    """Root of the worker's exceptions."""
 
 
 class NonRetryableError(TaskcastError):

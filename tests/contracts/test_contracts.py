@@ -5,9 +5,12 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 import taskcast.client
-from taskcast.client import AsyncTaskClient, TaskClient
+from taskcast.client import AsyncTaskClient, AsyncTaskHandle, TaskClient, TaskHandle
 from taskcast.v1 import tasks_pb2
 from tests.support import ROOT
 
@@ -39,11 +42,24 @@ def test_every_rpc_has_a_client_method_on_both_clients() -> None:
             assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name} for {rpc}"
 
 
-def test_sync_and_async_clients_take_the_same_arguments() -> None:
-    for name in RPC_TO_METHOD.values():
-        sync = inspect.signature(getattr(TaskClient, name)).parameters
-        aio = inspect.signature(getattr(AsyncTaskClient, name)).parameters
-        assert set(aio) <= set(sync), name
+def _surface(cls: type) -> dict[str, list[tuple[str, Any, Any, str]]]:
+    """Public methods and the constructor: each parameter's name, kind, default and annotation."""
+    names = [n for n, m in inspect.getmembers(cls, callable) if not n.startswith("_")]
+    return {
+        name: [
+            # The one allowed difference: the async client takes a grpc.aio channel.
+            (p.name, p.kind, p.default, str(p.annotation).replace("grpc.aio.", "grpc."))
+            for p in inspect.signature(getattr(cls, name)).parameters.values()
+        ]
+        for name in [*names, "__init__"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("sync", "aio"), [(TaskClient, AsyncTaskClient), (TaskHandle, AsyncTaskHandle)]
+)
+def test_sync_and_async_twins_have_the_same_methods_and_arguments(sync: type, aio: type) -> None:
+    assert _surface(aio) == _surface(sync)
 
 
 def test_client_public_names_are_pinned() -> None:
@@ -92,6 +108,26 @@ def test_client_import_pulls_in_neither_dramatiq_nor_redis_nor_the_server() -> N
         or m.startswith(("taskcast.server", "taskcast.worker"))
     }
     assert not leaked
+
+
+def test_client_imports_of_taskcast_are_the_client_v1_and_the_error_root() -> None:
+    # The allowed set grew by `taskcast.core.errors`: it holds the TaskcastError root shared with
+    # workers and imports nothing, so a client-only install still needs grpc and protobuf alone.
+    modules = _imported_after("import taskcast.client")
+    ours = {m for m in modules if m.split(".")[0] == "taskcast"}
+    others = {m for m in ours if not m.startswith(("taskcast.client", "taskcast.v1"))}
+    assert others == {"taskcast", "taskcast.core", "taskcast.core.errors"}
+
+
+def test_client_and_worker_errors_share_one_root() -> None:
+    import taskcast.worker
+    from taskcast.core.errors import TaskcastError
+
+    assert taskcast.client.TaskcastError is TaskcastError
+    assert taskcast.worker.TaskcastError is TaskcastError
+    assert issubclass(taskcast.client.RpcError, TaskcastError)
+    assert issubclass(taskcast.client.WaitTimeoutError, TaskcastError)
+    assert issubclass(taskcast.worker.NonRetryableError, TaskcastError)
 
 
 def test_worker_imports_neither_grpc_nor_the_server() -> None:
