@@ -9,7 +9,7 @@ from typing import Any
 
 import dramatiq
 
-from taskcast.worker.errors import TaskcastError
+from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 
 __all__ = ["KindSpec", "Registry", "registry", "task"]
 
@@ -65,7 +65,9 @@ class Registry:
             queue_name=spec.queue,
             priority=0,
             # Expected outcomes (retry later, fail, cancelled) are logged as such, not as crashes.
-            options={"throws": (TaskcastError,)},
+            # Not the shared TaskcastError root: a client error inside a handler (a sub-task's
+            # submit failing) is a crash worth its traceback.
+            options={"throws": (NonRetryableError, RetryAfter, TaskCancelled)},
         )
 
 
