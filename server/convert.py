@@ -10,6 +10,7 @@ from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.submit import SubmitRequest
+from taskcast.server.watch import Item, KeepAlive, Trimmed
 from taskcast.v1 import tasks_pb2 as pb
 
 
@@ -132,16 +133,16 @@ def event_to_pb(e: EventRecord) -> pb.TaskEvent:
     return out
 
 
-def keep_alive(task_id: str, now: Any) -> pb.TaskEvent:
-    """The unstored heartbeat of an idle stream."""
-    return pb.TaskEvent(task_id=task_id, sequence=0, time=now, keep_alive=pb.KeepAlive())
-
-
-def trimmed(task_id: str, first: int) -> pb.TaskEvent:
-    """Tells a watcher that events before `first` are gone."""
-    return pb.TaskEvent(
-        task_id=task_id, sequence=0, events_trimmed=pb.EventsTrimmed(first_available_sequence=first)
-    )
+def watch_item_to_pb(item: Item) -> pb.TaskEvent:
+    """One item of a watch session: a stored event, a keep-alive or a trim notice."""
+    if isinstance(item, KeepAlive):
+        now = timestamp_pb2.Timestamp()
+        now.FromNanoseconds(item.time_ns)
+        return pb.TaskEvent(task_id=item.task_id, sequence=0, time=now, keep_alive=pb.KeepAlive())
+    if isinstance(item, Trimmed):
+        gone = pb.EventsTrimmed(first_available_sequence=item.first_available)
+        return pb.TaskEvent(task_id=item.task_id, sequence=0, events_trimmed=gone)
+    return event_to_pb(item)
 
 
 def queue_stats_to_pb(queue: dict[str, Any], workers: list[WorkerRecord]) -> pb.QueueStats:
