@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
+from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import SubmitRequest
 from taskcast.server.watch import Item, KeepAlive, Trimmed
 from taskcast.v1 import tasks_pb2 as pb
@@ -145,16 +144,48 @@ def watch_item_to_pb(item: Item) -> pb.TaskEvent:
     return event_to_pb(item)
 
 
-def queue_stats_to_pb(queue: dict[str, Any], workers: list[WorkerRecord]) -> pb.QueueStats:
+def stats_to_pb(
+    queues: list[QueueFigures], kinds: list[KindFigures], workers: list[WorkerRecord]
+) -> pb.GetStatsResponse:
+    """The whole GetStats answer."""
+    return pb.GetStatsResponse(
+        queues=[queue_stats_to_pb(q, workers) for q in queues],
+        kinds=[kind_stats_to_pb(k) for k in kinds],
+        workers=[worker_to_pb(w) for w in workers],
+    )
+
+
+def queue_stats_to_pb(queue: QueueFigures, workers: list[WorkerRecord]) -> pb.QueueStats:
     """One queue's figures, with the capacity of the live workers that consume it."""
-    serving = [w for w in workers if queue["name"] in w.queues]
+    serving = [w for w in workers if queue.name in w.queues]
     return pb.QueueStats(
-        **queue,
+        name=queue.name,
+        depth=queue.depth,
+        running=queue.running,
+        delayed=queue.delayed,
+        dead=queue.dead,
         workers=len(serving),
         slots=sum(w.slots for w in serving),
         slots_used=sum(w.slots_used for w in serving),
         threads=sum(w.threads for w in serving),
         threads_busy=sum(w.threads_busy for w in serving),
+    )
+
+
+def kind_stats_to_pb(k: KindFigures) -> pb.KindStats:
+    """One kind's counts per state and run-time percentiles (unset without samples)."""
+    return pb.KindStats(
+        kind=k.kind,
+        pending=k.counts.get(State.PENDING, 0),
+        running=k.counts.get(State.RUNNING, 0),
+        retrying=k.counts.get(State.RETRYING, 0),
+        succeeded=k.counts.get(State.SUCCEEDED, 0),
+        failed=k.counts.get(State.FAILED, 0),
+        cancelled=k.counts.get(State.CANCELLED, 0),
+        run_time_p50=dur(k.p50_ms),
+        run_time_p90=dur(k.p90_ms),
+        run_time_p99=dur(k.p99_ms),
+        run_time_samples=k.samples,
     )
 
 

@@ -84,25 +84,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     @guard
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         queues, kinds = await self.store.stats()
-        workers = await self.store.workers()
-        out = pb.GetStatsResponse(
-            queues=[convert.queue_stats_to_pb(q, workers) for q in queues],
-            workers=[convert.worker_to_pb(w) for w in workers],
-        )
-        for k in kinds:
-            samples, counts = k["samples"], {s.value.lower(): n for s, n in k["counts"].items()}
-            ks = pb.KindStats(kind=k["kind"], run_time_samples=len(samples), **counts)
-            if samples:
-                for field, q in (
-                    ("run_time_p50", 0.5),
-                    ("run_time_p90", 0.9),
-                    ("run_time_p99", 0.99),
-                ):
-                    getattr(ks, field).FromMilliseconds(
-                        samples[min(len(samples) - 1, int(q * len(samples)))]
-                    )
-            out.kinds.append(ks)
-        return out
+        return convert.stats_to_pb(queues, kinds, await self.store.workers())
 
     @guard
     async def WatchTask(
