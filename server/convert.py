@@ -1,6 +1,14 @@
-"""Records to protobuf messages and back. Nothing else in the server touches `_pb2` types."""
+"""Records to protobuf messages and back, and requests to plain values.
+
+Besides this module only the servicer (its request and response messages), `app` (registering the
+generated services), `healthcheck` (the standard health service) and `errors` (google.rpc status
+details) touch `_pb2` types; the logic modules (`submit`, `watch`, `stats`, `store`) never do.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -9,6 +17,7 @@ from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import SubmitRequest
+from taskcast.server.validation import Problems
 from taskcast.server.watch import Item, KeepAlive, Trimmed
 from taskcast.v1 import tasks_pb2 as pb
 
@@ -58,11 +67,33 @@ def state_to_pb(state: State) -> pb.TaskState.ValueType:
     return pb.TaskState.Value(f"TASK_STATE_{state.value}")
 
 
-def state_from_pb(value: int) -> State | None:
-    """The inverse; None for UNSPECIFIED."""
+def state_from_pb(value: int, p: Problems) -> State | None:
+    """The inverse; None for UNSPECIFIED, and for an unknown value (a problem added)."""
+    if value not in pb.TaskState.values():
+        p.add("state", f"unknown state {value}")
+        return None
     if value == pb.TASK_STATE_UNSPECIFIED:
         return None
     return State(pb.TaskState.Name(value).removeprefix("TASK_STATE_"))  # type: ignore[arg-type]
+
+
+def cursor_to_token(cursor: tuple[int, str] | None) -> str:
+    """A ListTasks page token from a page cursor (creation time, id); empty at the end."""
+    if cursor is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode()
+
+
+def cursor_from_token(token: str, p: Problems) -> tuple[int, str] | None:
+    """The inverse; None for no token, and for one this server did not issue (a problem added)."""
+    if not token:
+        return None
+    try:
+        score, _, member = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        return int(score), member
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        p.add("page_token", "is not a token this server issued; start again without one")
+        return None
 
 
 def error_to_pb(err: TaskError | None) -> pb.TaskError | None:

@@ -1,9 +1,13 @@
-"""TaskService: protobuf in, domain calls, protobuf out. The logic lives in store and fanout."""
+"""TaskService: protobuf in, domain calls, protobuf out, and nothing more.
+
+Requests become plain values through `convert` and are checked by `validation`; the logic lives in
+plain modules that never import `_pb2`: `submit` (SubmitTask's rules), `watch` (the watch state
+machine), `stats` (figures and percentiles) and `store` (Redis). Domain errors become statuses in
+`errors.guard`.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,12 +68,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
         validation.labels(dict(request.labels), p)
         if not 0 <= request.page_size <= 1000:
             p.add("page_size", "must be between 1 and 1000 (0: 50)")
-        if request.state not in pb.TaskState.values():
-            p.add("state", f"unknown state {request.state}")
-        cursor = _decode_token(request.page_token, p)
+        state = convert.state_from_pb(request.state, p)
+        cursor = convert.cursor_from_token(request.page_token, p)
         p.check()
         tasks, nxt = await self.store.page(
-            state=convert.state_from_pb(request.state),
+            state=state,
             kind=request.kind,
             labels=dict(request.labels),
             page_size=request.page_size or 50,
@@ -78,7 +81,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             max_bytes=self.settings.list_max_bytes,
         )
         return pb.ListTasksResponse(
-            tasks=[convert.task_to_pb(t) for t in tasks], next_page_token=_encode_token(nxt)
+            tasks=[convert.task_to_pb(t) for t in tasks],
+            next_page_token=convert.cursor_to_token(nxt),
         )
 
     @guard
@@ -99,20 +103,3 @@ def _check_id(task_id: str) -> None:
     p = validation.Problems()
     validation.task_id(task_id, p)
     p.check()
-
-
-def _encode_token(cursor: tuple[int, str] | None) -> str:
-    if cursor is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode()
-
-
-def _decode_token(token: str, p: validation.Problems) -> tuple[int, str] | None:
-    if not token:
-        return None
-    try:
-        score, _, member = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        return int(score), member
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        p.add("page_token", "is not a token this server issued; start again without one")
-        return None
