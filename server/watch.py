@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -54,7 +54,7 @@ class WatchSession:
         self.keepalive = keepalive
         self.max_watchers = max_watchers
 
-    async def stream(self, task_id: str, after: int) -> AsyncIterator[Item]:
+    async def stream(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
         """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
 
         Raises:

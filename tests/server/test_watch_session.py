@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -78,11 +78,11 @@ async def rig(redis_server: RedisProcess, prefix: str) -> AsyncIterator[Rig]:
     await client.aclose()
 
 
-def sequences(items: list[Item]) -> list[int]:
+def sequences(items: Sequence[Item]) -> list[int]:
     return [i.sequence for i in items if isinstance(i, EventRecord)]
 
 
-def states(items: list[Item]) -> list[str]:
+def states(items: Sequence[Item]) -> list[str]:
     return [i.fields["state"] for i in items if isinstance(i, EventRecord) and i.type == "state"]
 
 
