@@ -43,10 +43,6 @@ class TaskState(enum.StrEnum):
         """From the proto enum value."""
         return cls(pb.TaskState.Name(value).removeprefix("TASK_STATE_"))  # type: ignore[arg-type]
 
-    def to_pb(self) -> pb.TaskState.ValueType:
-        """To the proto enum value."""
-        return pb.TaskState.Value(f"TASK_STATE_{self.value}")
-
 
 @dataclass(frozen=True)
 class TaskError:

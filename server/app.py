@@ -24,6 +24,14 @@ from taskcast.v1 import tasks_pb2, tasks_pb2_grpc
 log = logging.getLogger("taskcast.server")
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 
+# HTTP/2 keep-alive (docs/operations.md, "Bounds"): an idle connection is pinged every 30 s and
+# dropped when the ack takes 10 s more, so a dead peer is found within about 40 s. Clients may
+# ping as often as every 10 s (the client library pings every 30 s); more often gets a GOAWAY
+# `too_many_pings`, so a client's keep-alive time must not go below MIN_CLIENT_PING_INTERVAL_MS.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
 
 @dataclass
 class Running:
@@ -45,9 +53,9 @@ class Running:
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """The gRPC core limits; docs/operations.md ("Bounds") gives the reason for each."""
     return [
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         # The largest request is a SubmitTask at the payload limit; 64 KiB covers the rest.
         ("grpc.max_receive_message_length", settings.max_payload_bytes + (64 << 10)),

@@ -1,15 +1,24 @@
-"""Records to protobuf messages and back. Nothing else in the server touches `_pb2` types."""
+"""Records to protobuf messages and back, and requests to plain values.
+
+Besides this module only the servicer (its request and response messages), `app` (registering the
+generated services), `healthcheck` (the standard health service) and `errors` (google.rpc status
+details) touch `_pb2` types; the logic modules (`submit`, `watch`, `stats`, `store`) never do.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import binascii
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
+from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import SubmitRequest
+from taskcast.server.validation import Problems
+from taskcast.server.watch import Item, KeepAlive, Trimmed
 from taskcast.v1 import tasks_pb2 as pb
 
 
@@ -58,11 +67,33 @@ def state_to_pb(state: State) -> pb.TaskState.ValueType:
     return pb.TaskState.Value(f"TASK_STATE_{state.value}")
 
 
-def state_from_pb(value: int) -> State | None:
-    """The inverse; None for UNSPECIFIED."""
+def state_from_pb(value: int, p: Problems) -> State | None:
+    """The inverse; None for UNSPECIFIED, and for an unknown value (a problem added)."""
+    if value not in pb.TaskState.values():
+        p.add("state", f"unknown state {value}")
+        return None
     if value == pb.TASK_STATE_UNSPECIFIED:
         return None
     return State(pb.TaskState.Name(value).removeprefix("TASK_STATE_"))  # type: ignore[arg-type]
+
+
+def cursor_to_token(cursor: tuple[int, str] | None) -> str:
+    """A ListTasks page token from a page cursor (creation time, id); empty at the end."""
+    if cursor is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode()
+
+
+def cursor_from_token(token: str, p: Problems) -> tuple[int, str] | None:
+    """The inverse; None for no token, and for one this server did not issue (a problem added)."""
+    if not token:
+        return None
+    try:
+        score, _, member = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        return int(score), member
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        p.add("page_token", "is not a token this server issued; start again without one")
+        return None
 
 
 def error_to_pb(err: TaskError | None) -> pb.TaskError | None:
@@ -132,28 +163,60 @@ def event_to_pb(e: EventRecord) -> pb.TaskEvent:
     return out
 
 
-def keep_alive(task_id: str, now: Any) -> pb.TaskEvent:
-    """The unstored heartbeat of an idle stream."""
-    return pb.TaskEvent(task_id=task_id, sequence=0, time=now, keep_alive=pb.KeepAlive())
+def watch_item_to_pb(item: Item) -> pb.TaskEvent:
+    """One item of a watch session: a stored event, a keep-alive or a trim notice."""
+    if isinstance(item, KeepAlive):
+        now = timestamp_pb2.Timestamp()
+        now.FromNanoseconds(item.time_ns)
+        return pb.TaskEvent(task_id=item.task_id, sequence=0, time=now, keep_alive=pb.KeepAlive())
+    if isinstance(item, Trimmed):
+        gone = pb.EventsTrimmed(first_available_sequence=item.first_available)
+        return pb.TaskEvent(task_id=item.task_id, sequence=0, events_trimmed=gone)
+    return event_to_pb(item)
 
 
-def trimmed(task_id: str, first: int) -> pb.TaskEvent:
-    """Tells a watcher that events before `first` are gone."""
-    return pb.TaskEvent(
-        task_id=task_id, sequence=0, events_trimmed=pb.EventsTrimmed(first_available_sequence=first)
+def stats_to_pb(
+    queues: list[QueueFigures], kinds: list[KindFigures], workers: list[WorkerRecord]
+) -> pb.GetStatsResponse:
+    """The whole GetStats answer."""
+    return pb.GetStatsResponse(
+        queues=[queue_stats_to_pb(q, workers) for q in queues],
+        kinds=[kind_stats_to_pb(k) for k in kinds],
+        workers=[worker_to_pb(w) for w in workers],
     )
 
 
-def queue_stats_to_pb(queue: dict[str, Any], workers: list[WorkerRecord]) -> pb.QueueStats:
+def queue_stats_to_pb(queue: QueueFigures, workers: list[WorkerRecord]) -> pb.QueueStats:
     """One queue's figures, with the capacity of the live workers that consume it."""
-    serving = [w for w in workers if queue["name"] in w.queues]
+    serving = [w for w in workers if queue.name in w.queues]
     return pb.QueueStats(
-        **queue,
+        name=queue.name,
+        depth=queue.depth,
+        running=queue.running,
+        delayed=queue.delayed,
+        dead=queue.dead,
         workers=len(serving),
         slots=sum(w.slots for w in serving),
         slots_used=sum(w.slots_used for w in serving),
         threads=sum(w.threads for w in serving),
         threads_busy=sum(w.threads_busy for w in serving),
+    )
+
+
+def kind_stats_to_pb(k: KindFigures) -> pb.KindStats:
+    """One kind's counts per state and run-time percentiles (unset without samples)."""
+    return pb.KindStats(
+        kind=k.kind,
+        pending=k.counts.get(State.PENDING, 0),
+        running=k.counts.get(State.RUNNING, 0),
+        retrying=k.counts.get(State.RETRYING, 0),
+        succeeded=k.counts.get(State.SUCCEEDED, 0),
+        failed=k.counts.get(State.FAILED, 0),
+        cancelled=k.counts.get(State.CANCELLED, 0),
+        run_time_p50=dur(k.p50_ms),
+        run_time_p90=dur(k.p90_ms),
+        run_time_p99=dur(k.p99_ms),
+        run_time_samples=k.samples,
     )
 
 

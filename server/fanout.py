@@ -28,8 +28,7 @@ Item: TypeAlias = EventRecord | str
 class Watcher:
     """One WatchTask stream's inbox."""
 
-    def __init__(self, task_id: str, size: int) -> None:
-        self.task_id = task_id
+    def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
         self.overflowed = False
 
@@ -79,7 +78,7 @@ class Fanout:
     @contextlib.contextmanager
     def watch(self, task_id: str) -> Iterator[Watcher]:
         """Register a watcher for the duration of a stream."""
-        w = Watcher(task_id, self.buffer)
+        w = Watcher(self.buffer)
         self.watchers.setdefault(task_id, set()).add(w)
         self.count += 1
         try:

@@ -20,6 +20,7 @@ from taskcast.core.records import EventRecord, TaskRecord
 from taskcast.core.scripts import Layout, redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
+from taskcast.server.stats import KindFigures, QueueFigures
 
 POOL_SIZE = 64  # connections per server process; commands beyond wait for one
 # What a list item needs from the task hash: everything but the two large fields.
@@ -316,7 +317,7 @@ class ServerStore:
         records.sort(key=lambda r: r.seen_ms, reverse=True)
         return records[:limit]
 
-    async def stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def stats(self) -> tuple[list[QueueFigures], list[KindFigures]]:
         """Per-queue and per-kind figures (see GetStatsResponse)."""
         kinds = await self.kinds(refresh=True)
         running = {
@@ -334,25 +335,24 @@ class ServerStore:
                 )
             out = await pipe.execute()
         queue_stats = [
-            {
-                "name": q,
-                "depth": out[3 * i],
-                "delayed": out[3 * i + 1],
-                "dead": out[3 * i + 2],
-                "running": max(running.get(q, 0), 0),
-            }
+            QueueFigures(
+                name=q,
+                depth=out[3 * i],
+                delayed=out[3 * i + 1],
+                dead=out[3 * i + 2],
+                running=max(running.get(q, 0), 0),
+            )
             for i, q in enumerate(queues)
         ]
         base, kind_stats = 3 * len(queues), []
         for i, k in enumerate(sorted(kinds)):
             counts = {s.decode(): int(v) for s, v in out[base + 2 * i].items()}
-            samples = sorted(int(x) for x in out[base + 2 * i + 1])
             kind_stats.append(
-                {
-                    "kind": k,
-                    "counts": {s: max(counts.get(s.value, 0), 0) for s in (*ACTIVE, *TERMINAL)},
-                    "samples": samples,
-                }
+                KindFigures.from_samples(
+                    k,
+                    {s: max(counts.get(s.value, 0), 0) for s in (*ACTIVE, *TERMINAL)},
+                    [int(x) for x in out[base + 2 * i + 1]],
+                )
             )
         return queue_stats, kind_stats
 

@@ -1,0 +1,162 @@
+"""One WatchTask stream as domain items: stored events replayed, then live ones, then the end.
+
+A session replays the task's stream after the caller's cursor, then takes live events from its
+fan-out inbox. Whenever the live feed may have a gap (a sequence jumps, the subscription was
+re-made, or an idle period ends with a newer sequence stored), it re-reads the stored stream from
+its last sequence instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The
+iteration ends after the terminal event, or at once when the caller has seen it already.
+Nothing here knows protobuf: the servicer converts each item (server/convert.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from taskcast.core.records import EventRecord
+from taskcast.core.states import State
+from taskcast.server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from taskcast.server.fanout import SHUTDOWN, Fanout, Watcher
+from taskcast.server.store import ServerStore
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing new for a while; the stream is alive. Not stored, so it has no sequence."""
+
+    task_id: str
+    time_ns: int  # this server's clock: only a liveness stamp, never compared with stored times
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """Events before `first_available` are gone (retention trimmed them): the replay starts
+    there instead of right after the caller's cursor."""
+
+    task_id: str
+    first_available: int
+
+
+Item: TypeAlias = EventRecord | KeepAlive | Trimmed
+
+
+class WatchSession:
+    """Opens watch streams for one server process: limits checked, then `Item`s until the end."""
+
+    def __init__(
+        self, store: ServerStore, fanout: Fanout, *, keepalive: float, max_watchers: int
+    ) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.keepalive = keepalive
+        self.max_watchers = max_watchers
+
+    async def stream(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+        """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
+
+        Raises:
+            InvalidArgument: `after` is negative or past the task's last event.
+            ResourceExhausted: this process has `max_watchers` streams open, or the watcher fell
+                behind the live events (its inbox overflowed).
+            NotFound: the task is unknown or expired.
+            Unavailable: the server is shutting down.
+        """
+        if after < 0:
+            raise InvalidArgument([("after_sequence", "must be 0 or more")])
+        if self.fanout.count >= self.max_watchers:
+            raise ResourceExhausted(
+                f"this server already has {self.fanout.count} watchers; "
+                "retry later or use another replica",
+                retry_after=1.0,
+            )
+        task = await self.store.get(task_id)  # NOT_FOUND before the stream starts
+        if after > task.last_sequence:
+            # Sequences only come from events this task emitted: a larger cursor would skip
+            # events (the terminal one too) and wait for ever, so it is refused at once.
+            raise InvalidArgument(
+                [
+                    (
+                        "after_sequence",
+                        f"is past the task's last event ({task.last_sequence}); use 0 or a "
+                        "sequence this task's events carried",
+                    )
+                ]
+            )
+        with self.fanout.watch(task_id) as inbox:
+            async for item in self._items(task_id, after, inbox):
+                yield item
+
+    async def _items(self, task_id: str, last: int, inbox: Watcher) -> AsyncIterator[Item]:
+        """Replay, then live events; re-read the stream whenever the live feed may have a gap."""
+        catch_up = True
+        while True:
+            if catch_up:
+                catch_up = False
+                async for item in self._replay(task_id, last):
+                    yield item
+                    if isinstance(item, EventRecord):
+                        last = item.sequence
+                        if item.terminal:
+                            return
+                if _ended(await self.store.mark(task_id), last):
+                    return  # expired under us, or the caller has seen the end already
+            try:
+                async with asyncio.timeout(self.keepalive):  # no Task per wait
+                    live = await inbox.queue.get()
+            except TimeoutError:
+                # Idle: a cheap check that nothing was missed, else a keep-alive.
+                mark = await self.store.mark(task_id)
+                if _ended(mark, last):
+                    return  # expired, or finished with nothing left to send
+                if mark is not None and mark[1] > last:
+                    catch_up = True  # stored while the live feed brought nothing
+                else:
+                    yield KeepAlive(task_id, time.time_ns())
+                continue
+            _check_inbox(live, inbox)
+            if isinstance(live, str):  # RESYNC: the subscription was (re)made
+                catch_up = True
+                continue
+            if live.sequence <= last:
+                if live.terminal:
+                    return  # the end, at or before the cursor
+                continue  # already sent during replay
+            if live.sequence > last + 1:
+                catch_up = True  # a gap in the live feed: the stream has the missing events
+                continue
+            last = live.sequence
+            yield live
+            if live.terminal:
+                return
+
+    async def _replay(self, task_id: str, last: int) -> AsyncIterator[Item]:
+        first = True
+        async for record in self.store.events_after(task_id, last):
+            if first and record.sequence > last + 1:
+                yield Trimmed(task_id, record.sequence)
+            first = False
+            yield record
+
+
+def _ended(mark: tuple[State, int] | None, last: int) -> bool:
+    """Whether the task expired, or ended with an event at or before `last`."""
+    return mark is None or (mark[0].terminal and mark[1] <= last)
+
+
+def _check_inbox(item: object, inbox: Watcher) -> None:
+    """Raise when the server is stopping or the watcher missed live events."""
+    if item == SHUTDOWN:
+        raise Unavailable(
+            "server shutting down; watch again with after_sequence = the last sequence "
+            "you received",
+            0.1,
+        )
+    if inbox.overflowed:
+        raise ResourceExhausted(
+            "watcher fell behind the live events; watch again with after_sequence = the "
+            "last sequence you received",
+            0.1,
+        )
