@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS := dev
+EXTRAS := all,dev
 
 .PHONY: venv dev test lint typecheck gen gen-check check bench clean FORCE
 
