@@ -1,4 +1,10 @@
-"""What every benchmark shares: the machine, percentiles, a printed table, the JSON file."""
+"""What every benchmark shares: the machine, percentiles, a printed table, the JSON file.
+
+Raw results go outside the checkout, to `$BENCH_RESULTS` (default: taskcast-bench-results in the
+temporary directory): a full pass writes about 1.5 MB, mostly latency samples. With
+`BENCH_KEEP=1` a run is also kept in bench/results/ in compact form (each latency list cut to
+its 201 quantiles, enough for the CDF plots), as the runs docs/performance.md quotes are.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,24 @@ import hashlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+#: Compact copies of the runs the docs quote, in git.
+KEPT = ROOT / "bench" / "results"
+#: Raw results of every run, outside the checkout.
+RESULTS = Path(
+    os.environ.get("BENCH_RESULTS") or Path(tempfile.gettempdir()) / "taskcast-bench-results"
+)
+#: Points a kept latency list is cut to: every half percentile, min and max included.
+KEPT_QUANTILES = 201
+_NUMBERS = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 
 
 def machine() -> dict[str, Any]:
@@ -42,7 +59,7 @@ CODE = ("core", "server", "worker", "client", "cli", "protos")
 
 def code_state() -> dict[str, Any]:
     """Which taskcast was measured: HEAD, and a digest of uncommitted changes to its packages."""
-    root = RESULTS.parent.parent
+    root = ROOT
 
     def git(*args: str) -> str:
         try:
@@ -123,9 +140,57 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def write(name: str, quick: bool, data: dict[str, Any]) -> Path:
-    """Save the results as bench/results/<name>-<date>[-quick].json and return the path."""
+def keep() -> bool:
+    """Whether this run is also kept in bench/results/ (`BENCH_KEEP=1`)."""
+    return os.environ.get("BENCH_KEEP", "") not in ("", "0")
+
+
+def files(name: str) -> list[Path]:
+    """Every result file of a benchmark, kept and raw, oldest first; a raw run hides its copy."""
+    by_name = {p.name: p for folder in (KEPT, RESULTS) for p in folder.glob(f"{name}-*.json")}
+    return [by_name[n] for n in sorted(by_name)]
+
+
+def compact(doc: Any) -> Any:
+    """The document with every latency list cut to its quantiles (for bench/results/)."""
+    if isinstance(doc, dict):
+        return {
+            k: _quantiles(v) if k == "latencies_ms" and isinstance(v, list) else compact(v)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [compact(v) for v in doc]
+    return doc
+
+
+def _quantiles(values: Sequence[float]) -> list[float]:
+    if len(values) <= KEPT_QUANTILES:
+        return list(values)
+    last = KEPT_QUANTILES - 1
+    return [round(pct(values, i / last), 3) for i in range(KEPT_QUANTILES)]
+
+
+def dumps(doc: Any) -> str:
+    """JSON indented by object, each list of numbers on one line (a kept file stays short)."""
+    text = json.dumps(doc, indent=2, default=str)
+    return _NUMBERS.sub(lambda m: "[" + re.sub(r"\s+", " ", m[1]) + "]", text) + "\n"
+
+
+def save(filename: str, doc: dict[str, Any]) -> Path:
+    """Write a result to RESULTS (and compact to bench/results/ with BENCH_KEEP=1)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / filename
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"\nwrote {path}")
+    if keep():
+        kept = KEPT / filename
+        kept.write_text(dumps(compact(doc)))
+        print(f"kept {kept.relative_to(ROOT)}")
+    return path
+
+
+def write(name: str, quick: bool, data: dict[str, Any]) -> Path:
+    """Save the results as <name>-<date>[-quick].json (see `save`) and return the raw path."""
     now = dt.datetime.now(dt.UTC)
     doc = {
         "benchmark": name,
@@ -136,10 +201,7 @@ def write(name: str, quick: bool, data: dict[str, Any]) -> Path:
         **data,
     }
     stamp = now.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS / f"{name}-{stamp}{'-quick' if quick else ''}.json"
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"\nwrote {path.relative_to(RESULTS.parent.parent)}")
-    return path
+    return save(f"{name}-{stamp}{'-quick' if quick else ''}.json", doc)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from bench import _report
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import AsyncTaskClient, TaskcastError
 from tests.support import ServerProcess, WorkerProcess
@@ -184,9 +185,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "events_seen": sum(len(s) for s in tally.acknowledged.values()),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    out = Path("bench/results") / f"chaos-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    _report.save(f"chaos-{time.strftime('%Y%m%d-%H%M')}.json", summary)
     print(json.dumps(summary, indent=2))
     return 1 if report["problems"] or tally.watch_errors else 0
 

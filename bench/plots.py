@@ -1,6 +1,7 @@
 """Plots for docs/performance.md from the newest results: `python -m bench.plots [--quick]`.
 
-Reads bench/results/<name>-*.json (full runs unless --quick) and writes PNGs to docs/img/.
+Reads <name>-*.json, kept and raw (bench/_report.py; full runs unless --quick), and writes PNGs
+to docs/img/.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench._report import RESULTS
+from bench import _report
 
-IMG = RESULTS.parent.parent / "docs" / "img"
+IMG = _report.ROOT / "docs" / "img"
 
 
 def all_runs(name: str, quick: bool) -> list[dict[str, Any]]:
     """Every result file of a benchmark, oldest first, full or quick."""
-    files = sorted(p for p in RESULTS.glob(f"{name}-*.json") if p.stem.endswith("-quick") == quick)
+    files = [p for p in _report.files(name) if p.stem.endswith("-quick") == quick]
     return [json.loads(p.read_text()) for p in files]
 
 

@@ -3,7 +3,7 @@ workers (end-to-end load), summarised by function and by library.
 
 `python -m bench.profile [--quick]` prints the top functions by own time and the share of each
 library per process, writes the JSON summary, and keeps the collapsed stacks (flame-graph input,
-e.g. for speedscope or flamegraph.pl) under bench/results/profiles/.
+e.g. for speedscope or flamegraph.pl) in profiles/ beside the results (bench/_report.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 
 from bench import _e2e, _procs, _report, submit
 
-PROFILES = _report.RESULTS / "profiles"
+#: Collapsed stacks: with the raw results, or kept in bench/results/profiles with BENCH_KEEP=1.
+PROFILES = (_report.KEPT if _report.keep() else _report.RESULTS) / "profiles"
 FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 #: Library buckets, by path fragment of the innermost frame; first match wins.
 BUCKETS = (

@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from bench._report import RESULTS
+from bench import _report
 
 
 def runs(
@@ -18,7 +18,7 @@ def runs(
     """The newest `count` results of a benchmark with a stamp in [since, until)."""
     files = sorted(
         p
-        for p in RESULTS.glob(f"{name}-*.json")
+        for p in _report.files(name)
         if p.stem.endswith("-quick") == quick and since <= p.stem[len(name) + 1 :] < until
     )
     return [json.loads(p.read_text()) for p in files[-count:]]

@@ -13,11 +13,17 @@ from pydantic_settings import BaseSettings
 S = TypeVar("S", bound=BaseSettings)
 
 
+def env_name(model: type[BaseSettings] | BaseSettings, field: str) -> str:
+    """The environment variable of a settings field: the model's own `env_prefix` plus its name."""
+    return f"{model.model_config.get('env_prefix', '')}{field}".upper()
+
+
 def add(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
     """One `--field-name` flag per settings field, with its description and default."""
-    group = parser.add_argument_group("settings (each also a TASKCAST_* environment variable)")
+    prefix = env_name(model, "")
+    group = parser.add_argument_group(f"settings (each also a {prefix}* environment variable)")
     for name, info in model.model_fields.items():
-        env = f"TASKCAST_{name.upper()}"
+        env = env_name(model, name)
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
             group.add_argument(
@@ -48,7 +54,7 @@ def build(model: type[S], args: argparse.Namespace) -> S:
         return model(**given)
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(map(str, e['loc']))} (TASKCAST_{str(e['loc'][0]).upper()}): {e['msg']}"
+            f"  {'.'.join(map(str, e['loc']))} ({env_name(model, str(e['loc'][0]))}): {e['msg']}"
             for e in exc.errors()
         ]
         sys.exit("invalid settings:\n" + "\n".join(lines))
@@ -58,7 +64,7 @@ def export(settings: BaseSettings) -> dict[str, str]:
     """The settings as TASKCAST_* variables, for child processes."""
     out: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        out[f"TASKCAST_{name.upper()}"] = (
+        out[env_name(settings, name)] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )
     return out

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from taskcast.cli import flags
+from taskcast.cli import extras
 
 EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
 
@@ -17,6 +17,7 @@ EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
 def _server(args: argparse.Namespace) -> int:
     import asyncio
 
+    from taskcast.cli import flags
     from taskcast.server.app import serve
     from taskcast.server.config import ServerSettings
 
@@ -31,6 +32,7 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from taskcast.cli import flags
     from taskcast.cli.supervise import supervise
     from taskcast.worker.settings import WorkerSettings
 
@@ -168,20 +170,40 @@ def _dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    from taskcast.server.config import ServerSettings
-    from taskcast.worker.settings import WorkerSettings
+def _settings_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The settings flags of a command whose extra is installed (they come from its models)."""
+    from taskcast.cli import flags
 
+    if command == "worker":
+        from taskcast.worker.settings import WorkerSettings
+
+        flags.add(p, WorkerSettings)
+    else:
+        from taskcast.server.config import ServerSettings
+
+        flags.add(p, ServerSettings)
+
+
+def _help(command: str, text: str) -> str:
+    """A subcommand's help, naming its extra when that is not installed."""
+    wanted, name = extras.NEEDS[command]
+    return text if extras.installed(*wanted) else f"{text} (install taskcast[{name}])"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line (settings flags only for the commands whose extras are installed)."""
     top = argparse.ArgumentParser(prog="taskcast", description="Slow work over gRPC, watched live.")
     top.add_argument("--log-level", default=os.environ.get("TASKCAST_LOG_LEVEL", "INFO"))
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("server", help="run the gRPC server")
-    flags.add(p, ServerSettings)
+    p = sub.add_parser("server", help=_help("server", "run the gRPC server"))
+    if extras.installed("server"):
+        _settings_flags(p, "server")
     p.set_defaults(fn=_server)
 
-    p = sub.add_parser("worker", help="run worker processes for the built-in kinds and MODULES")
+    p = sub.add_parser(
+        "worker", help=_help("worker", "run worker processes for the built-in kinds and MODULES")
+    )
     p.add_argument("modules", nargs="*", metavar="MODULE", help="modules with @task kinds to serve")
     p.add_argument("--processes", "-p", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
@@ -198,13 +220,17 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="start the worker processes again when one dies, e.g. of OOM (default: on)",
     )
-    flags.add(p, WorkerSettings)
+    if extras.installed("worker"):
+        _settings_flags(p, "worker")
     p.set_defaults(fn=_worker)
 
-    p = sub.add_parser("dev", help="run Redis, the server and a worker on this machine")
+    p = sub.add_parser(
+        "dev", help=_help("dev", "run Redis, the server and a worker on this machine")
+    )
     p.add_argument("modules", nargs="*", metavar="MODULE", help="extra modules with @task kinds")
     p.add_argument("--data-dir", default=".taskcast", help="where a Redis started here keeps data")
-    flags.add(p, ServerSettings)
+    if extras.installed("server"):
+        _settings_flags(p, "server")
     p.set_defaults(fn=_dev)
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
@@ -259,7 +285,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
-    args = parser().parse_args(argv)
+    top = parser()
+    # Known arguments first: a command without its extra has no settings flags to match, and
+    # should say which extra to install rather than that `--listen` is unrecognized.
+    args, unknown = top.parse_known_args(argv)
+    extras.require(args.command)
+    if unknown:
+        top.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -6,7 +6,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -203,7 +203,8 @@ def test_stream_dropped_midway_retries_after_a_reset(client: TaskClient, llm: St
     first = "".join(e.text for e in outputs(events, 1))
     assert first and text.startswith(first)  # some of the answer, then the cut
     assert "".join(e.text for e in outputs(events, 2)) == text
-    assert "connection" in (events[retry].error.message if events[retry].error else "")
+    error = events[retry].error
+    assert error is not None and "connection" in error.message
     assert events[-1].result["text"] == text
     assert [r.outcome for r in llm.records("dropping")] == ["dropped", "completed"]
 
@@ -234,22 +235,27 @@ def test_cancel_mid_stream_closes_the_upstream_request(client: TaskClient, llm: 
 
 def stored(rdb: redis.Redis, prefix: str) -> bytes:
     """Every value under the module's prefix: task hashes, event streams, queues, run-once keys."""
-    chunks: list[bytes] = []
+    chunks: list[bytes | str] = []
     for key in rdb.scan_iter(match=f"{prefix}:*", count=1000):
         kind = rdb.type(key)
         if kind == b"hash":
-            chunks += [k + b"=" + v for k, v in rdb.hgetall(key).items()]
+            chunks += [_bytes(k) + b"=" + _bytes(v) for k, v in rdb.hgetall(key).items()]
         elif kind == b"stream":
-            chunks += [repr(entry).encode() for entry in rdb.xrange(key)]
+            chunks += [repr(entry) for entry in rdb.xrange(key) or []]
         elif kind == b"string":
             chunks.append(rdb.get(key) or b"")
         elif kind == b"list":
             chunks += rdb.lrange(key, 0, -1)
         elif kind == b"zset":
-            chunks += rdb.zrange(key, 0, -1)
+            chunks += cast(list[bytes], rdb.zrange(key, 0, -1))  # no scores asked for
         elif kind == b"set":
             chunks += list(rdb.smembers(key))
-    return b"\n".join(chunks)
+    return b"\n".join(map(_bytes, chunks))
+
+
+def _bytes(value: bytes | str) -> bytes:
+    """A reply as bytes (redis-py types replies `bytes | str`; this client never decodes)."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def test_api_key_is_absent_from_everything_stored_and_logged(

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -257,4 +257,5 @@ def test_password_never_stored(client: TaskClient, rdb: redis.Redis, prefix: str
     client.submit("email.send", {"to": "a@example.test", "subject": "p", "text": "x"}).wait(30)
     for key in rdb.scan_iter(match=f"{prefix}:*"):
         if rdb.type(key) == b"hash":
-            assert PASSWORD.encode() not in b"".join(rdb.hgetall(key).values())
+            values = cast(dict[bytes, bytes], rdb.hgetall(key)).values()
+            assert PASSWORD.encode() not in b"".join(values)

@@ -47,7 +47,7 @@ def own_server(
 def _code(fn: Any) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         fn()
-    return info.value.code()  # type: ignore[attr-defined,no-any-return]
+    return info.value.code()
 
 
 # Item 2: a cursor past the last stored event
@@ -131,7 +131,7 @@ def test_health_watch_streams_are_bounded(
         refused = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
         with pytest.raises(grpc.RpcError) as info:
             next(refused)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert retry_delay(from_grpc(info.value)) == 5.0
         streams[0].cancel()
         eventually(lambda: running.health.watching == 2, what="a slot freed")

@@ -192,7 +192,7 @@ def test_list_filters_and_pages(client: TaskClient) -> None:
 
 
 def test_stats_count_by_kind_and_queue(client: TaskClient) -> None:
-    def counts() -> dict[str, Any]:
+    def counts() -> dict[TaskState, int]:
         kinds = {k.kind: k for k in client.stats().kinds}
         return kinds["test.echo"].counts if "test.echo" in kinds else {}
 
