@@ -71,7 +71,7 @@ def taskcast(
         workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
         server, port = st.server(r.url, command=server_command, env=env)
         client = redis.Redis.from_url(r.url)
-        key = f"{_procs.PREFIX}:stats:kind:bench.noop"
+        key = _procs.LAYOUT.kind_counts("bench.noop")
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskcast.core.layout import Layout
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +122,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         """Start and wait until its kinds are registered (a fresh registration)."""
         client = redis.Redis.from_url(self.redis_url)
-        key = f"{self.prefix}:kinds"
+        key = Layout(self.prefix).kinds()
         client.delete(key)
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, start_new_session=True)
         STARTED.append(self.proc)

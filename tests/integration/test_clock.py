@@ -15,6 +15,7 @@ import redis
 
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
+from taskcast.core import mqlayout
 from tests.support import ServerProcess, WorkerProcess
 
 SKEW_S = 20  # ten times the test lease (2 s, WorkerProcess's default)
@@ -101,8 +102,9 @@ async def test_a_delay_becomes_an_eta_by_redis_time(
     """The message of a delayed task carries Redis's time + delay (resolved in the script)."""
     from dramatiq import Message
 
-    from taskcast.core.scripts import Layout
-    from taskcast.server.store import NewTask, ServerStore, connect
+    from taskcast.core.calls import NewTask
+    from taskcast.core.layout import Layout
+    from taskcast.server.store import ServerStore, connect
 
     layout = Layout(prefix)
     store = ServerStore(connect(redis_server.url), layout)
@@ -121,7 +123,7 @@ async def test_a_delay_becomes_an_eta_by_redis_time(
     try:
         record, _ = await store.submit("d" * 32, new)
         assert record.not_before == record.created + 30_000
-        stored = await store.client.hvals(f"{layout.namespace}:unserved.DQ.msgs")
+        stored = await store.client.hvals(layout.mq.msgs(mqlayout.delayed("unserved")))
         etas = [Message.decode(data).options["eta"] for data in stored]
         assert etas == [record.not_before]
         await store.cancel("d" * 32, "test over")
