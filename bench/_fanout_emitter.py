@@ -19,6 +19,7 @@ import uuid
 import redis
 
 from bench._procs import LAYOUT
+from taskcast.core import calls
 from taskcast.core.calls import Outcome, Status
 from taskcast.worker.store import WorkerStore
 
@@ -63,13 +64,11 @@ def main() -> None:
         time.sleep(max(0.0, next_at - time.monotonic()))  # pacing to the target rate
     elapsed = time.monotonic() - start
     for task_id in ids:
+        outcome = Outcome(Status.OK, result="null")
         store.finish(
-            task_id,
-            1,
-            Outcome(Status.OK, result="null"),
-            kind="bench.noop",
-            queue="default",
-            timeout_ms=600_000,
+            calls.finish(
+                LAYOUT, task_id, 1, outcome, kind="bench.noop", queue="default", timeout_ms=600_000
+            )
         )
     client.set("bench:emitted", f"{sent} {elapsed}")
 

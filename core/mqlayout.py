@@ -61,6 +61,10 @@ class MQLayout:
         """The set of ids one broker fetched from `queue` and has not acknowledged."""
         return f"{self.namespace}:__acks__.{broker_id}.{queue}"
 
+    def heartbeats(self) -> str:
+        """The sorted set of broker ids by last command (Dramatiq's own; taskcast writes none)."""
+        return f"{self.namespace}:__heartbeats__"
+
     def wake(self, queue: str) -> str:
         """The wake-up list idle consumers of `queue` block on."""
         return f"{self.namespace}:{queue}.wake"

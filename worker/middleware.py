@@ -133,31 +133,15 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running.pop(attempt.task_id, None)
         outcome = self._outcome(spec, attempt, exception)
-        state = self.store.finish(
-            attempt.task_id,
-            attempt.number,
-            outcome,
-            kind=spec.kind,
-            queue=attempt.queue,
-            timeout_ms=attempt.timeout_ms,
-        )
-        self._log(attempt, outcome, state)
+        self._log(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
         spec = self.registry.kinds[attempt.kind]
         outcome = self._outcome(spec, attempt, exception)
-        call = calls.finish(
-            self.store.layout,
-            attempt.task_id,
-            attempt.number,
-            outcome,
-            kind=spec.kind,
-            queue=attempt.queue,
-            timeout_ms=attempt.timeout_ms,
-        )
         try:
-            self._log(attempt, outcome, calls.finish_reply(await self.writer.call(call)))
+            reply = await self.writer.call(self._finish(attempt, outcome))
+            self._log(attempt, outcome, calls.finish_reply(reply))
         except Exception:  # a script error: logged; the lease and reaper still end the task
             log.exception(
                 "task %s: recording the outcome of attempt %d failed",
@@ -167,6 +151,18 @@ class Lifecycle(Middleware):
         finally:
             with self._lock:
                 self.running.pop(attempt.task_id, None)
+
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> calls.Call:
+        """The `finish` call that records `outcome` (with the next attempt's message)."""
+        return calls.finish(
+            self.store.layout,
+            attempt.task_id,
+            attempt.number,
+            outcome,
+            kind=attempt.kind,
+            queue=attempt.queue,
+            timeout_ms=attempt.timeout_ms,
+        )
 
     def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:
         call = calls.event(self.store.layout, ctx.task_id, ctx.attempt, n, fields)

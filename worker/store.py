@@ -16,7 +16,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from taskcast.core import calls, scripts
-from taskcast.core.calls import Call, Outcome, Skipped, Started
+from taskcast.core.calls import Call, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
 from taskcast.core.layout import Layout
@@ -81,23 +81,11 @@ class WorkerStore:
         call = calls.event(self.layout, task_id, attempt, n, fields)
         return calls.event_reply(self._persist("event", lambda: self.run(call))).cancel_requested
 
-    def finish(
-        self,
-        task_id: str,
-        attempt: int,
-        outcome: Outcome,
-        *,
-        kind: str,
-        queue: str,
-        timeout_ms: int,
-    ) -> State | None:
-        """Record how the attempt ended; schedules the next attempt when it may retry.
+    def finish(self, call: Call) -> State | None:
+        """Record how an attempt ended (a `calls.finish` call), retrying through Redis outages.
 
         Returns the task's new state, or None when the attempt no longer owned it.
         """
-        call = calls.finish(
-            self.layout, task_id, attempt, outcome, kind=kind, queue=queue, timeout_ms=timeout_ms
-        )
         return calls.finish_reply(self._persist("finish", lambda: self.run(call)))
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:

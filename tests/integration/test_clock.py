@@ -16,7 +16,7 @@ import redis
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
 from taskcast.core import mqlayout
-from tests.support import ServerProcess, WorkerProcess
+from tests.support import ServerProcess, WorkerProcess, new_task
 
 SKEW_S = 20  # ten times the test lease (2 s, WorkerProcess's default)
 
@@ -102,24 +102,12 @@ async def test_a_delay_becomes_an_eta_by_redis_time(
     """The message of a delayed task carries Redis's time + delay (resolved in the script)."""
     from dramatiq import Message
 
-    from taskcast.core.calls import NewTask
     from taskcast.core.layout import Layout
     from taskcast.server.store import ServerStore, connect
 
     layout = Layout(prefix)
     store = ServerStore(connect(redis_server.url), layout)
-    new = NewTask(
-        kind="test.echo",
-        queue="unserved",
-        payload="{}",
-        labels={},
-        max_attempts=1,
-        timeout_ms=1000,
-        not_before_ms=0,
-        delay_ms=30_000,
-        idempotency_key="",
-        fingerprint="",
-    )
+    new = new_task(delay_ms=30_000)
     try:
         record, _ = await store.submit("d" * 32, new)
         assert record.not_before == record.created + 30_000

@@ -10,7 +10,8 @@ import redis
 from taskcast.client import TaskClient, TaskState
 from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
-from tests.support import eventually
+from taskcast.core.mqlayout import MQLayout
+from tests.support import drop_keys, eventually, new_task
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -62,32 +63,40 @@ def test_duplicate_delivery_while_running_is_skipped(
     assert [e.state for e in rest if e.type == "state"] == [TaskState.CANCELLED]
 
 
-def _namespace_state(rdb: redis.Redis, namespace: str) -> dict[str, Any]:
-    """Every key under a Dramatiq namespace (relative to it) with its type and decoded messages.
+def _namespace_state(rdb: redis.Redis, mq: MQLayout) -> dict[str, Any]:
+    """Every key of a Dramatiq namespace, by its name in the namespace, with its type.
 
-    Message ids differ between two enqueues, so a queue is read as the messages it lists, in
-    order, each without its per-enqueue options (Redis id, eta: times differ too).
+    A queue comes with the messages it lists, in order, each without its per-enqueue options
+    (Redis id; eta: the two clocks differ); its message hash is read through it and must hold
+    exactly the messages it lists. Message ids differ between two enqueues, contents must not.
     """
     from dramatiq import Message
 
+    types = {k.decode(): rdb.type(k).decode() for k in rdb.keys(mq.queue("*"))}
+    names = {key: _name(mq, key) for key in types}
+    queues = {key for key, name in names.items() if mq.msgs(name) in types}
+    hashes = {mq.msgs(names[q]) for q in queues}
     state: dict[str, Any] = {}
-    for raw in rdb.keys(f"{namespace}:*"):
-        key = raw.decode().removeprefix(f"{namespace}:")
-        kind = rdb.type(raw).decode()
-        if key.endswith(".msgs"):
-            continue  # read through its queue below, which must list every entry
-        if kind == "list" and not key.endswith(".wake"):
-            msgs = rdb.hgetall(f"{namespace}:{key}.msgs")
-            ids = rdb.lrange(raw, 0, -1)
-            assert sorted(ids) == sorted(msgs)  # the list and its hash hold the same messages
-            decoded = [Message.decode(msgs[i]).asdict() for i in ids]
-            for m in decoded:
-                assert isinstance(m["options"].pop("redis_message_id"), str)
-                m["options"].pop("eta", None)
-            state[key] = (kind, decoded)
-        else:
-            state[key] = (kind, None)
+    for key, kind in types.items():
+        if key in hashes:
+            continue
+        if key not in queues:
+            state[names[key]] = (kind, None)
+            continue
+        msgs = rdb.hgetall(mq.msgs(names[key]))
+        ids = rdb.lrange(key, 0, -1)
+        assert sorted(ids) == sorted(msgs)
+        decoded = [Message.decode(msgs[i]).asdict() for i in ids]
+        for m in decoded:
+            assert isinstance(m["options"].pop("redis_message_id"), str)
+            m["options"].pop("eta", None)
+        state[names[key]] = (kind, decoded)
     return state
+
+
+def _name(mq: MQLayout, key: str) -> str:
+    """A key's name within its namespace."""
+    return key.removeprefix(mq.queue(""))
 
 
 @pytest.mark.parametrize("delay_ms", [0, 30_000])
@@ -99,24 +108,12 @@ async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
     from dramatiq import Message
     from dramatiq.brokers.redis import RedisBroker
 
-    from taskcast.core.calls import NewTask
     from taskcast.server.store import ServerStore, connect
 
     ours, theirs = Layout("mq-ours"), Layout("mq-theirs")
     rdb = redis.Redis.from_url(redis_server.url)
     store = ServerStore(connect(redis_server.url), ours)
-    new = NewTask(
-        kind="a",
-        queue="q",
-        payload="{}",
-        labels={},
-        max_attempts=1,
-        timeout_ms=1000,
-        not_before_ms=0,
-        delay_ms=delay_ms,
-        idempotency_key="",
-        fingerprint="",
-    )
+    new = new_task(kind="a", queue="q", delay_ms=delay_ms)
     broker = RedisBroker(url=redis_server.url, namespace=theirs.namespace, middleware=[])
     try:
         await store.submit("t" * 32, new)
@@ -125,12 +122,10 @@ async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
         message = Message.decode(data)
         broker.enqueue(message.copy(queue_name="q"), delay=delay_ms or None)
 
-        mine, dramatiqs = (
-            _namespace_state(rdb, ours.namespace),
-            _namespace_state(rdb, theirs.namespace),
-        )
-        assert mine.pop(f"{target}.wake") == ("list", None)  # ours alone: the wake-up token
-        assert dramatiqs.pop("__heartbeats__") == ("zset", None)  # Dramatiq's, on every command
+        mine, dramatiqs = _namespace_state(rdb, ours.mq), _namespace_state(rdb, theirs.mq)
+        # Ours alone: the wake-up token. Dramatiq's alone: its heartbeat, on every command.
+        assert mine.pop(_name(ours.mq, ours.mq.wake(target))) == ("list", None)
+        assert dramatiqs.pop(_name(theirs.mq, theirs.mq.heartbeats())) == ("zset", None)
         assert mine == dramatiqs
         assert list(mine) == [target]
 
@@ -142,10 +137,7 @@ async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
         finally:
             reader.close()
     finally:
-        for layout in (ours, theirs):
-            keys = rdb.keys(f"{layout.prefix}:*")
-            if keys:
-                rdb.delete(*keys)
+        drop_keys(rdb, ours, theirs)
         broker.close()
         rdb.close()
         await store.client.aclose()
@@ -153,22 +145,11 @@ async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
 
 async def test_a_submit_script_run_twice_records_one_task(redis_server: Any, prefix: str) -> None:
     """What redis-py does when a reply is lost: the same call (same fresh id) runs again."""
-    from taskcast.core.calls import NewTask
     from taskcast.server.store import ServerStore, connect
 
     layout = Layout(prefix)
     store = ServerStore(connect(redis_server.url), layout)
-    new = NewTask(
-        kind="test.echo",
-        queue="unserved",
-        payload="{}",
-        labels={},
-        max_attempts=1,
-        timeout_ms=1000,
-        not_before_ms=0,
-        idempotency_key="",
-        fingerprint="",
-    )
+    new = new_task()
     try:
         first, created = await store.submit("f" * 32, new)
         again, created_again = await store.submit("f" * 32, new)
