@@ -19,6 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench import _procs
 from taskcast.client import AsyncTaskClient
+from taskcast.core.mqlayout import MQLayout
 
 WARMUP = 300
 CALLERS = 16
@@ -71,7 +72,7 @@ def taskcast(
         workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
         server, port = st.server(r.url, command=server_command, env=env)
         client = redis.Redis.from_url(r.url)
-        key = f"{_procs.PREFIX}:stats:kind:bench.noop"
+        key = _procs.LAYOUT.kind_counts("bench.noop")
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target
@@ -134,7 +135,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
         client = redis.Redis.from_url(r.url)
 
         def done() -> bool:
-            return int(client.hlen("dramatiq:default.msgs")) == 0
+            return int(client.hlen(MQLayout("dramatiq").msgs("default"))) == 0
 
         for i in range(WARMUP):
             actor.send(i)

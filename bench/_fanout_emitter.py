@@ -18,9 +18,10 @@ import uuid
 
 import redis
 
-from bench._procs import PREFIX
-from taskcast.core.scripts import Layout
-from taskcast.worker.store import Outcome, WorkerStore
+from bench._procs import LAYOUT
+from taskcast.core import calls
+from taskcast.core.calls import Outcome, Status
+from taskcast.worker.store import WorkerStore
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     with open(args.ids) as f:
         ids = f.read().split()
     client = redis.Redis.from_url(args.redis)
-    store = WorkerStore(client, Layout(prefix=PREFIX), threading.Event())
+    store = WorkerStore(client, LAYOUT, threading.Event())
     for task_id in ids:
         store.begin(task_id, 1, 3_600_000, uuid.uuid4().hex)
     client.set("bench:begun", 1)
@@ -63,13 +64,11 @@ def main() -> None:
         time.sleep(max(0.0, next_at - time.monotonic()))  # pacing to the target rate
     elapsed = time.monotonic() - start
     for task_id in ids:
+        outcome = Outcome(Status.OK, result="null")
         store.finish(
-            task_id,
-            1,
-            Outcome("ok", result="null"),
-            kind="bench.noop",
-            queue="default",
-            timeout_ms=600_000,
+            calls.finish(
+                LAYOUT, task_id, 1, outcome, kind="bench.noop", queue="default", timeout_ms=600_000
+            )
         )
     client.set("bench:emitted", f"{sent} {elapsed}")
 

@@ -23,11 +23,13 @@ import psutil
 import redis
 
 from taskcast.cli.redis_proc import RedisProcess, free_port
+from taskcast.core.layout import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
 PREFIX = "tcbench"
+LAYOUT = Layout(PREFIX)
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.02) -> None:
@@ -214,7 +216,7 @@ class Stack:
         function instead of taskcast's, with the same settings and poll interval.
         """
         client = redis.Redis.from_url(redis_url)
-        client.delete(f"{PREFIX}:kinds")
+        client.delete(LAYOUT.kinds())
         if setup is not None:
             env = {"dramatiq_worker_timeout": env.get("TASKCAST_POLL_INTERVAL_MS", "100"), **env}
         command = (
@@ -254,7 +256,7 @@ class Stack:
             ],
             {"TASKCAST_REDIS_URL": redis_url, "TASKCAST_REDIS_PREFIX": PREFIX, **env},
         )
-        self._await(child, lambda: client.hexists(f"{PREFIX}:kinds", "bench.noop"), "workers")
+        self._await(child, lambda: client.hexists(LAYOUT.kinds(), "bench.noop"), "workers")
         client.close()
         return child
 

@@ -30,9 +30,11 @@ import redis
 from bench import _report
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import AsyncTaskClient, TaskcastError
+from taskcast.core.layout import Layout
 from tests.support import ServerProcess, WorkerProcess
 
 PREFIX = "chaos"
+LAYOUT = Layout(PREFIX)
 MIX: list[tuple[str, Any]] = [  # kind, payload factory: mostly quick, some retrying, some failing
     ("demo.sleep", lambda: {"seconds": random.uniform(0.05, 1.5), "steps": random.randint(1, 6)}),
     ("demo.fail", lambda: {"times": 1}),
@@ -134,11 +136,11 @@ def verify(stack: Stack, tally: Tally) -> dict[str, Any]:
     outcomes: collections.Counter[str] = collections.Counter()
     problems: list[str] = []
     for task_id, seen in tally.acknowledged.items():
-        state, last = r.hmget(f"{PREFIX}:t:{task_id}", "state", "seq")
+        state, last = r.hmget(LAYOUT.task(task_id), "state", "seq")
         if state is None:
             problems.append(f"{task_id}: lost (no record)")
             continue
-        events = r.xrange(f"{PREFIX}:e:{task_id}")
+        events = r.xrange(LAYOUT.events(task_id))
         terminal = [
             f for _, f in events if f.get(b"state") in (b"SUCCEEDED", b"FAILED", b"CANCELLED")
         ]

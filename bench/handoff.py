@@ -51,7 +51,7 @@ def taskcast(
         async def go() -> dict[str, Any]:
             sub_client = aredis.Redis.from_url(r.url)
             pubsub = sub_client.pubsub()
-            await pubsub.subscribe(f"{_procs.PREFIX}:live")
+            await pubsub.subscribe(_procs.LAYOUT.live_channel())
             running: dict[str, float] = {}
             stamps: dict[str, int] = {}
             waiting: dict[str, asyncio.Future[None]] = {}

@@ -39,15 +39,13 @@ def _wait_healthy(address: str, procs: list[subprocess.Popen[bytes]], timeout: f
                 raise TimeoutError(f"the server did not become healthy on {address}")
 
 
-def _wait_kinds(
-    url: str, prefix: str, procs: list[subprocess.Popen[bytes]], timeout: float
-) -> None:
+def _wait_kinds(url: str, kinds: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
     import redis
 
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + timeout
     try:
-        while not client.hexists(f"{prefix}:kinds", "demo.sleep"):
+        while not client.hexists(kinds, "demo.sleep"):
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("the worker exited during start-up; see its log above")
             if time.monotonic() > deadline:
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         host, _, port = settings.listen.rpartition(":")
         address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}"
         _wait_healthy(address, procs, 30)
-        _wait_kinds(settings.redis_url, settings.redis_prefix, procs, 30)
+        _wait_kinds(settings.redis_url, settings.layout.kinds(), procs, 30)
         server_env = "" if address == "127.0.0.1:50051" else f"TASKCAST_SERVER={address} "
         console.print(
             f"\n[bold green]taskcast is up[/] on {address}. In another terminal:\n\n"

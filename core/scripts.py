@@ -1,6 +1,7 @@
 """The Lua scripts that make every state change atomic, and the arguments they share.
 
 Each script is `lua/_lib.lua` followed by its own body; `_lib.lua` documents the shared arguments.
+`calls.py` builds each script's keys and arguments and reads its reply.
 Every time stored or compared with a stored one is Redis's clock (`TIME` in `_lib.lua`), never a
 process's: one host whose clock runs ahead would otherwise judge live leases expired.
 """
@@ -8,7 +9,6 @@ process's: one host whose clock runs ahead would otherwise judge live leases exp
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -26,6 +26,7 @@ NAMES = (
     "renew",
     "expired",
     "prune",
+    "wake",
 )
 
 
@@ -48,36 +49,6 @@ def now_ms() -> int:
 def redis_ms(reply: tuple[int, int] | list[int]) -> int:
     """Epoch milliseconds from a Redis `TIME` reply (seconds, microseconds)."""
     return int(reply[0]) * 1000 + int(reply[1]) // 1000
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where taskcast keeps things in one Redis: key prefix, Dramatiq namespace, limits."""
-
-    prefix: str = "taskcast"
-    max_events: int = 10_000
-    retention_s: int = 7 * 24 * 3600
-
-    @property
-    def namespace(self) -> str:
-        """The Dramatiq RedisBroker namespace."""
-        return f"{self.prefix}:mq"
-
-    def task(self, task_id: str) -> str:
-        """The hash that holds one task."""
-        return f"{self.prefix}:t:{task_id}"
-
-    def events(self, task_id: str) -> str:
-        """The stream of one task's events; entry id `<sequence>-0`."""
-        return f"{self.prefix}:e:{task_id}"
-
-    def key(self, *parts: str) -> str:
-        """Any other key: `prefix:part:part`."""
-        return ":".join((self.prefix, *parts))
-
-    def common_args(self) -> list[Any]:
-        """The four arguments every script starts with (see `_lib.lua`)."""
-        return [self.prefix, self.max_events, self.retention_s, self.namespace]
 
 
 def register(client: redis.Redis | redis.asyncio.Redis) -> dict[str, Any]:

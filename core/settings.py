@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskcast.core.scripts import Layout
+from taskcast.core.layout import MAX_EVENTS, PREFIX, RETENTION_S, Layout
 
 
 class CommonSettings(BaseSettings):
@@ -16,9 +16,11 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis for state, events and queues"
     )
-    redis_prefix: str = Field("taskcast", description="prefix of every key taskcast writes")
-    retention: float = Field(7 * 24 * 3600, gt=0, description="seconds a finished task is kept")
-    max_events: int = Field(10_000, ge=10, description="events kept per task (older ones trimmed)")
+    redis_prefix: str = Field(PREFIX, description="prefix of every key taskcast writes")
+    retention: float = Field(RETENTION_S, gt=0, description="seconds a finished task is kept")
+    max_events: int = Field(
+        MAX_EVENTS, ge=10, description="events kept per task (older ones trimmed)"
+    )
 
     @field_validator("redis_url")
     @classmethod

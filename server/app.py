@@ -81,7 +81,7 @@ async def create_server(settings: ServerSettings) -> Running:
     """Start a server on `settings.listen` (port 0 picks a free port); returns it running."""
     client = connect(settings.redis_url)
     store = ServerStore(client, settings.layout)
-    fanout = Fanout(client, settings.layout.key("live"), settings.watcher_buffer)
+    fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
     fanout.start()
     service = TaskService(store, fanout, settings)
     full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)

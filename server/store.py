@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from taskcast.core import messages, scripts
+from taskcast.core import calls, mqlayout, scripts
+from taskcast.core.calls import Call, NewTask
 from taskcast.core.capacity import LIVE_MS, WorkerRecord
+from taskcast.core.kinds import KindInfo
+from taskcast.core.layout import Layout
 from taskcast.core.records import EventRecord, TaskRecord
-from taskcast.core.scripts import Layout, redis_ms
+from taskcast.core.scripts import redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
 from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
 from taskcast.server.stats import KindFigures, QueueFigures
@@ -33,31 +34,6 @@ SUMMARY_FIELDS = (
 # tag and a 5-byte length; 5 Timestamps (14 bytes each), 2 Durations, the ints, Progress and the
 # list entry's own tag and length come to under 200. A label costs its text plus at most 18.
 TASK_OVERHEAD, LABEL_OVERHEAD, PAGE_OVERHEAD = 256, 18, 128
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A validated submission."""
-
-    kind: str
-    queue: str
-    payload: str
-    labels: dict[str, str]
-    max_attempts: int
-    timeout_ms: int
-    not_before_ms: int  # a client's absolute time, or 0
-    idempotency_key: str
-    fingerprint: str
-    delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
-
-
-@dataclass(frozen=True)
-class KindInfo:
-    """Defaults a worker registered for a kind."""
-
-    queue: str
-    max_attempts: int
-    timeout_ms: int
 
 
 def connect(url: str) -> aredis.Redis:
@@ -89,23 +65,22 @@ class ServerStore:
     """Asynchronous access to tasks and events for the gRPC handlers."""
 
     def __init__(self, client: aredis.Redis, layout: Layout) -> None:
-        # redis-py's return types are unions over sync/async and bytes/str; replies are decoded
-        # explicitly where they are read instead.
-        self.client: Any = client
+        # redis-py types its replies as unions over sync/async and bytes/str: they are cast or
+        # decoded where they are read.
+        self.client = client
         self.layout = layout
         self._scripts = scripts.register(client)
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_read = 0.0
 
-    async def _run(self, name: str, task_id: str, args: list[Any]) -> Any:
-        keys = [self.layout.task(task_id)]
-        return await self._scripts[name](keys=keys, args=[*self.layout.common_args(), *args])
+    async def _run(self, call: Call) -> Any:
+        return await self._scripts[call.script](keys=call.keys, args=call.args)
 
     async def kinds(self, *, refresh: bool = False) -> dict[str, KindInfo]:
         """Kinds workers registered; re-read at most once a second, or when asked to."""
         if not self._kinds_read or (refresh and time.monotonic() - self._kinds_read > 1.0):
-            raw = await self.client.hgetall(self.layout.key("kinds"))
-            self._kinds = {k.decode(): _kind_info(v) for k, v in raw.items()}
+            raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.layout.kinds()))
+            self._kinds = {k.decode(): KindInfo.from_json(v) for k, v in raw.items()}
             self._kinds_read = time.monotonic()
         return self._kinds
 
@@ -114,46 +89,15 @@ class ServerStore:
 
         Returns the task and whether it was created (False: an idempotent resubmission).
         """
-        msg = messages.encode(
-            task_id=task_id,
-            kind=new.kind,
-            queue=new.queue,
-            attempt=1,
-            timeout_ms=new.timeout_ms,
-            delay_ms=new.delay_ms,
-            eta_ms=new.not_before_ms,
-        )
-        labels = [f"{k}={v}" for k, v in sorted(new.labels.items())]
-        reply = await self._run(
-            "submit",
-            task_id,
-            [
-                task_id,
-                new.kind,
-                new.queue,
-                new.payload,
-                json.dumps(new.labels),
-                new.max_attempts,
-                new.not_before_ms,
-                new.delay_ms,
-                new.timeout_ms,
-                new.idempotency_key,
-                new.fingerprint,
-                msg.queue,
-                msg.redis_id,
-                msg.data,
-                *labels,
-            ],
-        )
-        created, existing = reply[0] == 1, reply[1].decode()
-        if not created and reply[2].decode() != new.fingerprint:
+        done = calls.submit_reply(await self._run(calls.submit(self.layout, task_id, new)))
+        if not done.created and done.fingerprint != new.fingerprint:
             raise AlreadyExists(
                 f"idempotency_key {new.idempotency_key!r} was used by task "
-                f"{existing} with a different request"
+                f"{done.task_id} with a different request"
             )
-        if created:  # what the script just wrote (its times are Redis's), without reading it back
-            return _fresh(task_id, new, int(reply[2]), int(reply[3])), True
-        return await self.get(existing), existing == task_id
+        if done.created:  # what the script just wrote (its times are Redis's), without reading
+            return _fresh(task_id, new, done.created_ms, done.not_before_ms), True
+        return await self.get(done.task_id), done.task_id == task_id
 
     async def get(self, task_id: str) -> TaskRecord:
         """One task; NotFound when unknown or expired."""
@@ -164,22 +108,21 @@ class ServerStore:
 
     async def cancel(self, task_id: str, reason: str) -> TaskRecord:
         """Cancel now (PENDING, RETRYING) or ask the running attempt to stop."""
-        reply = await self._run("cancel", task_id, [task_id, reason])
-        outcome = reply[0].decode()
-        if outcome == "missing":
+        done = calls.cancel_reply(await self._run(calls.cancel(self.layout, task_id, reason)))
+        if done.result is calls.CancelResult.MISSING:
             raise NotFound(task_id)
-        if outcome == "finished":
-            state = reply[1].decode()
+        if done.finished is not None:
             raise FailedPrecondition(
-                f"task {task_id} already finished ({state}); nothing to cancel",
+                f"task {task_id} already finished ({done.finished.value}); nothing to cancel",
                 subject=f"taskcast.v1.Task/{task_id}",
             )
         return await self.get(task_id)
 
     async def mark(self, task_id: str) -> tuple[State, int] | None:
         """The task's state and newest event's sequence, or None when the task is gone."""
-        state, seq = await self.client.hmget(self.layout.task(task_id), "state", "seq")
-        return None if state is None else (State(state.decode()), int(seq))
+        reply = await self.client.hmget(self.layout.task(task_id), "state", "seq")
+        state, seq = cast("list[bytes | None]", reply)
+        return None if state is None else (State(state.decode()), int(seq or 0))
 
     async def events_after(
         self, task_id: str, after: int, batch: int = 500
@@ -187,7 +130,8 @@ class ServerStore:
         """Stored events with a sequence greater than `after`, in order."""
         key, start = self.layout.events(task_id), f"({after}-0"
         while True:
-            entries = await self.client.xrange(key, min=start, max="+", count=batch)
+            reply = await self.client.xrange(key, min=start, max="+", count=batch)
+            entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
             for entry_id, fields in entries:
                 yield EventRecord.from_stream(task_id, entry_id, fields)
             if len(entries) < batch:
@@ -221,7 +165,8 @@ class ServerStore:
         found: list[TaskRecord] = []
         used = PAGE_OVERHEAD
         for _ in range(max(20, 1000 // page_size)):
-            rows = await self.client.zrevrange(index, rank, rank + page_size - 1, withscores=True)
+            reply = await self.client.zrevrange(index, rank, rank + page_size - 1, withscores=True)
+            rows = cast("list[tuple[bytes, float]]", reply)
             if not rows:
                 return await self._with_payloads(found, payloads), None
             records = await self._summaries([m.decode() for m, _ in rows], payloads)
@@ -243,11 +188,11 @@ class ServerStore:
     async def _rank_after(self, index: str, cursor: tuple[int, str] | None) -> int:
         if cursor is None:
             return 0
-        rank = await self.client.zrevrank(index, cursor[1])
+        rank = cast("int | None", await self.client.zrevrank(index, cursor[1]))
         if rank is not None:
             return int(rank) + 1
         # The cursor's task expired meanwhile: start after everything at least as new.
-        return int(await self.client.zcount(index, cursor[0], "+inf"))
+        return await self.client.zcount(index, cursor[0], "+inf")
 
     async def _summaries(
         self, ids: list[str], payloads: bool
@@ -259,7 +204,8 @@ class ServerStore:
                 key = self.layout.task(task_id)
                 pipe.hmget(key, *SUMMARY_FIELDS)
                 if payloads:
-                    pipe.hstrlen(key, "payload").hstrlen(key, "result")
+                    pipe.hstrlen(key, "payload")
+                    pipe.hstrlen(key, "result")
             replies = await pipe.execute()
         step, out = 3 if payloads else 1, list[tuple[TaskRecord | None, int]]()
         for i in range(0, len(replies), step):
@@ -290,17 +236,16 @@ class ServerStore:
 
     def _pick_index(self, state: State | None, kind: str, labels: dict[str, str]) -> str:
         if kind:
-            return self.layout.key("idx", "kind", kind)
+            return self.layout.index_kind(kind)
         if state is not None:
-            return self.layout.key("idx", "state", state.value)
+            return self.layout.index_state(state.value)
         if labels:
-            k, v = next(iter(sorted(labels.items())))
-            return self.layout.key("idx", "label", f"{k}={v}")
-        return self.layout.key("idx", "all")
+            return self.layout.index_label(self.layout.label_member(*min(labels.items())))
+        return self.layout.index_all()
 
     async def workers(self, limit: int = 1000) -> list[WorkerRecord]:
         """Live worker processes, most recently seen first; long-gone records are dropped."""
-        raw = await self.client.hgetall(self.layout.key("workers"))
+        raw = await self.client.hgetall(self.layout.workers())
         now, records, gone = redis_ms(await self.client.time()), [], []
         for key, value in raw.items():
             try:
@@ -313,26 +258,25 @@ class ServerStore:
             elif now - record.seen_ms > 3600_000:  # a process dead for an hour: forget it
                 gone.append(key)
         if gone:
-            await self.client.hdel(self.layout.key("workers"), *gone)
+            await self.client.hdel(self.layout.workers(), *gone)
         records.sort(key=lambda r: r.seen_ms, reverse=True)
         return records[:limit]
 
     async def stats(self) -> tuple[list[QueueFigures], list[KindFigures]]:
         """Per-queue and per-kind figures (see GetStatsResponse)."""
         kinds = await self.kinds(refresh=True)
-        running = {
-            k.decode(): int(v)
-            for k, v in (await self.client.hgetall(self.layout.key("stats", "running"))).items()
-        }
+        per_queue = await self.client.hgetall(self.layout.running_counts())
+        running = {k.decode(): int(v) for k, v in cast("dict[bytes, bytes]", per_queue).items()}
         queues = sorted({info.queue for info in kinds.values()} | set(running))
-        ns = self.layout.namespace
+        mq = self.layout.mq
         async with self.client.pipeline(transaction=False) as pipe:
             for q in queues:
-                pipe.llen(f"{ns}:{q}").hlen(f"{ns}:{q}.DQ.msgs").zcard(f"{ns}:{q}.XQ")
+                pipe.llen(mq.queue(q))
+                pipe.hlen(mq.msgs(mqlayout.delayed(q)))
+                pipe.zcard(mq.dead(q))
             for k in sorted(kinds):
-                pipe.hgetall(self.layout.key("stats", "kind", k)).lrange(
-                    self.layout.key("rt", k), 0, -1
-                )
+                pipe.hgetall(self.layout.kind_counts(k))
+                pipe.lrange(self.layout.run_times(k), 0, -1)
             out = await pipe.execute()
         queue_stats = [
             QueueFigures(
@@ -391,11 +335,6 @@ def _pb_size(rec: TaskRecord) -> int:
         texts += [rec.error.type, rec.error.message]
     labels = sum(len(k.encode()) + len(v.encode()) + LABEL_OVERHEAD for k, v in rec.labels.items())
     return TASK_OVERHEAD + labels + sum(len(t.encode()) for t in texts)
-
-
-def _kind_info(raw: bytes) -> KindInfo:
-    data = json.loads(raw)
-    return KindInfo(data["queue"], int(data["max_attempts"]), int(data["timeout_ms"]))
 
 
 def _matches(rec: TaskRecord, state: State | None, kind: str, labels: dict[str, str]) -> bool:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from taskcast.core.calls import NewTask
+from taskcast.core.kinds import ANY_KIND, KindInfo
 from taskcast.core.scripts import now_ms
 from taskcast.server import validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, clip
-from taskcast.server.store import KindInfo, NewTask, ServerStore
+from taskcast.server.store import ServerStore
 
-ANY_KIND = KindInfo(queue="default", max_attempts=3, timeout_ms=600_000)
 Pair = tuple[int, int]  # (seconds, nanos) of a Timestamp or Duration
 
 

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskcast.core.calls import NewTask
+from taskcast.core.layout import Layout
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +56,31 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str =
 
 # Every process group a test started, so the session can kill whatever a failed fixture left.
 STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def new_task(**changes: Any) -> NewTask:
+    """A submission for store-level tests: no worker serves its queue (`unserved`), so its
+    message stays where the submit script put it."""
+    fields: dict[str, Any] = {
+        "kind": "test.echo",
+        "queue": "unserved",
+        "payload": "{}",
+        "labels": {},
+        "max_attempts": 1,
+        "timeout_ms": 1000,
+        "not_before_ms": 0,
+        "idempotency_key": "",
+        "fingerprint": "",
+    }
+    return NewTask(**{**fields, **changes})
+
+
+def drop_keys(client: redis.Redis, *layouts: Layout) -> None:
+    """Delete every key under each layout's prefix (a test's own prefix, after the test)."""
+    for layout in layouts:
+        keys = client.keys(f"{layout.prefix}:*")
+        if keys:
+            client.delete(*keys)
 
 
 def kill_leftovers() -> None:
@@ -120,7 +148,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         """Start and wait until its kinds are registered (a fresh registration)."""
         client = redis.Redis.from_url(self.redis_url)
-        key = f"{self.prefix}:kinds"
+        key = Layout(self.prefix).kinds()
         client.delete(key)
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, start_new_session=True)
         STARTED.append(self.proc)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 
 import dramatiq
+import redis.asyncio as aredis
+from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
-from taskcast.worker.broker import build_broker
-from taskcast.worker.registry import registry
+from taskcast.worker import transport
+from taskcast.worker.aio import AsyncAttempts
+from taskcast.worker.housekeeping import Housekeeping
+from taskcast.worker.middleware import Lifecycle
+from taskcast.worker.registry import Registry, registry
 from taskcast.worker.runner import make_actor_fn
 from taskcast.worker.settings import WorkerSettings
+from taskcast.worker.slots import Slots
+from taskcast.worker.store import WorkerStore, connect
+from taskcast.worker.writer import Writer
 
 BUILTIN_KINDS = (
     "taskcast.worker.kinds.demo",
@@ -31,3 +40,36 @@ def setup() -> None:
     registry.bind(broker, make_actor_fn)
     for module in BUILTIN_KINDS:
         importlib.import_module(module)
+
+
+def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broker:
+    """A Broker with taskcast's middleware instead of Dramatiq's Retries and AgeLimit."""
+    layout = settings.layout
+    stopping = threading.Event()  # set once the process's attempts are done, at shutdown
+    store = WorkerStore(connect(settings.redis_url, retries=0), layout, stopping)
+    slots = Slots(settings.slots)
+    aio = AsyncAttempts(slots)
+    writer = Writer(_async_client(settings.redis_url), aio.loop)
+    lifecycle = Lifecycle(store, registry, settings, aio, writer)
+    # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead
+    # worker's messages is only a backstop (its copies are skipped as stale), so its defaults stay.
+    return transport.Broker(
+        client=connect(settings.redis_url, retries=3),
+        namespace=layout.namespace,
+        store=store,
+        slots=slots,
+        unserved_timeout=settings.unserved_kind_timeout,
+        middleware=[
+            TimeLimit(time_limit=int(settings.default_timeout * 1000)),
+            ShutdownNotifications(),
+            # Before the Lifecycle: shutdown hooks run in reverse, so leases are still renewed
+            # while the Lifecycle drains its async attempts.
+            Housekeeping(store, lifecycle, registry, settings, slots, stopping),
+            lifecycle,
+        ],
+    )
+
+
+def _async_client(url: str) -> aredis.Redis:
+    # No retries inside redis-py: the Writer retries whole batches itself (its scripts are fenced).
+    return aredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, retry=None)

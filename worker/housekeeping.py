@@ -18,7 +18,9 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware
 
+from taskcast.core import mqlayout
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.kinds import KindInfo
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry
 from taskcast.worker.settings import WorkerSettings
@@ -108,8 +110,8 @@ class Reaper(Loop):
             return
         for task_id in self.store.expired_leases():
             state = self.store.reap(task_id)
-            if state != "skip":
-                log.warning("task %s lost its worker; now %s", task_id, state)
+            if state is not None:
+                log.warning("task %s lost its worker; now %s", task_id, state.value)
 
     def on_redis_error(self) -> None:
         self.connected_since = None
@@ -151,15 +153,15 @@ class Registrar(Loop):
             )
         )
 
-    def kinds(self) -> dict[str, dict[str, Any]]:
+    def kinds(self) -> dict[str, KindInfo]:
         """Each kind this process serves, with its defaults."""
         s = self.settings
         return {
-            k.kind: {
-                "queue": k.queue,
-                "max_attempts": k.max_attempts or s.default_max_attempts,
-                "timeout_ms": int((k.timeout or s.default_timeout) * 1000),
-            }
+            k.kind: KindInfo(
+                queue=k.queue,
+                max_attempts=k.max_attempts or s.default_max_attempts,
+                timeout_ms=int((k.timeout or s.default_timeout) * 1000),
+            )
             for k in self.registry.kinds.values()
         }
 
@@ -196,7 +198,7 @@ class CancelListener(Loop):
 
     def step(self) -> None:
         with self.store.client.pubsub(ignore_subscribe_messages=True) as sub:
-            sub.subscribe(self.store.layout.key("cancel"))
+            sub.subscribe(self.store.layout.cancel_channel())
             while not self.stopping.is_set():
                 msg = sub.get_message(timeout=1.0)
                 if msg is not None:
@@ -235,7 +237,7 @@ class Housekeeping(Middleware):
         """Register kinds and capacity at once, then start every loop."""
         self.registrar.threads = worker.worker_threads
         queues = worker.consumer_whitelist or broker.get_declared_queues()
-        self.registrar.queues = sorted(q for q in queues if not q.endswith(".DQ"))
+        self.registrar.queues = sorted(q for q in queues if not mqlayout.is_delayed(q))
         self.registrar.step()
         for loop in self.loops:
             loop.thread.start()

@@ -14,7 +14,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
+from taskcast.core import calls, mqlayout
+from taskcast.core.calls import Outcome, Skipped, Status
 from taskcast.core.records import TaskError
+from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
 from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
 from taskcast.worker.attempt import Attempt
@@ -23,7 +26,7 @@ from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 from taskcast.worker.limits import Limits
 from taskcast.worker.registry import KindSpec, Registry
 from taskcast.worker.settings import WorkerSettings
-from taskcast.worker.store import Outcome, WorkerStore
+from taskcast.worker.store import WorkerStore
 from taskcast.worker.writer import Writer
 
 log = logging.getLogger("taskcast.worker")
@@ -79,9 +82,9 @@ class Lifecycle(Middleware):
         """Start the attempt the message carries, or skip a duplicate or stale delivery."""
         task_id, number = message.message_id, int(message.options.get("tc_attempt", 1))
         started = self.store.begin(task_id, number, self.settings.lease_ms, uuid.uuid4().hex)
-        if isinstance(started, str):
-            log.info("skipping delivery of task %s attempt %d: %s", task_id, number, started)
-            raise SkipMessage(started)
+        if isinstance(started, Skipped):
+            log.info("skipping delivery of task %s attempt %d: %s", task_id, number, started.reason)
+            raise SkipMessage(started.reason)
         spec = self.registry.kinds[message.actor_name]
         ctx = TaskContext(
             self.store,
@@ -96,7 +99,7 @@ class Lifecycle(Middleware):
             task_id=task_id,
             kind=spec.kind,
             number=number,
-            queue=message.queue_name.removesuffix(".DQ"),
+            queue=mqlayout.canonical(message.queue_name),
             timeout_ms=int(message.options.get("time_limit") or 0),
             payload=json.loads(started.payload),
             ctx=ctx,
@@ -130,32 +133,15 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running.pop(attempt.task_id, None)
         outcome = self._outcome(spec, attempt, exception)
-        state = self.store.finish(
-            attempt.task_id,
-            attempt.number,
-            outcome,
-            kind=spec.kind,
-            queue=attempt.queue,
-            timeout_ms=attempt.timeout_ms,
-        )
-        self._log(attempt, outcome, state)
+        self._log(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
         spec = self.registry.kinds[attempt.kind]
         outcome = self._outcome(spec, attempt, exception)
-        args = self.store.finish_args(
-            attempt.task_id,
-            attempt.number,
-            outcome,
-            kind=spec.kind,
-            queue=attempt.queue,
-            timeout_ms=attempt.timeout_ms,
-        )
-        keys, argv = self.store.call(attempt.task_id, args)
         try:
-            reply = await self.writer.call("finish", keys, argv)
-            self._log(attempt, outcome, reply[0].decode())
+            reply = await self.writer.call(self._finish(attempt, outcome))
+            self._log(attempt, outcome, calls.finish_reply(reply))
         except Exception:  # a script error: logged; the lease and reaper still end the task
             log.exception(
                 "task %s: recording the outcome of attempt %d failed",
@@ -166,21 +152,35 @@ class Lifecycle(Middleware):
             with self._lock:
                 self.running.pop(attempt.task_id, None)
 
-    def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:
-        keys, args = self.store.call(ctx.task_id, [ctx.task_id, ctx.attempt, n, *fields])
-        self.aio.on_loop(self._queue_event, ctx, keys, args)
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> calls.Call:
+        """The `finish` call that records `outcome` (with the next attempt's message)."""
+        return calls.finish(
+            self.store.layout,
+            attempt.task_id,
+            attempt.number,
+            outcome,
+            kind=attempt.kind,
+            queue=attempt.queue,
+            timeout_ms=attempt.timeout_ms,
+        )
 
-    def _queue_event(self, ctx: TaskContext, keys: list[str], args: list[Any]) -> None:
+    def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:
+        call = calls.event(self.store.layout, ctx.task_id, ctx.attempt, n, fields)
+        self.aio.on_loop(self._queue_event, ctx, call)
+
+    def _queue_event(self, ctx: TaskContext, call: calls.Call) -> None:
         def on_reply(future: asyncio.Future[Any]) -> None:
-            if not future.cancelled() and future.exception() is None and future.result()[1] == b"1":
+            if future.cancelled() or future.exception() is not None:
+                return
+            if calls.event_reply(future.result()).cancel_requested:
                 ctx.request_cancel()
 
-        self.writer.call("event", keys, args).add_done_callback(on_reply)
+        self.writer.call(call).add_done_callback(on_reply)
 
     @staticmethod
-    def _log(attempt: Attempt, outcome: Outcome, state: str) -> None:
+    def _log(attempt: Attempt, outcome: Outcome, state: State | None) -> None:
         if outcome.error is None:
-            log.debug("task %s attempt %d: %s", attempt.task_id, attempt.number, state)
+            log.debug("task %s attempt %d: %s", attempt.task_id, attempt.number, _now(state))
             return
         err = outcome.error
         log.warning(
@@ -190,30 +190,30 @@ class Lifecycle(Middleware):
             attempt.number,
             err.type,
             err.message,
-            state,
+            _now(state),
         )
 
     def _outcome(self, spec: KindSpec, attempt: Attempt, exc: BaseException | None) -> Outcome:
         ctx = attempt.ctx
         if exc is None:
-            return Outcome("ok", result=attempt.result or "null")
+            return Outcome(Status.OK, result=attempt.result or "null")
         if isinstance(exc, TaskCancelled) or ctx.cancelled:
-            return Outcome("cancelled")
+            return Outcome(Status.CANCELLED)
         name = type(exc).__name__
         if isinstance(exc, TimeLimitExceeded):
             return Outcome(
-                "error",
+                Status.ERROR,
                 error=TaskError("TimeLimitExceeded", "the attempt ran past its time limit", False),
             )
         if isinstance(exc, WorkerShutdown):  # handed back: the next attempt may start at once
-            return Outcome("error", error=TaskError(name, str(exc), True))
+            return Outcome(Status.ERROR, error=TaskError(name, str(exc), True))
         if isinstance(exc, (NonRetryableError, *spec.non_retryable)):
-            return Outcome("error", error=TaskError(name, str(exc), False))
+            return Outcome(Status.ERROR, error=TaskError(name, str(exc), False))
         delay = self._backoff(spec, attempt.number)
         if isinstance(exc, RetryAfter):
             delay = max(delay, exc.delay)
         return Outcome(
-            "error", error=TaskError(name, str(exc), True), retry_delay_ms=int(delay * 1000)
+            Status.ERROR, error=TaskError(name, str(exc), True), retry_delay_ms=int(delay * 1000)
         )
 
     def _backoff(self, spec: KindSpec, number: int) -> float:
@@ -224,3 +224,8 @@ class Lifecycle(Middleware):
         # "Equal jitter": at least half the exponential step, so retries spread but never bunch.
         step = min(high, low * 2 ** (number - 1))
         return float(step / 2 + random.uniform(0, step / 2))
+
+
+def _now(state: State | None) -> str:
+    """The state a finish moved the task to, for the log ("stale": the attempt lost the task)."""
+    return "stale" if state is None else state.value

@@ -9,6 +9,7 @@ from typing import Any
 
 import dramatiq
 
+from taskcast.core.kinds import DEFAULT_QUEUE
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 
 __all__ = ["KindSpec", "Registry", "registry", "task"]
@@ -22,7 +23,7 @@ class KindSpec:
 
     kind: str
     handler: Handler
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     max_attempts: int | None = None
     timeout: float | None = None
     non_retryable: tuple[type[BaseException], ...] = ()
@@ -77,7 +78,7 @@ registry = Registry()
 def task(
     kind: str,
     *,
-    queue: str = "default",
+    queue: str = DEFAULT_QUEUE,
     max_attempts: int | None = None,
     timeout: float | None = None,
     non_retryable: tuple[type[BaseException], ...] = (),

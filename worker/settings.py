@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from taskcast.core.kinds import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from taskcast.core.settings import CommonSettings
 
 
@@ -19,9 +20,11 @@ class WorkerSettings(CommonSettings):
     )
     retry_max_backoff: float = Field(300.0, ge=0, description="longest retry delay (s)")
     default_timeout: float = Field(
-        600.0, gt=0, description="time limit of an attempt (s) by default"
+        DEFAULT_TIMEOUT_S, gt=0, description="time limit of an attempt (s) by default"
     )
-    default_max_attempts: int = Field(3, ge=1, description="attempts per task by default")
+    default_max_attempts: int = Field(
+        DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts per task by default"
+    )
     prune_interval: float = Field(
         60.0, gt=0, description="seconds between sweeps of expired tasks out of the list indexes"
     )

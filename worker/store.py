@@ -7,39 +7,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
-from taskcast.core import messages, scripts
+from taskcast.core import calls, scripts
+from taskcast.core.calls import Call, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.kinds import KindInfo
+from taskcast.core.layout import Layout
 from taskcast.core.records import TaskError
-from taskcast.core.scripts import Layout, redis_ms
+from taskcast.core.scripts import redis_ms
+from taskcast.core.states import State
 
 log = logging.getLogger("taskcast.worker")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Started:
-    """What `begin` hands the handler when an attempt may run."""
-
-    payload: str
-    max_attempts: int
-    started_ms: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended, as `finish` records it."""
-
-    kind: str  # "ok", "error" or "cancelled"
-    result: str = ""
-    error: TaskError | None = None
-    retry_delay_ms: int = 0
 
 
 def connect(url: str, *, retries: int) -> redis.Redis:
@@ -63,21 +49,14 @@ class WorkerStore:
     """Synchronous Redis access for worker threads."""
 
     def __init__(self, client: redis.Redis, layout: Layout, stopping: threading.Event) -> None:
-        self.client: Any = client  # see ServerStore.client on redis-py's reply types
+        self.client = client  # see ServerStore.client on redis-py's reply types
         self.layout = layout
         self._scripts = scripts.register(client)
         self._stopping = stopping
 
-    def call(self, task_id: str, args: Iterable[Any]) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of a script call about one task (for this store or a Writer)."""
-        return [self.layout.task(task_id)], [*self.layout.common_args(), *args]
-
-    def _run(self, name: str, task_id: str, args: Iterable[Any]) -> Any:
-        keys, argv = self.call(task_id, args)
-        return self._scripts[name](keys=keys, args=argv)
-
-    def _script(self, name: str, key: str, args: Iterable[Any]) -> Any:
-        return self._scripts[name](keys=[key], args=[*self.layout.common_args(), *args])
+    def run(self, call: Call) -> Any:
+        """Send one script call; its reply as redis-py gives it."""
+        return self._scripts[call.script](keys=call.keys, args=call.args)
 
     def _persist(self, what: str, fn: Callable[[], T]) -> T:
         """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
@@ -92,82 +71,28 @@ class WorkerStore:
                 time.sleep(delay)  # a worker thread with nothing else it may do
                 delay = min(delay * 2, 2.0)
 
-    def begin(self, task_id: str, attempt: int, lease_ms: int, token: str) -> Started | str:
-        """Start `attempt`; returns `Started`, or the reason to skip this delivery."""
-        reply = self._persist(
-            "begin", lambda: self._run("begin", task_id, [task_id, attempt, lease_ms, token])
-        )
-        if reply[0] == b"run":
-            return Started(reply[1].decode(), int(reply[2]), int(reply[3]))
-        return str(reply[1].decode())
+    def begin(self, task_id: str, attempt: int, lease_ms: int, token: str) -> Started | Skipped:
+        """Start `attempt`; returns `Started`, or why this delivery is skipped."""
+        call = calls.begin(self.layout, task_id, attempt, lease_ms, token)
+        return calls.begin_reply(self._persist("begin", lambda: self.run(call)))
 
     def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:
         """Append a progress or output event; returns whether a cancel was requested."""
-        reply = self._persist(
-            "event", lambda: self._run("event", task_id, [task_id, attempt, n, *fields])
-        )
-        return bool(reply[1] == b"1")
+        call = calls.event(self.layout, task_id, attempt, n, fields)
+        return calls.event_reply(self._persist("event", lambda: self.run(call))).cancel_requested
 
-    def finish(
-        self,
-        task_id: str,
-        attempt: int,
-        outcome: Outcome,
-        *,
-        kind: str,
-        queue: str,
-        timeout_ms: int,
-    ) -> str:
-        """Record how the attempt ended; schedules the next attempt when it may retry."""
-        args = self.finish_args(
-            task_id, attempt, outcome, kind=kind, queue=queue, timeout_ms=timeout_ms
-        )
-        reply = self._persist("finish", lambda: self._run("finish", task_id, args))
-        return str(reply[0].decode())
+    def finish(self, call: Call) -> State | None:
+        """Record how an attempt ended (a `calls.finish` call), retrying through Redis outages.
 
-    @staticmethod
-    def finish_args(
-        task_id: str,
-        attempt: int,
-        outcome: Outcome,
-        *,
-        kind: str,
-        queue: str,
-        timeout_ms: int,
-    ) -> list[Any]:
-        """The `finish` script's own arguments (after the common ones)."""
-        err = outcome.error
-        retryable = err is not None and err.retryable
-        # The next attempt's message, used by the script only if it decides to retry.
-        msg = (
-            messages.encode(
-                task_id=task_id,
-                kind=kind,
-                queue=queue,
-                attempt=attempt + 1,
-                timeout_ms=timeout_ms,
-                delay_ms=outcome.retry_delay_ms,
-            )
-            if retryable
-            else None
-        )
-        args: list[Any] = [
-            task_id,
-            attempt,
-            outcome.kind,
-            outcome.result,
-            err.to_json() if err else "",
-            "1" if retryable else "0",
-            outcome.retry_delay_ms,
-            *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
-        ]
-        return args
+        Returns the task's new state, or None when the attempt no longer owned it.
+        """
+        return calls.finish_reply(self._persist("finish", lambda: self.run(call)))
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
         """Extend the leases of attempts this process is running, to Redis's time + `lease_ms`."""
         ids = list(task_ids)
         if ids:
-            self._script("renew", self.layout.key("leases"), [lease_ms, *ids])
+            self.run(calls.renew(self.layout, lease_ms, ids))
 
     def cancel_flags(self, task_ids: list[str]) -> list[bool]:
         """Whether a cancel was requested, for each task; one round trip."""
@@ -176,59 +101,42 @@ class WorkerStore:
         with self.client.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hget(self.layout.task(task_id), "cancel")
-            return [flag == b"1" for flag in pipe.execute()]
+            return [flag == b"1" for flag in cast("list[bytes | None]", pipe.execute())]
 
     def register_worker(self, record: WorkerRecord) -> None:
         """Record a worker process's queues and capacity (slots, threads) for `GetStats`."""
-        self.client.hset(self.layout.key("workers"), record.id, record.to_json())
+        self.client.hset(self.layout.workers(), record.id, record.to_json())
 
     def unregister_worker(self, worker_id: str) -> None:
         """Drop a stopped worker process's capacity record."""
-        self.client.hdel(self.layout.key("workers"), worker_id)
+        self.client.hdel(self.layout.workers(), worker_id)
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Tasks whose running attempt stopped renewing its lease, by Redis's clock."""
-        ids = self._script("expired", self.layout.key("leases"), [limit])
-        return [i.decode() for i in ids]
+        return calls.expired_reply(self.run(calls.expired(self.layout, limit)))
 
-    def reap(self, task_id: str) -> str:
-        """Give up on a lost attempt: retry it now, or fail the task when attempts are used up."""
-        fields = self.client.hmget(
-            self.layout.task(task_id), "attempt", "kind", "queue", "timeout_ms", "max_attempts"
+    def reap(self, task_id: str) -> State | None:
+        """Give up on a lost attempt: retry it now, or fail the task when attempts are used up.
+
+        Returns the task's new state, or None when the attempt was not lost after all.
+        """
+        fields = cast(
+            "list[bytes | None]", self.client.hmget(self.layout.task(task_id), *calls.REAP_FIELDS)
         )
         if fields[0] is None:
-            self.client.zrem(self.layout.key("leases"), task_id)
-            return "skip"
-        attempt, kind, queue, timeout_ms, max_attempts = (f.decode() for f in fields)
-        msg = messages.encode(
-            task_id=task_id,
-            kind=kind,
-            queue=queue,
-            attempt=int(attempt) + 1,
-            timeout_ms=int(timeout_ms),
-        )
-        what = (
-            f"the worker running attempt {attempt} stopped renewing its lease "
-            "(killed, out of memory, or cut off from Redis)"
-        )
-        retry = TaskError("WorkerLost", what + "; retrying", True)
-        final = TaskError("WorkerLost", f"{what}; all {max_attempts} attempts used", False)
-        reply = self._run(
-            "reap",
-            task_id,
-            [task_id, attempt, retry.to_json(), final.to_json(), msg.queue, msg.redis_id, msg.data],
-        )
-        return str(reply[0].decode())
+            self.client.zrem(self.layout.leases(), task_id)
+            return None
+        call = calls.reap(self.layout, task_id, cast("list[bytes]", fields))
+        return calls.reap_reply(self.run(call))
 
-    def abandon(self, task_id: str, attempt: int, error: TaskError) -> str:
-        """Fail a waiting task whose kind no live worker serves; "skip" if it moved on."""
-        reply = self._run("abandon", task_id, [task_id, attempt, error.to_json()])
-        return str(reply[0].decode())
+    def abandon(self, task_id: str, attempt: int, error: TaskError) -> State | None:
+        """Fail a waiting task whose kind no live worker serves; None if it moved on."""
+        return calls.abandon_reply(self.run(calls.abandon(self.layout, task_id, attempt, error)))
 
     def kind_seen_ms(self, kind: str) -> int:
         """When a worker last recorded that it serves `kind` (0: never)."""
-        raw = self.client.hget(self.layout.key("kinds"), kind)
-        return int(json.loads(raw).get("seen", 0)) if raw else 0
+        raw = cast("bytes | None", self.client.hget(self.layout.kinds(), kind))
+        return KindInfo.from_json(raw).seen_ms if raw else 0
 
     def prune_indexes(self, interval: float, budget: int = 5000) -> int:
         """Drop the index entries of tasks that expired; one worker per `interval` does it.
@@ -239,14 +147,18 @@ class WorkerStore:
         call. A kind or label index left empty leaves the set that lists it (`prune.lua`), so
         neither set grows with every label ever used. Returns how many entries were dropped.
         """
-        lock = self.layout.key("prune-lock")
+        lock = self.layout.prune_lock()
         if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
             return 0
         removed = 0
-        for index, listed_in, member in self._indexes():
+        kinds = cast("set[bytes]", self.client.smembers(self.layout.indexed_kinds()))
+        labels = cast("set[bytes]", self.client.smembers(self.layout.indexed_labels()))
+        for index in calls.indexes(self.layout, kinds, labels):
             start = 0
             while budget > 0:
-                checked, gone = self._script("prune", index, [index, start, 200, listed_in, member])
+                checked, gone = calls.prune_reply(
+                    self.run(calls.prune(self.layout, index, start, 200))
+                )
                 removed += gone
                 start += checked - gone
                 budget -= checked
@@ -254,34 +166,23 @@ class WorkerStore:
                     break
         return removed
 
-    def _indexes(self) -> list[tuple[str, str, str]]:
-        """Each index, with the set that lists it and its member there ("" for fixed ones)."""
-        idx = self.layout.key("idx")
-        kinds = self.client.smembers(f"{idx}:kinds")
-        labels = self.client.smembers(f"{idx}:labels")
-        states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
-        return [
-            (f"{idx}:all", "", ""),
-            *((f"{idx}:state:{s}", "", "") for s in states),
-            *((f"{idx}:kind:{k.decode()}", f"{idx}:kinds", k.decode()) for k in kinds),
-            *((f"{idx}:label:{v.decode()}", f"{idx}:labels", v.decode()) for v in labels),
-        ]
-
     def now(self) -> int:
         """Redis's clock in epoch ms: the one clock of every stored or compared time."""
         return redis_ms(self.client.time())
 
-    def register_kinds(self, kinds: dict[str, dict[str, Any]]) -> None:
+    def register_kinds(self, kinds: dict[str, KindInfo]) -> None:
         """Tell servers which kinds exist and their defaults (queue, attempts, timeout)."""
         if kinds:
             seen = self.now()
-            mapping = {k: json.dumps({**v, "seen": seen}) for k, v in kinds.items()}
-            self.client.hset(self.layout.key("kinds"), mapping=mapping)
+            mapping: dict[FieldT, EncodableT] = {
+                k: replace(v, seen_ms=seen).to_json() for k, v in kinds.items()
+            }
+            self.client.hset(self.layout.kinds(), mapping=mapping)
 
     def run_once(self, task_id: str, key: str, fn: Callable[[], Any]) -> Any:
         """Run `fn` once per (task, key): a stored result short-cuts every later call."""
-        done = self.layout.key("once", task_id, key)
-        stored = self.client.get(done)
+        done = self.layout.once(task_id, key)
+        stored = cast("bytes | None", self.client.get(done))
         if stored is not None:
             return json.loads(stored)
         result = fn()

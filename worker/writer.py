@@ -18,12 +18,13 @@ import redis
 import redis.asyncio as aredis
 
 from taskcast.core import scripts
+from taskcast.core.calls import Call
 
 log = logging.getLogger("taskcast.worker")
 
 __all__ = ["Writer"]
 
-_Op = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
+_Op = tuple[Call, "asyncio.Future[Any]"]
 
 
 class Writer:
@@ -39,10 +40,10 @@ class Writer:
         self._ready = asyncio.Event()
         self.flushes = 0
 
-    def call(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue script `name`; the future gets its reply (call on the loop's thread)."""
+    def call(self, call: Call) -> asyncio.Future[Any]:
+        """Queue a script call; the future gets its reply (call on the loop's thread)."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._ops.append((name, keys, args, future))
+        self._ops.append((call, future))
         self._ready.set()
         return future
 
@@ -58,7 +59,7 @@ class Writer:
                 except Exception as exc:  # never die: every attempt's outcome waits on this task
                     log.exception("a batch of %d writes failed", len(batch))
                     replies = [exc] * len(batch)
-                for (*_, future), reply in zip(batch, replies, strict=True):
+                for (_, future), reply in zip(batch, replies, strict=True):
                     if future.done():
                         continue
                     if isinstance(reply, Exception):
@@ -71,8 +72,10 @@ class Writer:
         while True:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for name, keys, args, _ in batch:
-                        await self._scripts[name](keys=keys, args=args, client=pipe)
+                    for call, _ in batch:
+                        await self._scripts[call.script](
+                            keys=call.keys, args=call.args, client=pipe
+                        )
                     replies: list[Any] = await pipe.execute(raise_on_error=False)
                 self.flushes += 1
                 return replies

@@ -52,19 +52,29 @@ local function move(id, from, to)
   end
 end
 
--- Put an encoded Dramatiq message for task `id` on a queue exactly as RedisBroker.enqueue does.
--- When the queue was empty, idle taskcast consumers may be blocked on its wake-up list
--- (worker/broker.py): drop a token there. A busy queue needs none, and stale tokens would cost
--- empty fetches. The task remembers where its message went, so a cancel can take it back.
--- A delay given relative (core/messages.py encodes it as a negative eta) becomes NOW + delay.
+-- Dramatiq's Redis layout (the Lua side of core/mqlayout.py): a queue's list of message ids, its
+-- hash of messages, and taskcast's wake-up list beside them.
+local function mq_queue(queue) return MQ .. ":" .. queue end
+local function mq_msgs(queue) return MQ .. ":" .. queue .. ".msgs" end
+local function mq_wake(queue) return MQ .. ":" .. queue .. ".wake" end
+
+-- Idle taskcast consumers block on a queue's wake-up list (worker/transport.py): drop a token
+-- there. At most 64 wait: one per consumer that may be idle on the queue is plenty, and stale
+-- tokens only cost empty fetches. The one rule for every enqueue, ours and Dramatiq's (wake.lua).
+local function wake(queue)
+  local list = mq_wake(queue)
+  if redis.call("LLEN", list) < 64 then redis.call("RPUSH", list, 1) end
+end
+
+-- Put an encoded Dramatiq message for task `id` on a queue exactly as RedisBroker.enqueue does,
+-- and wake a consumer when the queue was empty (a busy queue needs no token).
+-- The task remembers where its message went, so a cancel can take it back.
+-- A delay given relative (core/mqlayout.py encodes it as a negative eta) becomes NOW + delay.
 local function enqueue(id, queue, rid, data)
   data = string.gsub(data, '"eta":%-(%d+)', function(d)
     return '"eta":' .. string.format("%d", NOW + tonumber(d))
   end, 1)
   redis.call("HSET", tkey(id), "mq", queue, "rid", rid)
-  redis.call("HSET", MQ .. ":" .. queue .. ".msgs", rid, data)
-  if redis.call("RPUSH", MQ .. ":" .. queue, rid) == 1 then
-    local wake = MQ .. ":" .. queue .. ".wake"
-    if redis.call("LLEN", wake) < 64 then redis.call("RPUSH", wake, 1) end
-  end
+  redis.call("HSET", mq_msgs(queue), rid, data)
+  if redis.call("RPUSH", mq_queue(queue), rid) == 1 then wake(queue) end
 end

@@ -13,8 +13,8 @@ end
 -- back. One still in the list goes with it; one a worker holds is skipped and acked at its time.
 local mq, rid = unpack(redis.call("HMGET", t, "mq", "rid"))
 if mq and string.sub(mq, -3) == ".DQ" then
-  redis.call("HDEL", MQ .. ":" .. mq .. ".msgs", rid)
-  redis.call("LREM", MQ .. ":" .. mq, 1, rid)
+  redis.call("HDEL", mq_msgs(mq), rid)
+  redis.call("LREM", mq_queue(mq), 1, rid)
 end
 move(id, state, "CANCELLED")
 emit(id, {"type", "state", "state", "CANCELLED", "attempt", attempt, "reason", reason})

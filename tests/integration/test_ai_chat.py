@@ -14,6 +14,7 @@ import redis
 from taskcast.cli.llm_standin import StandIn, Step, reply_text
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import Event, TaskClient, TaskFailedError, TaskState
+from taskcast.core.layout import Layout
 from tests.support import ROOT, WorkerProcess, eventually
 
 KEY = f"sk-taskcast-test-{uuid.uuid4().hex}"
@@ -30,7 +31,7 @@ class LoggedWorker(WorkerProcess):
 
     def start(self) -> LoggedWorker:
         client = redis.Redis.from_url(self.redis_url)
-        key = f"{self.prefix}:kinds"
+        key = Layout(self.prefix).kinds()
         client.delete(key)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

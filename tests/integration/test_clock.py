@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import cast
 
 import redis
 
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
-from tests.support import ServerProcess, WorkerProcess
+from taskcast.core import mqlayout
+from tests.support import ServerProcess, WorkerProcess, new_task
 
 SKEW_S = 20  # ten times the test lease (2 s, WorkerProcess's default)
 
@@ -101,28 +103,17 @@ async def test_a_delay_becomes_an_eta_by_redis_time(
     """The message of a delayed task carries Redis's time + delay (resolved in the script)."""
     from dramatiq import Message
 
-    from taskcast.core.scripts import Layout
-    from taskcast.server.store import NewTask, ServerStore, connect
+    from taskcast.core.layout import Layout
+    from taskcast.server.store import ServerStore, connect
 
     layout = Layout(prefix)
     store = ServerStore(connect(redis_server.url), layout)
-    new = NewTask(
-        kind="test.echo",
-        queue="unserved",
-        payload="{}",
-        labels={},
-        max_attempts=1,
-        timeout_ms=1000,
-        not_before_ms=0,
-        delay_ms=30_000,
-        idempotency_key="",
-        fingerprint="",
-    )
+    new = new_task(delay_ms=30_000)
     try:
         record, _ = await store.submit("d" * 32, new)
         assert record.not_before == record.created + 30_000
-        stored = await store.client.hvals(f"{layout.namespace}:unserved.DQ.msgs")
-        etas = [Message.decode(data).options["eta"] for data in stored]
+        stored = await store.client.hvals(layout.mq.msgs(mqlayout.delayed("unserved")))
+        etas = [Message.decode(cast(bytes, data)).options["eta"] for data in stored]
         assert etas == [record.not_before]
         await store.cancel("d" * 32, "test over")
     finally:

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from taskcast.client import TaskClient, TaskState
-from taskcast.core import messages
-from taskcast.core.scripts import Layout
-from tests.support import eventually
+from taskcast.core import mqlayout
+from taskcast.core.layout import Layout
+from taskcast.core.mqlayout import MQLayout
+from tests.support import drop_keys, eventually, new_task
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 def push_duplicate(rdb: redis.Redis, layout: Layout, task_id: str, kind: str, attempt: int) -> str:
     """Enqueue another message for `attempt`, as a redelivery would; returns its Redis id."""
-    msg = messages.encode(
+    msg = mqlayout.encode(
         task_id=task_id, kind=kind, queue="default", attempt=attempt, timeout_ms=10_000
     )
-    rdb.hset(f"{layout.namespace}:{msg.queue}.msgs", msg.redis_id, msg.data)
-    rdb.rpush(f"{layout.namespace}:{msg.queue}", msg.redis_id)
+    rdb.hset(layout.mq.msgs(msg.queue), msg.redis_id, msg.data)
+    rdb.rpush(layout.mq.queue(msg.queue), msg.redis_id)
     return msg.redis_id
 
 
 def consumed(rdb: redis.Redis, layout: Layout, *redis_ids: str) -> bool:
     """Whether the worker fetched and acknowledged these messages."""
-    return not any(rdb.hexists(f"{layout.namespace}:default.msgs", r) for r in redis_ids)
+    return not any(rdb.hexists(layout.mq.msgs("default"), r) for r in redis_ids)
 
 
 def test_duplicate_delivery_after_success_is_skipped(
@@ -62,51 +63,105 @@ def test_duplicate_delivery_while_running_is_skipped(
     assert [e.state for e in rest if e.type == "state"] == [TaskState.CANCELLED]
 
 
-def test_script_layout_matches_dramatiq_enqueue(rdb: Any, redis_server: Any) -> None:
-    """Our scripts write messages exactly where RedisBroker.enqueue does."""
+def _namespace_state(rdb: redis.Redis, mq: MQLayout) -> dict[str, Any]:
+    """Every key of a Dramatiq namespace, by its name in the namespace, with its type.
+
+    A queue comes with the messages it lists, in order, each without its per-enqueue options
+    (Redis id; eta: the two clocks differ); its message hash is read through it and must hold
+    exactly the messages it lists. Message ids differ between two enqueues, contents must not.
+    """
+    from dramatiq import Message
+
+    types = {
+        cast(bytes, k).decode(): cast(bytes, rdb.type(k)).decode() for k in rdb.keys(mq.queue("*"))
+    }
+    names = {key: _name(mq, key) for key in types}
+    queues = {key for key, name in names.items() if mq.msgs(name) in types}
+    hashes = {mq.msgs(names[q]) for q in queues}
+    state: dict[str, Any] = {}
+    for key, kind in types.items():
+        if key in hashes:
+            continue
+        if key not in queues:
+            state[names[key]] = (kind, None)
+            continue
+        msgs = rdb.hgetall(mq.msgs(names[key]))
+        ids = rdb.lrange(key, 0, -1)
+        assert sorted(ids) == sorted(msgs)
+        decoded = [Message.decode(cast(bytes, msgs[i])).asdict() for i in ids]
+        for m in decoded:
+            assert isinstance(m["options"].pop("redis_message_id"), str)
+            m["options"].pop("eta", None)
+        state[names[key]] = (kind, decoded)
+    return state
+
+
+def _name(mq: MQLayout, key: str) -> str:
+    """A key's name within its namespace."""
+    return key.removeprefix(mq.queue(""))
+
+
+@pytest.mark.parametrize("delay_ms", [0, 30_000])
+async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
+    redis_server: Any, delay_ms: int
+) -> None:
+    """`enqueue()` in _lib.lua (run by the submit script) leaves Redis as RedisBroker.enqueue
+    does for the same message, plus our wake-up token; and RedisBroker fetches what we wrote."""
     from dramatiq import Message
     from dramatiq.brokers.redis import RedisBroker
 
-    layout = Layout("layoutcheck")
-    broker = RedisBroker(url=redis_server.url, namespace=layout.namespace, middleware=[])
-    sent = broker.enqueue(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
-    ours = messages.encode(task_id="t", kind="a", queue="q", attempt=1, timeout_ms=1)
-    ns = layout.namespace
-    assert rdb.lrange(f"{ns}:q", 0, -1) == [sent.options["redis_message_id"].encode()]
-    assert rdb.hexists(f"{ns}:q.msgs", sent.options["redis_message_id"])
-    assert ours.queue == "q"
-    fetched = broker.do_fetch("q", 10)
-    decoded = Message.decode(fetched[0])
-    assert decoded.message_id == sent.message_id
-    broker.client.delete(*rdb.keys(f"{ns}:*"))
-    broker.close()
+    from taskcast.server.store import ServerStore, connect
+
+    ours, theirs = Layout("mq-ours"), Layout("mq-theirs")
+    rdb = redis.Redis.from_url(redis_server.url)
+    store = ServerStore(connect(redis_server.url), ours)
+    new = new_task(kind="a", queue="q", delay_ms=delay_ms)
+    broker = RedisBroker(url=redis_server.url, namespace=theirs.namespace, middleware=[])
+    try:
+        await store.submit("t" * 32, new)
+        target = mqlayout.delayed("q") if delay_ms else "q"
+        (data,) = rdb.hvals(ours.mq.msgs(target))
+        message = Message.decode(cast(bytes, data))
+        broker.enqueue(message.copy(queue_name="q"), delay=delay_ms or None)
+
+        mine, dramatiqs = _namespace_state(rdb, ours.mq), _namespace_state(rdb, theirs.mq)
+        # Ours alone: the wake-up token. Dramatiq's alone: its heartbeat, on every command.
+        assert mine.pop(_name(ours.mq, ours.mq.wake(target))) == ("list", None)
+        assert dramatiqs.pop(_name(theirs.mq, theirs.mq.heartbeats())) == ("zset", None)
+        assert mine == dramatiqs
+        assert list(mine) == [target]
+
+        reader = RedisBroker(url=redis_server.url, namespace=ours.namespace, middleware=[])
+        try:
+            if not delay_ms:
+                (fetched,) = reader.do_fetch("q", 10)
+                assert Message.decode(fetched).message_id == "t" * 32
+        finally:
+            reader.close()
+    finally:
+        drop_keys(rdb, ours, theirs)
+        broker.close()
+        rdb.close()
+        await store.client.aclose()
 
 
 async def test_a_submit_script_run_twice_records_one_task(redis_server: Any, prefix: str) -> None:
     """What redis-py does when a reply is lost: the same call (same fresh id) runs again."""
-    from taskcast.server.store import NewTask, ServerStore, connect
+    from taskcast.server.store import ServerStore, connect
 
     layout = Layout(prefix)
     store = ServerStore(connect(redis_server.url), layout)
-    new = NewTask(
-        kind="test.echo",
-        queue="unserved",
-        payload="{}",
-        labels={},
-        max_attempts=1,
-        timeout_ms=1000,
-        not_before_ms=0,
-        idempotency_key="",
-        fingerprint="",
-    )
+    new = new_task()
     try:
         first, created = await store.submit("f" * 32, new)
         again, created_again = await store.submit("f" * 32, new)
         assert created and created_again and again.id == first.id
         assert await store.client.xlen(layout.events("f" * 32)) == 1  # one PENDING event
-        assert await store.client.llen(f"{layout.namespace}:unserved") == 1  # one message
-        keys = await store.client.keys(f"{prefix}:idem:*")  # no key was given: none points here
+        assert await store.client.llen(layout.mq.queue("unserved")) == 1  # one message
+        keys = await store.client.keys(
+            layout.idempotency("*")
+        )  # no key was given: none points here
         values = await store.client.mget(keys) if keys else []
-        assert not [v for v in values if v.startswith(b"f" * 32)]
+        assert not [v for v in values if v is not None and cast(bytes, v).startswith(b"f" * 32)]
     finally:
         await store.client.aclose()

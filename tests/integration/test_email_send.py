@@ -22,6 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient, TaskFailedError, TaskState
+from taskcast.core.layout import Layout
 from tests.support import WorkerProcess, eventually
 
 USER, PASSWORD = "mailer", f"pw-{uuid.uuid4().hex}"
@@ -184,7 +185,7 @@ def test_exactly_once_when_the_worker_dies_after_acceptance(
         "email.send", {"to": "ada@example.test", "subject": subject, "text": "x"}
     )
     eventually(mailbox.quit_seen.is_set, what="the worker to send QUIT")
-    assert rdb.exists(f"{prefix}:once:{handle.id}:email.send")  # acceptance is on record
+    assert rdb.exists(Layout(prefix).once(handle.id, "email.send"))  # acceptance is on record
     pids = smtp_worker.current.pids()
     assert pids, "no worker processes found to kill"
     for pid in pids:

@@ -22,6 +22,8 @@ from taskcast.client import (
     TaskState,
 )
 from taskcast.client._errors import from_grpc, retry_delay
+from taskcast.core import mqlayout
+from taskcast.core.layout import Layout
 from taskcast.server.app import Running, create_server
 from taskcast.server.config import ServerSettings
 from taskcast.v1 import tasks_pb2 as pb
@@ -266,9 +268,10 @@ def test_cancelled_delayed_task_leaves_the_delayed_count(
     assert delayed() == before + 1
     client.cancel(handle.id)
     assert delayed() == before
-    rid = rdb.hget(f"{prefix}:t:{handle.id}", "rid")
+    layout = Layout(prefix)
+    rid = rdb.hget(layout.task(handle.id), "rid")
     assert rid is not None
-    assert rid not in rdb.lrange(f"{prefix}:mq:default.DQ", 0, -1)
+    assert rid not in rdb.lrange(layout.mq.queue(mqlayout.delayed("default")), 0, -1)
     assert handle.get().state is TaskState.CANCELLED
 
 

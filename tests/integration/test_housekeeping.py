@@ -6,6 +6,7 @@ import redis
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient, TaskState
+from taskcast.core.layout import Layout
 from tests.support import WorkerProcess, eventually
 
 
@@ -15,13 +16,14 @@ def test_lease_renewal_goes_on_while_pruning_fails(
     rdb = redis.Redis.from_url(redis_server.url)
     # A label index entry that is not UTF-8: every pruning pass now fails on it (not a Redis
     # error: a bug's stand-in), over and over, every 0.1 s.
-    rdb.sadd(f"{prefix}:idx:labels", b"\xff\xfe")
+    layout = Layout(prefix)
+    rdb.sadd(layout.indexed_labels(), b"\xff\xfe")
     env = {"TASKCAST_PRUNE_INTERVAL": "0.1", "TASKCAST_LEASE": "1"}
     worker = WorkerProcess(redis_server.url, prefix, extra_env=env).start()
     try:
         handle = client.submit("test.async_block", {"seconds": 4})
         eventually(lambda: handle.get().state is TaskState.RUNNING, 20, "running")
-        leases = f"{prefix}:leases"
+        leases = layout.leases()
         first = rdb.zscore(leases, handle.id)
         assert first is not None
         # Renewed again and again (every lease/5 = 0.2 s) while pruning keeps failing.
@@ -34,5 +36,5 @@ def test_lease_renewal_goes_on_while_pruning_fails(
         assert handle.get().attempt == 1  # never reaped as lost
     finally:
         worker.stop()
-        rdb.delete(f"{prefix}:idx:labels")
+        rdb.delete(layout.indexed_labels())
         rdb.close()

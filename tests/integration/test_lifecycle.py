@@ -14,6 +14,7 @@ from taskcast.client import (
     TaskFailedError,
     TaskState,
 )
+from taskcast.core.layout import Layout
 from tests.support import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -214,7 +215,7 @@ def test_list_pages_through_tasks_created_in_the_same_millisecond(
 ) -> None:
     tag = {"batch": "same-ms"}
     ids = {client.submit("test.echo", {"i": i}, labels=tag, delay=60).id for i in range(7)}
-    index = f"{prefix}:idx:label:batch=same-ms"
+    index = Layout(prefix).index_label(Layout.label_member("batch", "same-ms"))
     rdb.zadd(index, dict.fromkeys(ids, 1_000_000))  # one creation time for all: only ids differ
     paged = [t.id for t in client.list(labels=tag, page_size=1)]
     assert sorted(paged) == sorted(ids)

@@ -8,6 +8,7 @@ import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import NotFoundError, TaskClient
+from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
 from tests.support import WorkerProcess, eventually
 
@@ -47,11 +48,18 @@ def test_finished_task_expires_with_its_events(
         return False
 
     eventually(gone, timeout=20, what="the finished task to expire")
-    assert not rdb.exists(f"{prefix}:e:{handle.id}")  # type: ignore[attr-defined]
+    layout = Layout(prefix)
+    assert not rdb.exists(layout.events(handle.id))  # type: ignore[attr-defined]
     # The workers sweep the expired task out of every index, listed or not.
-    for index in ("all", "kind:test.echo", "state:SUCCEEDED", "label:keep=no"):
+    indexes = (
+        layout.index_all(),
+        layout.index_kind("test.echo"),
+        layout.index_state("SUCCEEDED"),
+        layout.index_label("keep=no"),
+    )
+    for index in indexes:
         eventually(
-            lambda i=index: rdb.zscore(f"{prefix}:idx:{i}", handle.id) is None,  # type: ignore[attr-defined, misc]
+            lambda i=index: rdb.zscore(i, handle.id) is None,  # type: ignore[attr-defined, misc]
             what=f"{index} index pruned",
         )
     assert [t.id for t in client.list(labels={"keep": "no"})] == []
@@ -66,7 +74,8 @@ def test_label_and_kind_sets_shrink_when_their_tasks_expire(
     client: TaskClient, rdb: object, prefix: str
 ) -> None:
     # One label per task, as a caller tagging each task with a request id would.
-    labels, kinds = f"{prefix}:idx:labels", f"{prefix}:idx:kinds"
+    layout = Layout(prefix)
+    labels, kinds = layout.indexed_labels(), layout.indexed_kinds()
     client.submit("test.async_echo", {}, labels={"req": "r0"})
     # Listed at submit (and only expired a retention after it finished: not yet). Later ones may
     # already be gone once all 200 are in, on a loaded machine: check the first one now.
@@ -84,4 +93,4 @@ def test_label_and_kind_sets_shrink_when_their_tasks_expire(
         lambda: not rdb.sismember(kinds, "test.async_echo"),  # type: ignore[attr-defined]
         what="kind left the kinds set",
     )
-    assert not rdb.keys(f"{prefix}:idx:label:*")  # type: ignore[attr-defined]
+    assert not rdb.keys(layout.index_label("*"))  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ import redis
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient, TaskState
+from taskcast.core import mqlayout
+from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
 from tests.support import WorkerProcess, eventually
 
@@ -38,7 +40,8 @@ def test_old_worker_hands_new_kinds_to_the_new_worker(
     handles = [client.submit("test.newkind", {"i": i}) for i in range(20)]
     rdb = redis.Redis.from_url(redis_server.url)
     # Only the old worker consumes the queue now: it must hand back every message, not drop it.
-    handed = f"{prefix}:mq:default.DQ.msgs"
+    mq = Layout(prefix).mq
+    handed = mq.msgs(mqlayout.delayed("default"))
     eventually(lambda: rdb.hlen(handed) > 0, 20, "the old worker handing messages back")
     assert all(h.get().state is TaskState.PENDING for h in handles)
     new = WorkerProcess(
@@ -46,7 +49,7 @@ def test_old_worker_hands_new_kinds_to_the_new_worker(
     )
     workers.append(new.start())
     assert [h.wait(timeout=60) for h in handles] == ["new"] * 20
-    assert rdb.zcard(f"{prefix}:mq:default.XQ") == 0  # nothing dead-lettered
+    assert rdb.zcard(mq.dead("default")) == 0  # nothing dead-lettered
     rdb.close()
 
 

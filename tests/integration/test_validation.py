@@ -18,6 +18,7 @@ from taskcast.client import (
     TaskState,
 )
 from taskcast.client._errors import from_grpc
+from taskcast.core.layout import Layout
 from taskcast.v1 import tasks_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -158,11 +159,11 @@ def test_created_flag_tells_a_resubmission(grpc_stub: Any) -> None:
 
 
 def test_rejected_submissions_store_nothing(client: TaskClient, rdb: Any, prefix: str) -> None:
-    before = rdb.zcard(f"{prefix}:idx:all")
+    before = rdb.zcard(Layout(prefix).index_all())
     for bad in ("[]", "nope"):
         with pytest.raises(InvalidArgumentError):
             client.submit("test.echo", bad)
-    assert rdb.zcard(f"{prefix}:idx:all") == before
+    assert rdb.zcard(Layout(prefix).index_all()) == before
 
 
 def test_delay_holds_the_task_back(client: TaskClient) -> None:

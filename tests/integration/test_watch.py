@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from taskcast.client import AsyncTaskClient, Event, TaskClient, TaskState
-from taskcast.core.scripts import Layout
+from taskcast.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("worker")
 

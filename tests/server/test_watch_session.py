@@ -70,7 +70,7 @@ async def rig(redis_server: RedisProcess, prefix: str) -> AsyncIterator[Rig]:
         redis_url=redis_server.url, redis_prefix=prefix, accept_any_kind=True, watcher_buffer=8
     )
     client = connect(settings.redis_url)
-    fanout = Fanout(client, settings.layout.key("live"), settings.watcher_buffer)
+    fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
     fanout.start()
     await fanout.connected.wait()
     yield Rig(ServerStore(client, settings.layout), fanout, settings)

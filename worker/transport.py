@@ -1,32 +1,29 @@
-"""The Dramatiq broker a worker process runs with, its consumer, and its middleware."""
+"""The worker's transport: the Dramatiq RedisBroker and consumer subclasses, which rely on
+Dramatiq 2.2's private Redis code (hence `dramatiq>=2.2,<2.3` in pyproject.toml).
+
+Dramatiq's key names are `core/mqlayout.py`'s; the wake-up rule is `wake()` in `core/lua/_lib.lua`,
+run here through the `wake` script after Dramatiq's own enqueues. docs/architecture.md says what
+another broker would have to provide.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
-import dramatiq
 import redis
-import redis.asyncio as aredis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
-from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
+from taskcast.core import calls, mqlayout, scripts
 from taskcast.core.capacity import LIVE_MS
 from taskcast.core.records import TaskError
-from taskcast.worker.aio import AsyncAttempts
-from taskcast.worker.housekeeping import Housekeeping
-from taskcast.worker.middleware import Lifecycle
-from taskcast.worker.registry import Registry
-from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.slots import Slots
-from taskcast.worker.store import WorkerStore, connect
-from taskcast.worker.writer import Writer
+from taskcast.worker.store import WorkerStore
 
 log = logging.getLogger("taskcast.worker")
 
@@ -39,8 +36,8 @@ class _WakingConsumer(_RedisConsumer):
     of Dramatiq 2.2):
 
     - an idle one blocks on the queue's wake-up list (BLPOP, up to the poll interval) instead of
-      sleeping with a growing backoff: a message taskcast enqueues (`enqueue()` in _lib.lua
-      pushes a token) is picked up at once;
+      sleeping with a growing backoff: a message enqueued (`wake()` in _lib.lua pushes a token)
+      is picked up at once;
     - on a live queue it fetches only as many messages as the process has free slots, and waits
       for a slot when it has none, so it never hoards work an idle process could run;
     - a message of a kind this process does not serve is handed back, never dead-lettered as
@@ -51,7 +48,7 @@ class _WakingConsumer(_RedisConsumer):
 
     def __init__(self, broker: Broker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
-        self.slots = None if queue_name.endswith(".DQ") else broker.slots
+        self.slots = None if mqlayout.is_delayed(queue_name) else broker.slots
         if self.slots is not None:
             self.slots.watch(self)
 
@@ -100,7 +97,7 @@ class _WakingConsumer(_RedisConsumer):
             return True
         # Empty: wait for a token. Stale tokens only cause an empty fetch.
         self.broker.client.blpop(
-            [self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000
+            [self.broker.mq.wake(self.queue_name)], timeout=self.timeout / 1000
         )
         return False
 
@@ -123,15 +120,13 @@ class Broker(RedisBroker):  # subclassing the library broker
         self.store = store
         self.slots = slots
         self.unserved_timeout_ms = int(unserved_timeout * 1000)
-
-    def wake_key(self, queue_name: str) -> str:
-        """The wake-up list idle consumers of `queue_name` block on."""
-        return f"{self.namespace}:{queue_name}.wake"
+        self.mq = store.layout.mq
+        self._wake = self.client.register_script(scripts.SOURCES["wake"])
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer for `queue_name`, after requeueing this process's orphaned delayed acks."""
-        if queue_name.endswith(".DQ"):
-            acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        if mqlayout.is_delayed(queue_name):
+            acks = self.mq.acks(self.broker_id, queue_name)
             try:
                 orphans = self.client.smembers(acks)
                 if orphans:
@@ -149,9 +144,8 @@ class Broker(RedisBroker):  # subclassing the library broker
         """Enqueue (Dramatiq's own moves from a delay queue, requeues), then wake a consumer."""
         sent = super().enqueue(message, delay=delay)
         if delay is None:
-            wake = self.wake_key(sent.queue_name)
-            self.client.rpush(wake, 1)
-            self.client.ltrim(wake, -64, -1)
+            call = calls.wake(self.store.layout, sent.queue_name)
+            self._wake(keys=call.keys, args=call.args)
         return sent
 
     def hand_back(self, queue_name: str, message: Message[Any]) -> None:
@@ -174,7 +168,8 @@ class Broker(RedisBroker):  # subclassing the library broker
                 False,
             )
             state = self.store.abandon(message.message_id, attempt, error)
-            log.warning("task %s of unserved kind %r: %s", message.message_id, kind, state)
+            now_in = state.value if state else "moved on meanwhile"
+            log.warning("task %s of unserved kind %r: %s", message.message_id, kind, now_in)
         else:
             n = int(message.options.get("tc_handbacks", 0)) + 1
             options = {"tc_handbacks": n, "tc_unserved_since": None if served else since}
@@ -185,36 +180,3 @@ class Broker(RedisBroker):  # subclassing the library broker
             log.info("handing back task %s: kind %r is not served here", message.message_id, kind)
             self.enqueue(message.copy(options=options), delay=delay)
         self.do_ack(queue_name, message.options["redis_message_id"])
-
-
-def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broker:
-    """A Broker with taskcast's middleware instead of Dramatiq's Retries and AgeLimit."""
-    layout = settings.layout
-    stopping = threading.Event()  # set once the process's attempts are done, at shutdown
-    store = WorkerStore(connect(settings.redis_url, retries=0), layout, stopping)
-    slots = Slots(settings.slots)
-    aio = AsyncAttempts(slots)
-    writer = Writer(_async_client(settings.redis_url), aio.loop)
-    lifecycle = Lifecycle(store, registry, settings, aio, writer)
-    # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead
-    # worker's messages is only a backstop (its copies are skipped as stale), so its defaults stay.
-    return Broker(
-        client=connect(settings.redis_url, retries=3),
-        namespace=layout.namespace,
-        store=store,
-        slots=slots,
-        unserved_timeout=settings.unserved_kind_timeout,
-        middleware=[
-            TimeLimit(time_limit=int(settings.default_timeout * 1000)),
-            ShutdownNotifications(),
-            # Before the Lifecycle: shutdown hooks run in reverse, so leases are still renewed
-            # while the Lifecycle drains its async attempts.
-            Housekeeping(store, lifecycle, registry, settings, slots, stopping),
-            lifecycle,
-        ],
-    )
-
-
-def _async_client(url: str) -> aredis.Redis:
-    # No retries inside redis-py: the Writer retries whole batches itself (its scripts are fenced).
-    return aredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, retry=None)

@@ -1,0 +1,360 @@
+"""Each Lua script's Python pair: a function that builds a call (keys and arguments) and one that
+reads its reply into a typed result. The stores only send the calls; nothing else knows a
+script's argument order or reply shape.
+
+Replies come from redis-py as lists of bytes and ints (hence `Any`): they are decoded here, once.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from taskcast.core import mqlayout
+from taskcast.core.layout import Layout
+from taskcast.core.records import TaskError
+from taskcast.core.states import State
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of one script: its name (`scripts.NAMES`), keys and arguments (common first)."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+def _about(layout: Layout, script: str, task_id: str, *args: Any) -> Call:
+    """A call about one task: its hash is the key (one Redis, but the key says what it touches)."""
+    return Call(script, [layout.task(task_id)], [*layout.common_args(), task_id, *args])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def state_reply(reply: Any) -> State | None:
+    """The state `finish`, `reap` or `abandon` moved the task to; None when it changed nothing
+    (the attempt no longer owns the task, or the task moved on meanwhile)."""
+    text = _text(reply[0])
+    return None if text in ("stale", "skip") else State(text)
+
+
+# submit
+@dataclass(frozen=True)
+class NewTask:
+    """A validated submission."""
+
+    kind: str
+    queue: str
+    payload: str
+    labels: dict[str, str]
+    max_attempts: int
+    timeout_ms: int
+    not_before_ms: int  # a client's absolute time, or 0
+    idempotency_key: str
+    fingerprint: str
+    delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit` did: created `task_id`, or found it (a known idempotency key, or this very
+    call run again) with its `fingerprint`."""
+
+    created: bool
+    task_id: str
+    created_ms: int = 0  # Redis's time, when created
+    not_before_ms: int = 0  # when created
+    fingerprint: str = ""  # the existing task's, when not created
+
+
+def submit(layout: Layout, task_id: str, new: NewTask) -> Call:
+    """Record a task, its PENDING event and its first message."""
+    msg = mqlayout.encode(
+        task_id=task_id,
+        kind=new.kind,
+        queue=new.queue,
+        attempt=1,
+        timeout_ms=new.timeout_ms,
+        delay_ms=new.delay_ms,
+        eta_ms=new.not_before_ms,
+    )
+    labels = [layout.label_member(k, v) for k, v in sorted(new.labels.items())]
+    return _about(
+        layout,
+        "submit",
+        task_id,
+        new.kind,
+        new.queue,
+        new.payload,
+        json.dumps(new.labels),
+        new.max_attempts,
+        new.not_before_ms,
+        new.delay_ms,
+        new.timeout_ms,
+        new.idempotency_key,
+        new.fingerprint,
+        msg.queue,
+        msg.redis_id,
+        msg.data,
+        *labels,
+    )
+
+
+def submit_reply(reply: Any) -> Submitted:
+    """Read `submit`'s reply."""
+    if reply[0] == 1:
+        return Submitted(True, _text(reply[1]), int(reply[2]), int(reply[3]))
+    return Submitted(False, _text(reply[1]), fingerprint=_text(reply[2]))
+
+
+# cancel
+class CancelResult(enum.Enum):
+    """What `cancel` did."""
+
+    CANCELLED = "cancelled"  # the task was waiting: it is CANCELLED now
+    REQUESTED = "requested"  # the task is running: its attempt was asked to stop
+    FINISHED = "finished"  # the task had already finished: nothing to cancel
+    MISSING = "missing"  # no such task (unknown, or expired)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """`cancel`'s reply: what it did, and the state of a task that had already finished."""
+
+    result: CancelResult
+    finished: State | None = None
+
+
+def cancel(layout: Layout, task_id: str, reason: str) -> Call:
+    """Cancel a waiting task now, or ask its running attempt to stop."""
+    return _about(layout, "cancel", task_id, reason)
+
+
+def cancel_reply(reply: Any) -> Cancelled:
+    """Read `cancel`'s reply."""
+    result = CancelResult(_text(reply[0]))
+    finished = State(_text(reply[1])) if result is CancelResult.FINISHED else None
+    return Cancelled(result, finished)
+
+
+# begin
+@dataclass(frozen=True)
+class Started:
+    """What `begin` hands the handler when an attempt may run."""
+
+    payload: str
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """`begin` refused this delivery (a duplicate, a stale attempt, a finished task); why."""
+
+    reason: str
+
+
+def begin(layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str) -> Call:
+    """Start `attempt` under a lease; `token` is unique per delivery."""
+    return _about(layout, "begin", task_id, attempt, lease_ms, token)
+
+
+def begin_reply(reply: Any) -> Started | Skipped:
+    """Read `begin`'s reply."""
+    if _text(reply[0]) == "run":
+        return Started(_text(reply[1]), int(reply[2]))
+    return Skipped(_text(reply[1]))
+
+
+# event
+@dataclass(frozen=True)
+class Appended:
+    """`event`'s reply: the event's sequence (0: refused) and whether a cancel was requested."""
+
+    sequence: int
+    cancel_requested: bool
+
+
+def event(layout: Layout, task_id: str, attempt: int, n: int, fields: list[str]) -> Call:
+    """Append a progress or output event of the running `attempt`; `n` counts its writes."""
+    return _about(layout, "event", task_id, attempt, n, *fields)
+
+
+def event_reply(reply: Any) -> Appended:
+    """Read `event`'s reply."""
+    return Appended(int(reply[0]), _text(reply[1]) == "1")
+
+
+# finish
+class Status(enum.StrEnum):
+    """How an attempt ended."""
+
+    OK = "ok"  # returned a result
+    ERROR = "error"  # raised: the error says whether it may be retried
+    CANCELLED = "cancelled"  # stopped at a cancel request
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as `finish` records it."""
+
+    status: Status
+    result: str = ""
+    error: TaskError | None = None
+    retry_delay_ms: int = 0
+
+
+def finish(
+    layout: Layout,
+    task_id: str,
+    attempt: int,
+    outcome: Outcome,
+    *,
+    kind: str,
+    queue: str,
+    timeout_ms: int,
+) -> Call:
+    """Record how `attempt` ended, with the next attempt's message for a retryable error."""
+    err = outcome.error
+    retryable = err is not None and err.retryable
+    msg = (
+        mqlayout.encode(
+            task_id=task_id,
+            kind=kind,
+            queue=queue,
+            attempt=attempt + 1,
+            timeout_ms=timeout_ms,
+            delay_ms=outcome.retry_delay_ms,
+        )
+        if retryable
+        else None
+    )
+    return _about(
+        layout,
+        "finish",
+        task_id,
+        attempt,
+        outcome.status.value,
+        outcome.result,
+        err.to_json() if err else "",
+        "1" if retryable else "0",
+        outcome.retry_delay_ms,
+        *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
+    )
+
+
+finish_reply = state_reply
+
+
+# reap
+REAP_FIELDS = ("attempt", "kind", "queue", "timeout_ms", "max_attempts")  # what `reap` needs
+
+
+def reap(layout: Layout, task_id: str, fields: list[bytes]) -> Call:
+    """Give up on a lost attempt, given the task's `REAP_FIELDS`: retry it now, or fail."""
+    attempt, kind, queue, timeout_ms, max_attempts = (f.decode() for f in fields)
+    msg = mqlayout.encode(
+        task_id=task_id,
+        kind=kind,
+        queue=queue,
+        attempt=int(attempt) + 1,
+        timeout_ms=int(timeout_ms),
+    )
+    what = (
+        f"the worker running attempt {attempt} stopped renewing its lease "
+        "(killed, out of memory, or cut off from Redis)"
+    )
+    retry = TaskError("WorkerLost", what + "; retrying", True)
+    final = TaskError("WorkerLost", f"{what}; all {max_attempts} attempts used", False)
+    return _about(
+        layout,
+        "reap",
+        task_id,
+        attempt,
+        retry.to_json(),
+        final.to_json(),
+        msg.queue,
+        msg.redis_id,
+        msg.data,
+    )
+
+
+reap_reply = state_reply
+
+
+# abandon
+def abandon(layout: Layout, task_id: str, attempt: int, error: TaskError) -> Call:
+    """Fail a waiting task whose kind no live worker serves; `attempt` is its message's."""
+    return _about(layout, "abandon", task_id, attempt, error.to_json())
+
+
+abandon_reply = state_reply
+
+
+# leases
+def renew(layout: Layout, lease_ms: int, task_ids: Iterable[str]) -> Call:
+    """Extend the leases that still exist to Redis's time + `lease_ms`."""
+    return Call("renew", [layout.leases()], [*layout.common_args(), lease_ms, *task_ids])
+
+
+def renew_reply(reply: Any) -> int:
+    """How many leases were extended."""
+    return int(reply)
+
+
+def expired(layout: Layout, limit: int) -> Call:
+    """Up to `limit` tasks whose running attempt's lease ran out by Redis's clock."""
+    return Call("expired", [layout.leases()], [*layout.common_args(), limit])
+
+
+def expired_reply(reply: Any) -> list[str]:
+    """The task ids."""
+    return [_text(i) for i in reply]
+
+
+# prune
+@dataclass(frozen=True)
+class Index:
+    """A list index, with the set that lists it and its member there ("" for fixed ones)."""
+
+    key: str
+    listed_in: str = ""
+    member: str = ""
+
+
+def indexes(layout: Layout, kinds: Iterable[bytes], labels: Iterable[bytes]) -> list[Index]:
+    """Every index, given the members of `layout.indexed_kinds()` and `indexed_labels()`."""
+    return [
+        Index(layout.index_all()),
+        *(Index(layout.index_state(s.value)) for s in State),
+        *(Index(layout.index_kind(k.decode()), layout.indexed_kinds(), k.decode()) for k in kinds),
+        *(
+            Index(layout.index_label(v.decode()), layout.indexed_labels(), v.decode())
+            for v in labels
+        ),
+    ]
+
+
+def prune(layout: Layout, index: Index, start: int, count: int) -> Call:
+    """Check `count` old entries of `index` from rank `start`; drop those whose task is gone."""
+    return Call(
+        "prune",
+        [index.key],
+        [*layout.common_args(), index.key, start, count, index.listed_in, index.member],
+    )
+
+
+def prune_reply(reply: Any) -> tuple[int, int]:
+    """Entries checked, entries dropped."""
+    return int(reply[0]), int(reply[1])
+
+
+# wake
+def wake(layout: Layout, queue: str) -> Call:
+    """Drop a wake-up token for the idle consumers of `queue` (the rule is `wake()` in Lua)."""
+    return Call("wake", [layout.mq.wake(queue)], [*layout.common_args(), queue])

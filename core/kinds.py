@@ -1,0 +1,46 @@
+"""What a worker records about each kind it serves, and the defaults of a kind that sets none."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_S = 600.0  # an attempt's time limit
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """A kind's defaults as a worker registered them, and when it last did (Redis's ms)."""
+
+    queue: str = DEFAULT_QUEUE
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_ms: int = int(DEFAULT_TIMEOUT_S * 1000)
+    seen_ms: int = 0
+
+    def to_json(self) -> str:
+        """The stored form (a field of `Layout.kinds()`)."""
+        return json.dumps(
+            {
+                "queue": self.queue,
+                "max_attempts": self.max_attempts,
+                "timeout_ms": self.timeout_ms,
+                "seen": self.seen_ms,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> KindInfo:
+        """Parse the stored form."""
+        data = json.loads(raw)
+        return cls(
+            data["queue"],
+            int(data["max_attempts"]),
+            int(data["timeout_ms"]),
+            int(data.get("seen", 0)),
+        )
+
+
+# What a server assumes of a kind no worker registered yet (TASKCAST_ACCEPT_ANY_KIND).
+ANY_KIND = KindInfo()

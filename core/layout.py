@@ -1,0 +1,127 @@
+"""Where taskcast keeps things in one Redis: every key name, spelt here and nowhere else.
+
+The Lua scripts (`lua/_lib.lua` and each script) build the same names from the prefix they are
+given; Dramatiq's own keys (queues, delay queues, dead letters) are `mqlayout.MQLayout`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskcast.core.mqlayout import MQLayout
+
+PREFIX = "taskcast"
+MAX_EVENTS = 10_000  # events kept per task; older ones are trimmed
+RETENTION_S = 7 * 24 * 3600  # how long a finished task is kept
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The key names under one prefix, and the limits every script is given."""
+
+    prefix: str = PREFIX
+    max_events: int = MAX_EVENTS
+    retention_s: int = RETENTION_S
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def namespace(self) -> str:
+        """The Dramatiq RedisBroker namespace."""
+        return self._key("mq")
+
+    @property
+    def mq(self) -> MQLayout:
+        """Dramatiq's keys (queues, delay queues, dead letters, wake-up lists) in the namespace."""
+        return MQLayout(self.namespace)
+
+    def common_args(self) -> list[Any]:
+        """The four arguments every script starts with (see `_lib.lua`)."""
+        return [self.prefix, self.max_events, self.retention_s, self.namespace]
+
+    # One task
+    def task(self, task_id: str) -> str:
+        """The hash that holds one task."""
+        return self._key("t", task_id)
+
+    def events(self, task_id: str) -> str:
+        """The stream of one task's events; entry id `<sequence>-0`."""
+        return self._key("e", task_id)
+
+    def once(self, task_id: str, key: str) -> str:
+        """The stored result of a side effect a task runs once (`TaskContext.once`)."""
+        return self._key("once", task_id, key)
+
+    def idempotency(self, key: str) -> str:
+        """The string `<task id>|<fingerprint>` a client's idempotency key points to."""
+        return self._key("idem", key)
+
+    # Indexes: sorted sets of task ids scored by creation time
+    def index_all(self) -> str:
+        """Every task."""
+        return self._key("idx", "all")
+
+    def index_state(self, state: str) -> str:
+        """The tasks in one state."""
+        return self._key("idx", "state", state)
+
+    def index_kind(self, kind: str) -> str:
+        """The tasks of one kind."""
+        return self._key("idx", "kind", kind)
+
+    def index_label(self, label: str) -> str:
+        """The tasks with one label, given as `label_member(k, v)`."""
+        return self._key("idx", "label", label)
+
+    @staticmethod
+    def label_member(name: str, value: str) -> str:
+        """A label as its index and the labels set name it: `name=value`."""
+        return f"{name}={value}"
+
+    def indexed_kinds(self) -> str:
+        """The set of kinds that have an index."""
+        return self._key("idx", "kinds")
+
+    def indexed_labels(self) -> str:
+        """The set of labels that have an index."""
+        return self._key("idx", "labels")
+
+    # Registries, leases and channels
+    def kinds(self) -> str:
+        """The hash of kinds workers serve: kind -> `KindInfo` JSON."""
+        return self._key("kinds")
+
+    def workers(self) -> str:
+        """The hash of live worker processes: id -> `WorkerRecord` JSON."""
+        return self._key("workers")
+
+    def leases(self) -> str:
+        """The sorted set of running attempts' task ids, scored by lease end (Redis's ms)."""
+        return self._key("leases")
+
+    def cancel_channel(self) -> str:
+        """The pub/sub channel that carries the ids of running tasks asked to stop."""
+        return self._key("cancel")
+
+    def live_channel(self) -> str:
+        """The pub/sub channel that carries every event as it is written."""
+        return self._key("live")
+
+    def prune_lock(self) -> str:
+        """The lock that lets one worker per interval sweep the indexes."""
+        return self._key("prune-lock")
+
+    # Statistics
+    def running_counts(self) -> str:
+        """The hash of running attempts per queue."""
+        return self._key("stats", "running")
+
+    def kind_counts(self, kind: str) -> str:
+        """The hash of task counts per state for one kind."""
+        return self._key("stats", "kind", kind)
+
+    def run_times(self, kind: str) -> str:
+        """The list of recent run times (ms) of one kind's successful attempts."""
+        return self._key("rt", kind)

@@ -1,0 +1,50 @@
+"""The wake-up rule is one rule (`wake()` in _lib.lua) for our enqueues and Dramatiq's."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from dramatiq import Message
+
+from taskcast.cli.redis_proc import RedisProcess
+from taskcast.core.layout import Layout
+from taskcast.server.store import ServerStore, connect
+from taskcast.worker.slots import Slots
+from taskcast.worker.store import WorkerStore
+from taskcast.worker.transport import Broker
+from tests.support import drop_keys, new_task
+
+
+async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisProcess) -> None:
+    layout = Layout("wakecheck")
+    rdb = redis.Redis.from_url(redis_server.url)
+    store = ServerStore(connect(redis_server.url), layout)
+    broker = Broker(
+        client=redis.Redis.from_url(redis_server.url),
+        namespace=layout.namespace,
+        store=WorkerStore(rdb, layout, threading.Event()),
+        slots=Slots(1),
+        unserved_timeout=60,
+        middleware=[],
+    )
+    wake = layout.mq.wake("w")
+    try:
+        # Ours (submit.lua): a token when the queue was empty, none on a busy queue.
+        await store.submit("a" * 32, new_task(queue="w"))
+        await store.submit("b" * 32, new_task(queue="w"))
+        assert rdb.llen(wake) == 1
+        # Dramatiq's own enqueue (a delayed message moved on, a requeue): a token each time,
+        # and at most 64 wait, whoever wrote them.
+        for _ in range(100):
+            broker.enqueue(Message(queue_name="w", actor_name="a", args=(), kwargs={}, options={}))
+        assert rdb.llen(layout.mq.queue("w")) == 102
+        assert rdb.llen(wake) == 64
+        rdb.delete(layout.mq.queue("w"))
+        await store.submit("c" * 32, new_task(queue="w"))
+        assert rdb.llen(wake) == 64  # full: the submit adds none either
+    finally:
+        drop_keys(rdb, layout)
+        broker.close()
+        rdb.close()
+        await store.client.aclose()
