@@ -20,7 +20,7 @@ from taskcast.client import TaskClient
 from taskcast.server.app import Running, create_server
 from taskcast.server.config import ServerSettings
 from taskcast.v1 import tasks_pb2_grpc
-from tests.support import LoopThread, WorkerProcess, kill_leftovers
+from tests.support import LoopThread, WorkerGroup, WorkerProcess, kill_leftovers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,6 +90,14 @@ def worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
     proc = WorkerProcess(redis_server.url, prefix).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def workers(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerGroup]:
+    """Worker processes a test starts itself (`workers.start(...)`); all killed afterwards."""
+    group = WorkerGroup(redis_server.url, prefix)
+    yield group
+    group.kill_all()
 
 
 @pytest.fixture(scope="module")

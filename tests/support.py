@@ -196,6 +196,25 @@ class WorkerProcess:
         self.proc.wait()
 
 
+class WorkerGroup:
+    """Worker processes a test starts itself, all killed when it ends (the `workers` fixture)."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+        self.started: list[WorkerProcess] = []
+
+    def start(self, **kwargs: Any) -> WorkerProcess:
+        """Start one more `WorkerProcess` (its keyword arguments) and wait for its boot."""
+        worker = WorkerProcess(self.redis_url, self.prefix, **kwargs)
+        self.started.append(worker)
+        return worker.start()
+
+    def kill_all(self) -> None:
+        """SIGKILL every group still running."""
+        for worker in self.started:
+            worker.stop(signal.SIGKILL)
+
+
 class ServerProcess:
     """`taskcast server` as a real child process on a fixed port (so it can come back there)."""
 

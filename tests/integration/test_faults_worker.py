@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient, TaskFailedError, TaskState
-from tests.support import WorkerProcess, eventually
-
-
-@pytest.fixture
-def workers(redis_server: RedisProcess, prefix: str) -> Iterator[list[WorkerProcess]]:
-    """Worker groups a test starts itself; all stopped afterwards."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop(signal.SIGKILL)
-
-
-def start(
-    workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str, **kwargs: Any
-) -> WorkerProcess:
-    w = WorkerProcess(redis_server.url, prefix, **kwargs).start()
-    workers.append(w)
-    return w
+from tests.support import WorkerGroup, eventually
 
 
 def test_worker_killed_mid_task_runs_again_elsewhere(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    first = start(workers, redis_server, prefix, extra_env={"TASKCAST_LEASE": "2"})
+    first = workers.start(extra_env={"TASKCAST_LEASE": "2"})
     handle = client.submit("demo.sleep", {"seconds": 1.5, "steps": 3}, max_attempts=3)
     watch = handle.watch()
     events = [next(watch), next(watch)]
@@ -42,7 +22,7 @@ def test_worker_killed_mid_task_runs_again_elsewhere(
     # Killed before the other machine boots: a boot (~2 s on a loaded box) outlasted the 1.5 s
     # task, which then finished on the first worker and the test failed.
     first.stop(signal.SIGKILL)  # the whole group, supervisor included: nothing restarts here
-    start(workers, redis_server, prefix)  # the other machine
+    workers.start()  # the other machine
     events += list(watch)
     states = [(e.state.value, e.attempt) for e in events if e.type == "state" and e.state]
     assert states == [
@@ -58,10 +38,10 @@ def test_worker_killed_mid_task_runs_again_elsewhere(
 
 
 def test_poison_task_fails_after_its_attempts_instead_of_looping(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
     # One worker whose supervisor restarts it after each crash, as in production.
-    worker = start(workers, redis_server, prefix)
+    worker = workers.start()
     handle = client.submit("test.crash", {}, max_attempts=2)
     with pytest.raises(TaskFailedError) as info:
         handle.wait(timeout=60)
@@ -70,18 +50,16 @@ def test_poison_task_fails_after_its_attempts_instead_of_looping(
     assert worker.proc is not None and worker.proc.poll() is None  # the supervisor lives on
 
 
-def test_crash_on_first_attempt_then_success(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
-) -> None:
-    start(workers, redis_server, prefix)
+def test_crash_on_first_attempt_then_success(client: TaskClient, workers: WorkerGroup) -> None:
+    workers.start()
     handle = client.submit("test.crash", {"times": 1}, max_attempts=2)
     assert handle.wait(timeout=60) == "survived attempt 2"
 
 
 def test_sigterm_lets_running_tasks_finish_and_leaves_queued_ones(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    worker = start(workers, redis_server, prefix, threads=1, shutdown_timeout=20)
+    worker = workers.start(threads=1, shutdown_timeout=20)
     running = client.submit("demo.sleep", {"seconds": 1, "steps": 2})
     watch = running.watch()
     assert [next(watch).state, next(watch).state] == [TaskState.PENDING, TaskState.RUNNING]
@@ -92,15 +70,15 @@ def test_sigterm_lets_running_tasks_finish_and_leaves_queued_ones(
     for h in queued:
         task = h.get()
         assert (task.state, task.attempt) == (TaskState.PENDING, 0)
-    start(workers, redis_server, prefix)
+    workers.start()
     for h in queued:
         assert h.wait(timeout=30)["attempt"] == 1
 
 
 def test_worker_process_oom_kill_is_recovered_by_its_supervisor(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    worker = start(workers, redis_server, prefix)
+    worker = workers.start()
     handle = client.submit("demo.sleep", {"seconds": 1, "steps": 2}, max_attempts=2)
     watch = handle.watch()
     assert [next(watch).state, next(watch).state] == [TaskState.PENDING, TaskState.RUNNING]

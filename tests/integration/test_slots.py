@@ -3,31 +3,9 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
-
-from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import Event, QueueStats, TaskClient, TaskHandle, TaskState
-from tests.support import WorkerProcess, eventually
-
-
-@pytest.fixture
-def workers(redis_server: RedisProcess, prefix: str) -> Iterator[list[WorkerProcess]]:
-    """Worker groups a test starts itself; all killed afterwards."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop(signal.SIGKILL)
-
-
-def start(
-    workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str, **kwargs: Any
-) -> WorkerProcess:
-    w = WorkerProcess(redis_server.url, prefix, **kwargs).start()
-    workers.append(w)
-    return w
+from tests.support import WorkerGroup, eventually
 
 
 def running(client: TaskClient) -> int:
@@ -44,9 +22,9 @@ def terminal(events: list[Event]) -> list[Event]:
 
 
 def test_hundreds_of_async_attempts_run_at_once_on_two_threads(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    start(workers, redis_server, prefix, threads=2, extra_env={"TASKCAST_REGISTER_INTERVAL": "0.2"})
+    workers.start(threads=2, extra_env={"TASKCAST_REGISTER_INTERVAL": "0.2"})
     n = 200
     handles = [client.submit("test.async_block", {"seconds": 120}) for _ in range(n)]
     eventually(lambda: running(client) == n, 60, f"{n} attempts running at once")
@@ -65,10 +43,8 @@ def test_hundreds_of_async_attempts_run_at_once_on_two_threads(
         assert [e.sequence for e in events] == list(range(1, len(events) + 1))
 
 
-def test_every_attempt_writes_only_its_own_events(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
-) -> None:
-    start(workers, redis_server, prefix, threads=2)
+def test_every_attempt_writes_only_its_own_events(client: TaskClient, workers: WorkerGroup) -> None:
+    workers.start(threads=2)
     handles = [client.submit("test.async_sleep", {"seconds": 0.3}) for _ in range(300)]
     for task_id, events in finished(handles).items():
         mark = f"{task_id}#1"
@@ -80,14 +56,14 @@ def test_every_attempt_writes_only_its_own_events(
 
 
 def test_a_full_process_leaves_work_to_a_process_with_free_slots(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    start(workers, redis_server, prefix, extra_env={"TASKCAST_SLOTS": "5"})
+    workers.start(extra_env={"TASKCAST_SLOTS": "5"})
     handles = [client.submit("test.async_block", {"seconds": 120}) for _ in range(12)]
     eventually(lambda: running(client) == 5, 30, "the first process's 5 slots in use")
     pending = [h for h in handles if h.get().state is TaskState.PENDING]
     assert len(pending) == 7  # queued, not hoarded: nothing fetched beyond the free slots
-    start(workers, redis_server, prefix, extra_env={"TASKCAST_SLOTS": "5"})
+    workers.start(extra_env={"TASKCAST_SLOTS": "5"})
     eventually(lambda: running(client) == 10, 30, "the second process takes 5 more")
     for h in handles:
         h.cancel()
@@ -95,10 +71,8 @@ def test_a_full_process_leaves_work_to_a_process_with_free_slots(
     assert states == [TaskState.CANCELLED] * 12
 
 
-def test_time_limit_ends_many_async_attempts(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
-) -> None:
-    start(workers, redis_server, prefix, threads=2)
+def test_time_limit_ends_many_async_attempts(client: TaskClient, workers: WorkerGroup) -> None:
+    workers.start(threads=2)
     handles = [client.submit("test.async_block", {"seconds": 120}, timeout=0.5) for _ in range(50)]
     for events in finished(handles).values():
         (end,) = terminal(events)
@@ -107,9 +81,9 @@ def test_time_limit_ends_many_async_attempts(
 
 
 def test_sigterm_finishes_what_fits_and_hands_back_the_rest(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    first = start(workers, redis_server, prefix, threads=2, shutdown_timeout=3)
+    first = workers.start(threads=2, shutdown_timeout=3)
     short = [client.submit("test.async_sleep", {"seconds": 1}) for _ in range(40)]
     long = [client.submit("test.async_sleep", {"first": 120, "seconds": 0.1}) for _ in range(20)]
     eventually(lambda: running(client) == 60, 30, "all 60 running")
@@ -119,7 +93,7 @@ def test_sigterm_finishes_what_fits_and_hands_back_the_rest(
         assert h.get().state is TaskState.SUCCEEDED and h.get().attempt == 1
     for h in long:  # handed back at the deadline: waiting for another worker
         assert h.get().state is TaskState.RETRYING
-    start(workers, redis_server, prefix, threads=2)
+    workers.start(threads=2)
     for events in finished(long).values():
         states = [(e.state, e.attempt) for e in events if e.type == "state"]
         assert states == [
@@ -134,13 +108,13 @@ def test_sigterm_finishes_what_fits_and_hands_back_the_rest(
 
 
 def test_kill_9_gets_every_async_attempt_reaped_and_run_again(
-    client: TaskClient, workers: Any, redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup
 ) -> None:
-    first = start(workers, redis_server, prefix, threads=2)
+    first = workers.start(threads=2)
     handles = [client.submit("test.async_sleep", {"first": 120, "seconds": 0.1}) for _ in range(50)]
     eventually(lambda: running(client) == 50, 30, "all 50 running")
     first.stop(signal.SIGKILL)
-    start(workers, redis_server, prefix, threads=2)
+    workers.start(threads=2)
     for task_id, events in finished(handles).items():
         (end,) = terminal(events)
         assert end.state is TaskState.SUCCEEDED and end.result == {"task": task_id, "attempt": 2}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-
 import pytest
 import redis
 
@@ -13,7 +10,7 @@ from taskcast.client import TaskClient, TaskState
 from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
-from tests.support import WorkerProcess, eventually
+from tests.support import WorkerGroup, eventually
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +21,10 @@ def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     )
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop(signal.SIGKILL)
-
-
 def test_old_worker_hands_new_kinds_to_the_new_worker(
-    client: TaskClient, workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup, redis_server: RedisProcess, prefix: str
 ) -> None:
-    old = WorkerProcess(redis_server.url, prefix, threads=2).start()  # knows no test.newkind
-    workers.append(old)
+    workers.start(threads=2)  # the old version: knows no test.newkind
     handles = [client.submit("test.newkind", {"i": i}) for i in range(20)]
     rdb = redis.Redis.from_url(redis_server.url)
     # Only the old worker consumes the queue now: it must hand back every message, not drop it.
@@ -44,20 +32,17 @@ def test_old_worker_hands_new_kinds_to_the_new_worker(
     handed = mq.msgs(mqlayout.delayed("default"))
     eventually(lambda: rdb.hlen(handed) > 0, 20, "the old worker handing messages back")
     assert all(h.get().state is TaskState.PENDING for h in handles)
-    new = WorkerProcess(
-        redis_server.url, prefix, threads=2, modules=("tests.kinds", "tests.newkinds")
-    )
-    workers.append(new.start())
+    workers.start(threads=2, modules=("tests.kinds", "tests.newkinds"))  # the new version
     assert [h.wait(timeout=60) for h in handles] == ["new"] * 20
     assert rdb.zcard(mq.dead("default")) == 0  # nothing dead-lettered
     rdb.close()
 
 
 def test_kind_no_live_worker_serves_fails_saying_so(
-    client: TaskClient, workers: list[WorkerProcess], redis_server: RedisProcess, prefix: str
+    client: TaskClient, workers: WorkerGroup, redis_server: RedisProcess, prefix: str
 ) -> None:
     env = {"TASKCAST_UNSERVED_KIND_TIMEOUT": "1"}
-    workers.append(WorkerProcess(redis_server.url, prefix, extra_env=env).start())
+    workers.start(extra_env=env)
     handle = client.submit("demo.slep", {})  # a typo: no worker anywhere serves it
     events = list(handle.watch(timeout=30))
     end = events[-1]
