@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -56,3 +58,24 @@ def test_scripted_over_http(llm: StandIn) -> None:
     info.value.close()
     records = call(f"{root}/_standin/records")
     assert [(r["model"], r["outcome"]) for r in records] == [("s", "rate_limited")]
+
+
+def test_a_burst_of_streams_is_served() -> None:
+    """200 clients connecting at the same instant all get their whole stream (regression: with
+    socketserver's listen backlog of 5, about half were reset)."""
+    n = 200
+    body = {"model": "burst", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with StandIn(rate=50, tokens=8) as llm:
+        together = threading.Barrier(n)
+
+        def stream(_: int) -> bytes:
+            together.wait(30)  # every thread connects at once
+            req = urllib.request.Request(f"{llm.url}/chat/completions", json.dumps(body).encode())
+            with urllib.request.urlopen(req, timeout=60) as reply:
+                return bytes(reply.read())
+
+        with ThreadPoolExecutor(n) as pool:
+            replies = list(pool.map(stream, range(n)))
+        records = llm.records("burst")
+    assert all(r.rstrip().endswith(b"data: [DONE]") for r in replies)
+    assert [(r.outcome, r.tokens) for r in records] == [("completed", 8)] * n
