@@ -11,9 +11,11 @@ import dramatiq
 import redis.asyncio as aredis
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
+from taskcast.core import logs
 from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
+from taskcast.worker.logs import AttemptFilter
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry, registry
 from taskcast.worker.runner import make_actor_fn
@@ -35,6 +37,8 @@ def setup() -> None:
     # Dramatiq's CLI sets each worker process to INFO; honour `taskcast --log-level`.
     logging.getLogger().setLevel(os.environ.get("TASKCAST_LOG_LEVEL", "INFO").upper())
     settings = WorkerSettings()
+    # On the handlers Dramatiq's CLI gave this process (its pipe to the parent, which prints it).
+    logs.use_format(settings.log_format, AttemptFilter())
     broker = build_broker(settings, registry)
     dramatiq.set_broker(broker)
     registry.bind(broker, make_actor_fn)

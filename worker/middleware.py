@@ -179,8 +179,12 @@ class Lifecycle(Middleware):
 
     @staticmethod
     def _log(attempt: Attempt, outcome: Outcome, state: State | None) -> None:
+        # Named explicitly: a sync attempt is no longer current here (AttemptFilter).
+        extra = {"task_id": attempt.task_id, "kind": attempt.kind, "attempt": attempt.number}
         if outcome.error is None:
-            log.debug("task %s attempt %d: %s", attempt.task_id, attempt.number, _now(state))
+            log.debug(
+                "task %s attempt %d: %s", attempt.task_id, attempt.number, _now(state), extra=extra
+            )
             return
         err = outcome.error
         log.warning(
@@ -191,6 +195,7 @@ class Lifecycle(Middleware):
             err.type,
             err.message,
             _now(state),
+            extra=extra,
         )
 
     def _outcome(self, spec: KindSpec, attempt: Attempt, exc: BaseException | None) -> Outcome:
