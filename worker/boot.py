@@ -11,7 +11,7 @@ import dramatiq
 import redis.asyncio as aredis
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
-from taskcast.core import logs
+from taskcast.core import logs, tracing
 from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
@@ -54,7 +54,8 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
     slots = Slots(settings.slots)
     aio = AsyncAttempts(slots)
     writer = Writer(_async_client(settings.redis_url), aio.loop)
-    lifecycle = Lifecycle(store, registry, settings, aio, writer)
+    tracer = tracing.setup("taskcast-worker")  # in this process, after Dramatiq forked it
+    lifecycle = Lifecycle(store, registry, settings, aio, writer, tracer)
     # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead
     # worker's messages is only a backstop (its copies are skipped as stale), so its defaults stay.
     return transport.Broker(
