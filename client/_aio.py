@@ -76,7 +76,7 @@ class AsyncTaskClient(_requests.Settings):
     async def _call(self, call: _requests.Unary[T]) -> T:
         with translated():
             reply = await getattr(self._stub, call.rpc)(
-                call.request, timeout=self.timeout, metadata=self.metadata
+                call.request, timeout=self.timeout, metadata=self.metadata_for(call.rpc)
             )
         return call.decode(reply)
 

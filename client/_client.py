@@ -79,7 +79,7 @@ class TaskClient(_requests.Settings):
     def _call(self, call: _requests.Unary[T]) -> T:
         with translated():
             reply = getattr(self._stub, call.rpc)(
-                call.request, timeout=self.timeout, metadata=self.metadata
+                call.request, timeout=self.timeout, metadata=self.metadata_for(call.rpc)
             )
         return call.decode(reply)
 

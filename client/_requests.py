@@ -8,6 +8,7 @@ decoding replies, paging, resuming a broken watch and its backoff live here, onc
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -359,6 +360,33 @@ class Settings:
         self.metadata = call_metadata(metadata, token)
         self.reconnect_for = reconnect_for
         self._closed = False
+
+    def metadata_for(self, rpc: str) -> list[tuple[str, str]] | None:
+        """The metadata of a call of `rpc`: a submit also carries the current trace context."""
+        parent = traceparent() if rpc == "SubmitTask" else ""
+        if not parent or any(k == "traceparent" for k, _ in self.metadata or ()):
+            return self.metadata
+        return [*(self.metadata or []), ("traceparent", parent)]
+
+
+def traceparent() -> str:
+    """The current OpenTelemetry context as a W3C traceparent ("" when there is none, or when
+    opentelemetry-api is not installed: the client needs only grpcio and protobuf)."""
+    inject = _otel_inject()
+    if inject is None:
+        return ""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+@functools.cache
+def _otel_inject() -> Callable[[dict[str, str]], None] | None:
+    try:  # imported on the first submit, not with the client
+        from opentelemetry.propagate import inject
+    except ImportError:
+        return None
+    return inject
 
 
 def wait_timeout(task_id: str, timeout: float | None) -> WaitTimeoutError:

@@ -59,6 +59,7 @@ class NewTask:
     idempotency_key: str
     fingerprint: str
     delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
+    trace: str = ""  # the W3C traceparent its attempts continue ("": not traced)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def submit(layout: Layout, task_id: str, new: NewTask) -> Call:
         msg.queue,
         msg.redis_id,
         msg.data,
+        new.trace,
         *labels,
     )
 
@@ -150,6 +152,7 @@ class Started:
 
     payload: str
     max_attempts: int
+    trace: str = ""  # the traceparent stored with the task ("": not traced)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ def begin(layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str)
 def begin_reply(reply: Any) -> Started | Skipped:
     """Read `begin`'s reply."""
     if _text(reply[0]) == "run":
-        return Started(_text(reply[1]), int(reply[2]))
+        return Started(_text(reply[1]), int(reply[2]), _text(reply[3]))
     return Skipped(_text(reply[1]))
 
 

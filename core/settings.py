@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskcast.core.layout import MAX_EVENTS, PREFIX, RETENTION_S, Layout
+from taskcast.core.logs import LogFormat
 
 
 class CommonSettings(BaseSettings):
@@ -20,6 +21,9 @@ class CommonSettings(BaseSettings):
     retention: float = Field(RETENTION_S, gt=0, description="seconds a finished task is kept")
     max_events: int = Field(
         MAX_EVENTS, ge=10, description="events kept per task (older ones trimmed)"
+    )
+    log_format: LogFormat = Field(
+        "text", description="log lines as text, or json (one object a line, with task fields)"
     )
 
     @field_validator("redis_url")

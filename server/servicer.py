@@ -12,7 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from taskcast.server import convert, submit, validation
+from taskcast.core import tracing
+from taskcast.server import convert, submit, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -31,6 +32,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self.store = store
         self.fanout = fanout
         self.settings = settings
+        self.tracer = tracing.setup("taskcast-server")  # None: tracing is off (core/tracing.py)
         self.watches = WatchSession(
             store, fanout, keepalive=settings.keepalive, max_watchers=settings.max_watchers
         )
@@ -40,7 +42,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         new = await submit.new_task(convert.submit_from_pb(request), self.store, self.settings)
-        record, created = await self.store.submit(uuid.uuid4().hex, new)
+        parent = traces.parent_of(context.invocation_metadata())
+        record, created = await traces.submit(
+            self.store, self.tracer, uuid.uuid4().hex, new, parent
+        )
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
 
     @guard

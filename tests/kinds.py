@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
 
 from taskcast.worker import NonRetryableError, TaskContext, task
+
+log = logging.getLogger("tests.kinds")
 
 
 @task("test.echo")
@@ -104,3 +107,18 @@ def flaky(payload: dict[str, Any], ctx: TaskContext) -> int:
     if ctx.attempt == 1:
         raise RuntimeError("first attempt fails")
     return ctx.attempt
+
+
+@task("test.logs", max_attempts=1)
+def logs(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """Log one WARNING line (the tests' workers log at WARNING) naming `mark`."""
+    log.warning("sync handler says %s", payload.get("mark", ""))
+    return "logged"
+
+
+@task("test.async_logs", max_attempts=1)
+async def async_logs(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """The same from an async handler on the slot loop."""
+    await asyncio.sleep(0)
+    log.warning("async handler says %s", payload.get("mark", ""))
+    return "logged"

@@ -113,6 +113,7 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
         shutdown_timeout: float = 10.0,
         modules: tuple[str, ...] = ("tests.kinds",),
+        log_file: Path | None = None,
     ) -> None:
         self.redis_url, self.prefix = redis_url, prefix
         env = {
@@ -143,6 +144,7 @@ class WorkerProcess:
             str(shutdown_timeout),
         ]
         self.env = env
+        self.log_file = log_file  # where its stderr (every process's log lines) goes, if given
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -150,7 +152,11 @@ class WorkerProcess:
         client = redis.Redis.from_url(self.redis_url)
         key = Layout(self.prefix).kinds()
         client.delete(key)
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, start_new_session=True)
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(self.log_file.open("ab")) if self.log_file else None
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, cwd=ROOT, start_new_session=True, stderr=err
+            )
         STARTED.append(self.proc)
         try:
             eventually(lambda: client.hexists(key, "test.echo") or self._died(), 30, "worker boot")

@@ -31,6 +31,7 @@ class Attempt:
     is_async: bool = False
     result: str | None = None  # the JSON result, once the handler returned
     handed_off: bool = field(default=False)  # an async attempt now runs on the slot loop
+    span: Any = None  # its OpenTelemetry span, when tracing is on (worker/traces.py)
 
     def encode(self, result: Any) -> str:
         """The handler's return value as the JSON the task records, within this worker's bound."""

@@ -11,9 +11,11 @@ import dramatiq
 import redis.asyncio as aredis
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
+from taskcast.core import logs, tracing
 from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
+from taskcast.worker.logs import AttemptFilter
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry, registry
 from taskcast.worker.runner import make_actor_fn
@@ -35,6 +37,8 @@ def setup() -> None:
     # Dramatiq's CLI sets each worker process to INFO; honour `taskcast --log-level`.
     logging.getLogger().setLevel(os.environ.get("TASKCAST_LOG_LEVEL", "INFO").upper())
     settings = WorkerSettings()
+    # On the handlers Dramatiq's CLI gave this process (its pipe to the parent, which prints it).
+    logs.use_format(settings.log_format, AttemptFilter())
     broker = build_broker(settings, registry)
     dramatiq.set_broker(broker)
     registry.bind(broker, make_actor_fn)
@@ -50,7 +54,8 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
     slots = Slots(settings.slots)
     aio = AsyncAttempts(slots)
     writer = Writer(_async_client(settings.redis_url), aio.loop)
-    lifecycle = Lifecycle(store, registry, settings, aio, writer)
+    tracer = tracing.setup("taskcast-worker")  # in this process, after Dramatiq forked it
+    lifecycle = Lifecycle(store, registry, settings, aio, writer, tracer)
     # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead
     # worker's messages is only a backstop (its copies are skipped as stale), so its defaults stay.
     return transport.Broker(

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
@@ -19,6 +19,7 @@ from taskcast.core.calls import Outcome, Skipped, Status
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
+from taskcast.worker import traces
 from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
 from taskcast.worker.attempt import Attempt
 from taskcast.worker.context import TaskContext
@@ -28,6 +29,9 @@ from taskcast.worker.registry import KindSpec, Registry
 from taskcast.worker.settings import WorkerSettings
 from taskcast.worker.store import WorkerStore
 from taskcast.worker.writer import Writer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("taskcast.worker")
 
@@ -48,8 +52,10 @@ class Lifecycle(Middleware):
         settings: WorkerSettings,
         aio: AsyncAttempts,
         writer: Writer,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self.tracer = tracer  # None: tracing is off (core/tracing.py)
         self.registry = registry
         self.settings = settings
         self.aio = aio
@@ -105,6 +111,8 @@ class Lifecycle(Middleware):
             ctx=ctx,
             is_async=spec.is_async,
         )
+        if self.tracer is not None:
+            attempt.span = traces.start(self.tracer, attempt, started.trace)
         with self._lock:
             self.running[task_id] = ctx
         attempts.set_current(attempt)
@@ -133,7 +141,7 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running.pop(attempt.task_id, None)
         outcome = self._outcome(spec, attempt, exception)
-        self._log(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
+        self._ended(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
@@ -141,7 +149,7 @@ class Lifecycle(Middleware):
         outcome = self._outcome(spec, attempt, exception)
         try:
             reply = await self.writer.call(self._finish(attempt, outcome))
-            self._log(attempt, outcome, calls.finish_reply(reply))
+            self._ended(attempt, outcome, calls.finish_reply(reply))
         except Exception:  # a script error: logged; the lease and reaper still end the task
             log.exception(
                 "task %s: recording the outcome of attempt %d failed",
@@ -177,10 +185,20 @@ class Lifecycle(Middleware):
 
         self.writer.call(call).add_done_callback(on_reply)
 
+    def _ended(self, attempt: Attempt, outcome: Outcome, state: State | None) -> None:
+        """Log how the attempt ended and end its span."""
+        self._log(attempt, outcome, state)
+        if attempt.span is not None:
+            traces.end(attempt.span, attempt, outcome, state)
+
     @staticmethod
     def _log(attempt: Attempt, outcome: Outcome, state: State | None) -> None:
+        # Named explicitly: a sync attempt is no longer current here (AttemptFilter).
+        extra = {"task_id": attempt.task_id, "kind": attempt.kind, "attempt": attempt.number}
         if outcome.error is None:
-            log.debug("task %s attempt %d: %s", attempt.task_id, attempt.number, _now(state))
+            log.debug(
+                "task %s attempt %d: %s", attempt.task_id, attempt.number, _now(state), extra=extra
+            )
             return
         err = outcome.error
         log.warning(
@@ -191,6 +209,7 @@ class Lifecycle(Middleware):
             err.type,
             err.message,
             _now(state),
+            extra=extra,
         )
 
     def _outcome(self, spec: KindSpec, attempt: Attempt, exc: BaseException | None) -> Outcome:

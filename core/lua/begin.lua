@@ -1,14 +1,15 @@
 -- A: id, attempt the message starts, lease ms, delivery token (unique per delivery).
--- Returns {"run", payload, max_attempts} or {"skip", reason}. Calling it again with the
--- same token answers "run" again, so a retried call after a lost reply is harmless.
+-- Returns {"run", payload, max_attempts, traceparent or ""} or {"skip", reason}. Calling it again
+-- with the same token answers "run" again, so a retried call after a lost reply is harmless.
 local id, msg_attempt, lease_ms, token = A[1], tonumber(A[2]), tonumber(A[3]), A[4]
 local t = tkey(id)
-local state, attempt, payload, max_attempts, out, owner = unpack(
-  redis.call("HMGET", t, "state", "attempt", "payload", "max_attempts", "out", "token"))
+local state, attempt, payload, max_attempts, out, owner, trace = unpack(
+  redis.call("HMGET", t, "state", "attempt", "payload", "max_attempts", "out", "token", "trace"))
+trace = trace or ""
 if not state then return {"skip", "missing"} end
 if TERMINAL[state] then return {"skip", "finished " .. state} end
 if state == "RUNNING" then
-  if owner == token then return {"run", payload, max_attempts} end
+  if owner == token then return {"run", payload, max_attempts, trace} end
   return {"skip", "running elsewhere"}
 end
 if msg_attempt ~= tonumber(attempt) + 1 then return {"skip", "stale attempt " .. msg_attempt} end
@@ -21,4 +22,4 @@ redis.call("HSET", t, "attempt", msg_attempt, "started", NOW, "token", token)
 redis.call("HDEL", t, "evn")
 redis.call("ZADD", P .. ":leases", NOW + lease_ms, id)
 emit(id, {"type", "state", "state", "RUNNING", "attempt", tostring(msg_attempt)})
-return {"run", payload, max_attempts}
+return {"run", payload, max_attempts, trace}

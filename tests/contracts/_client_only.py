@@ -32,6 +32,7 @@ REFUSED = frozenset(
         "httpcore",
         "httpx",
         "openai",
+        "opentelemetry",  # taskcast[otel]; the client sends trace context only when it is there
         "pydantic",
         "pydantic_core",
         "pydantic_settings",

@@ -1,0 +1,60 @@
+"""SubmitTask's producer span, and the trace context a task carries to its attempts.
+
+A caller's W3C `traceparent` arrives as gRPC metadata (what OpenTelemetry's own gRPC
+instrumentation sends, so any client can, with no change to the proto). With tracing on, the
+submit is a PRODUCER span (messaging semantic conventions) under it, and the task stores that
+span's context; with tracing off, the task stores the caller's traceparent as it came, so a
+traced worker still continues the caller's trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from taskcast.core import tracing
+from taskcast.core.calls import NewTask
+from taskcast.core.records import TaskRecord
+from taskcast.server.store import ServerStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+__all__ = ["submit", "parent_of"]
+
+
+def parent_of(metadata: Any) -> str:
+    """The valid `traceparent` among a call's invocation metadata, else ""."""
+    for key, value in metadata or ():
+        if key == "traceparent":
+            return tracing.traceparent(value if isinstance(value, str) else value.decode())
+    return ""
+
+
+async def submit(
+    store: ServerStore, tracer: Tracer | None, task_id: str, new: NewTask, parent: str
+) -> tuple[TaskRecord, bool]:
+    """`store.submit`, traced when `tracer` is given; the task keeps the context to continue."""
+    if tracer is None:
+        return await store.submit(task_id, replace(new, trace=parent))
+    from opentelemetry.trace import SpanKind
+
+    attributes = {
+        "messaging.system": "taskcast",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "submit",
+        "messaging.destination.name": new.queue,
+        "taskcast.task.kind": new.kind,
+    }
+    with tracer.start_as_current_span(
+        f"send {new.queue}",
+        context=tracing.context_of(parent),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    ) as span:
+        record, created = await store.submit(
+            task_id, replace(new, trace=tracing.traceparent_of(span))
+        )
+        span.set_attribute("messaging.message.id", record.id)
+        span.set_attribute("taskcast.task.created", created)
+        return record, created
