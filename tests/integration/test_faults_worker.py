@@ -60,7 +60,9 @@ def test_sigterm_lets_running_tasks_finish_and_leaves_queued_ones(
     client: TaskClient, workers: WorkerGroup
 ) -> None:
     worker = workers.start(threads=1, shutdown_timeout=20)
-    running = client.submit("demo.sleep", {"seconds": 1, "steps": 2})
+    # Long enough that the SIGTERM below lands while it runs, even on a loaded machine (at 1 s,
+    # a late signal let the freed thread take the queued tasks).
+    running = client.submit("demo.sleep", {"seconds": 4, "steps": 2})
     watch = running.watch()
     assert [next(watch).state, next(watch).state] == [TaskState.PENDING, TaskState.RUNNING]
     queued = [client.submit("test.echo", {"i": i}) for i in range(3)]
