@@ -85,6 +85,9 @@ def _model_server() -> tuple[dict[str, str], StandIn | None]:
 def run(args: argparse.Namespace) -> int:
     """Start everything, print how to use it, stop everything on Ctrl-C."""
     settings = flags.build(ServerSettings, args)
+    if settings.tls:  # a machine's own loopback: the health check and the hints are plaintext
+        console.print("[yellow]taskcast dev serves plaintext on loopback: TLS settings ignored[/]")
+        settings = settings.model_copy(update={"tls_cert": "", "tls_key": "", "tls_client_ca": ""})
     data_dir = Path(args.data_dir).resolve()
     redis_child = None
     if redis_proc.answers(settings.redis_url):

@@ -53,11 +53,15 @@ def build(model: type[S], args: argparse.Namespace) -> S:
     try:
         return model(**given)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(map(str, e['loc']))} ({env_name(model, str(e['loc'][0]))}): {e['msg']}"
-            for e in exc.errors()
-        ]
+        lines = [f"  {_where(model, e['loc'])}: {e['msg']}" for e in exc.errors()]
         sys.exit("invalid settings:\n" + "\n".join(lines))
+
+
+def _where(model: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """The field an error is about, with its variable; a check across fields has none."""
+    if not loc:
+        return "settings"
+    return f"{'.'.join(map(str, loc))} ({env_name(model, str(loc[0]))})"
 
 
 def export(settings: BaseSettings) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, Unpack
 import grpc
 import grpc.aio
 
-from taskcast.client import _requests
+from taskcast.client import _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, translated
 from taskcast.client._types import Event, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
@@ -55,10 +55,17 @@ class AsyncTaskClient(_requests.Settings):
         metadata: list[tuple[str, str]] | None = None,
         reconnect_for: float = 60.0,
         token: str | None = None,
+        tls: bool | None = None,
+        tls_ca: _tls.PathLike | None = None,
+        tls_cert: _tls.PathLike | None = None,
+        tls_key: _tls.PathLike | None = None,
     ) -> None:
         super().__init__(address, timeout, metadata, reconnect_for, token)
-        self._channel = channel or grpc.aio.insecure_channel(
-            self.address, options=_requests.CHANNEL_OPTIONS
+        creds = None if channel else _tls.credentials(tls, tls_ca, tls_cert, tls_key)
+        self._channel = channel or (
+            grpc.aio.insecure_channel(self.address, options=_requests.CHANNEL_OPTIONS)
+            if creds is None
+            else grpc.aio.secure_channel(self.address, creds, options=_requests.CHANNEL_OPTIONS)
         )
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 

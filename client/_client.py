@@ -8,7 +8,7 @@ from typing import Any, TypeVar, Unpack
 
 import grpc
 
-from taskcast.client import _requests
+from taskcast.client import _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, translated
 from taskcast.client._types import Event, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
@@ -49,6 +49,17 @@ class TaskClient(_requests.Settings):
         metadata: Sent with every call.
         token: Bearer token for a server that requires one (default: `TASKCAST_TOKEN`).
         reconnect_for: Seconds a watch keeps trying to resume before it raises UnavailableError.
+        tls: True for TLS verified against the system's roots (default: `TASKCAST_TLS`); False
+            for plaintext whatever the environment says. Any `tls_*` option implies TLS.
+        tls_ca: PEM CA bundle that signed the server's certificate, instead of the system's
+            roots (default: `TASKCAST_TLS_CA`).
+        tls_cert: PEM certificate chain to present to a server that requires one (mTLS)
+            (default: `TASKCAST_TLS_CLIENT_CERT`).
+        tls_key: The private key of `tls_cert` (default: `TASKCAST_TLS_CLIENT_KEY`).
+
+    Raises:
+        ValueError: `tls_cert` without `tls_key` (or the reverse), or a file that is not PEM.
+        OSError: A TLS file cannot be read.
     """
 
     def __init__(
@@ -60,9 +71,18 @@ class TaskClient(_requests.Settings):
         metadata: list[tuple[str, str]] | None = None,
         reconnect_for: float = 60.0,
         token: str | None = None,
+        tls: bool | None = None,
+        tls_ca: _tls.PathLike | None = None,
+        tls_cert: _tls.PathLike | None = None,
+        tls_key: _tls.PathLike | None = None,
     ) -> None:
         super().__init__(address, timeout, metadata, reconnect_for, token)
-        self._channel = channel or grpc.insecure_channel(self.address, _requests.CHANNEL_OPTIONS)
+        creds = None if channel else _tls.credentials(tls, tls_ca, tls_cert, tls_key)
+        self._channel = channel or (
+            grpc.insecure_channel(self.address, _requests.CHANNEL_OPTIONS)
+            if creds is None
+            else grpc.secure_channel(self.address, creds, _requests.CHANNEL_OPTIONS)
+        )
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 
     def __enter__(self) -> TaskClient:

@@ -19,6 +19,7 @@ from taskcast.server.fanout import Fanout
 from taskcast.server.healthcheck import BoundedHealth
 from taskcast.server.servicer import TaskService
 from taskcast.server.store import ServerStore, connect
+from taskcast.server.tls import credentials, describe
 from taskcast.v1 import tasks_pb2, tasks_pb2_grpc
 
 log = logging.getLogger("taskcast.server")
@@ -96,7 +97,11 @@ async def create_server(settings: ServerSettings) -> Running:
     reflection.enable_server_reflection(
         (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
+    creds = credentials(settings)
+    if creds is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, creds)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
@@ -122,7 +127,11 @@ async def serve(settings: ServerSettings) -> None:
     gc.set_threshold(50_000, 50, 1000)
     host = settings.listen.rpartition(":")[0]
     log.info(
-        "taskcast server listening on %s:%d (redis %s)", host, running.port, settings.redis_url
+        "taskcast server listening on %s:%d, %s (redis %s)",
+        host,
+        running.port,
+        describe(settings),
+        settings.redis_url,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

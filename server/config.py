@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import ssl
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
 
 from taskcast.core.settings import CommonSettings
 
@@ -47,6 +50,14 @@ class ServerSettings(CommonSettings):
         30.0, ge=0, description="seconds calls get to finish on a connection past its age"
     )
 
+    tls_cert: str = Field(
+        "", description="PEM certificate chain the server presents (empty: plaintext, no TLS)"
+    )
+    tls_key: str = Field("", description="PEM private key of tls_cert")
+    tls_client_ca: str = Field(
+        "", description="PEM CA bundle: when set, every client must present a certificate it signed"
+    )
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -54,3 +65,47 @@ class ServerSettings(CommonSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 127.0.0.1:50051 or [::]:50051")
         return value
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca")
+    @classmethod
+    def _pem_file(cls, value: str) -> str:
+        """A readable PEM file, checked at start-up rather than at the first handshake."""
+        if not value:
+            return value
+        try:
+            text = Path(value).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in text:
+            raise ValueError(f"{value} is not a PEM file (no -----BEGIN line)")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServerSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS first)")
+        # grpc-core reports a key that does not match its certificate, or a PEM it cannot parse,
+        # only as "Failed to bind to address": OpenSSL's own check names the problem.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if self.tls_cert:
+            try:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+            except ssl.SSLError as exc:
+                if exc.reason == "KEY_VALUES_MISMATCH":
+                    raise ValueError("tls_key is not the private key of tls_cert") from None
+                raise ValueError(
+                    f"tls_cert and tls_key are not a PEM chain and key: {exc}"
+                ) from None
+        if self.tls_client_ca:
+            try:
+                context.load_verify_locations(self.tls_client_ca)
+            except ssl.SSLError as exc:
+                raise ValueError(f"tls_client_ca is not a PEM CA bundle: {exc}") from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server listens with TLS."""
+        return bool(self.tls_cert)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from taskcast.cli.redis_proc import answers, free_port
 from tests.support import ROOT, eventually
@@ -105,6 +106,14 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
     env.update(TASKCAST_REDIS_URL=redis_url, COLUMNS="200")
+    # TLS settings left in the shell: dev still serves plaintext on loopback (and says so).
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    env.update(
+        TASKCAST_TLS_CERT=str(tmp_path / "server.pem"),
+        TASKCAST_TLS_KEY=str(tmp_path / "server.key"),
+    )
     log = tmp_path / "dev.log"
     with log.open("w") as sink:
         dev = subprocess.Popen(
@@ -124,6 +133,7 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         text = log.read_text()
         assert dev.poll() is None, text
         assert "started redis-server on port" in text
+        assert "plaintext on loopback: TLS settings ignored" in text
         assert "submit ai.chat" in text and "submit demo.sleep" in text
         match = re.search(r"started redis-server on port (\d+)", text)
         assert match is not None
