@@ -88,3 +88,18 @@ def test_passwords_are_redacted_for_logs() -> None:
         redisurl.redacted("redis+sentinel://u:pw@a:1,b:2/m") == "redis+sentinel://u:***@a:1,b:2/m"
     )
     assert redisurl.redacted("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_every_client_is_built_here() -> None:
+    """No module but core/redisurl.py builds a Redis client: a Sentinel URL would bypass it."""
+    from pathlib import Path
+
+    root = Path(redisurl.__file__).resolve().parent.parent
+    builders = ("from_url(", "Redis(", "from_pool(", "Sentinel(")
+    offenders = [
+        str(path.relative_to(root))
+        for package in ("core", "server", "worker", "cli")
+        for path in (root / package).rglob("*.py")
+        if path.name != "redisurl.py" and any(b in path.read_text() for b in builders)
+    ]
+    assert offenders == []
