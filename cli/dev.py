@@ -40,9 +40,9 @@ def _wait_healthy(address: str, procs: list[subprocess.Popen[bytes]], timeout: f
 
 
 def _wait_kinds(url: str, kinds: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    import redis
+    from taskcast.core import redisurl
 
-    client = redis.Redis.from_url(url)
+    client = redisurl.sync_client(url)
     deadline = time.monotonic() + timeout
     try:
         while not client.hexists(kinds, "demo.sleep"):

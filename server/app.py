@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from taskcast.core import redisurl
 from taskcast.server.auth import TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
@@ -81,7 +82,12 @@ def _ms(seconds: float) -> int:
 async def create_server(settings: ServerSettings) -> Running:
     """Start a server on `settings.listen` (port 0 picks a free port); returns it running."""
     client = connect(settings.redis_url)
-    store = ServerStore(client, settings.layout)
+    store = ServerStore(
+        client,
+        settings.layout,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=_ms(settings.redis_wait_timeout),
+    )
     fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
     fanout.start()
     service = TaskService(store, fanout, settings)
@@ -109,7 +115,8 @@ async def create_server(settings: ServerSettings) -> Running:
         await asyncio.wait_for(fanout.connected.wait(), timeout=5)
     except TimeoutError:
         log.warning(
-            "redis at %s does not answer yet; serving UNAVAILABLE until it does", settings.redis_url
+            "redis at %s does not answer yet; serving UNAVAILABLE until it does",
+            redisurl.redacted(settings.redis_url),
         )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -131,7 +138,7 @@ async def serve(settings: ServerSettings) -> None:
         host,
         running.port,
         describe(settings),
-        settings.redis_url,
+        redisurl.redacted(settings.redis_url),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -49,6 +49,15 @@ class ServerSettings(CommonSettings):
     connection_age_grace: float = Field(
         30.0, ge=0, description="seconds calls get to finish on a connection past its age"
     )
+    # 0: a submit is acknowledged once the primary has it. Replication is asynchronous, so a
+    # failover can lose the last writes; with 1 a submit is acknowledged only once a replica
+    # has it too (cost per submit: docs/operations.md, "Redis Sentinel").
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="replicas that must confirm a submit before it is acknowledged"
+    )
+    redis_wait_timeout: float = Field(
+        1.0, gt=0, description="seconds a submit waits for those replicas; then UNAVAILABLE"
+    )
 
     tls_cert: str = Field(
         "", description="PEM certificate chain the server presents (empty: plaintext, no TLS)"

@@ -11,8 +11,9 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
-from taskcast.core import calls, mqlayout, scripts
+from taskcast.core import calls, mqlayout, redisurl, scripts
 from taskcast.core.calls import Call, NewTask
 from taskcast.core.capacity import LIVE_MS, WorkerRecord
 from taskcast.core.kinds import KindInfo
@@ -20,7 +21,7 @@ from taskcast.core.layout import Layout
 from taskcast.core.records import EventRecord, TaskRecord
 from taskcast.core.scripts import redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
-from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound
+from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from taskcast.server.stats import KindFigures, QueueFigures
 
 POOL_SIZE = 64  # connections per server process; commands beyond wait for one
@@ -44,10 +45,10 @@ def connect(url: str) -> aredis.Redis:
     The pool blocks (up to 5 s) for a free connection: redis-py's default pool raises "Too many
     connections" past 100 commands in flight, which turned bursts of watch streams into errors.
     """
-    pool = aredis.BlockingConnectionPool.from_url(
+    return redisurl.async_client(
         url,
-        max_connections=POOL_SIZE,
-        timeout=5,
+        pool_size=POOL_SIZE,
+        pool_timeout=5,
         socket_connect_timeout=0.5,
         socket_timeout=2,
         health_check_interval=10,
@@ -58,23 +59,59 @@ def connect(url: str) -> aredis.Redis:
         ),
         retry_on_error=[RedisConnectionError],
     )
-    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class ServerStore:
     """Asynchronous access to tasks and events for the gRPC handlers."""
 
-    def __init__(self, client: aredis.Redis, layout: Layout) -> None:
+    def __init__(
+        self,
+        client: aredis.Redis,
+        layout: Layout,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         # redis-py types its replies as unions over sync/async and bytes/str: they are cast or
         # decoded where they are read.
         self.client = client
         self.layout = layout
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._scripts = scripts.register(client)
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_read = 0.0
 
     async def _run(self, call: Call) -> Any:
         return await self._scripts[call.script](keys=call.keys, args=call.args)
+
+    async def _run_replicated(self, call: Call) -> Any:
+        """Run `call`, then WAIT until `wait_replicas` replicas have it; Unavailable if fewer do.
+
+        WAIT covers the writes of the connection it is sent on, so both go in one pipeline (one
+        connection, one round trip). A primary new after a failover may not have the script
+        cached yet: NOSCRIPT loads it and the call is sent again (it wrote nothing).
+        """
+        script = self._scripts[call.script]
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                reply, confirmed = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):
+                await self.client.script_load(script.script)
+                continue
+            for outcome in (reply, confirmed):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            if int(confirmed) < self.wait_replicas:
+                raise Unavailable(
+                    f"task store (Redis): {confirmed} of {self.wait_replicas} replicas confirmed "
+                    f"the submit within {self.wait_timeout_ms} ms; retry with the same "
+                    "idempotency key"
+                )
+            return reply
+        raise Unavailable("task store (Redis) lost its scripts twice in a row; retry")
 
     async def kinds(self, *, refresh: bool = False) -> dict[str, KindInfo]:
         """Kinds workers registered; re-read at most once a second, or when asked to."""
@@ -89,7 +126,11 @@ class ServerStore:
 
         Returns the task and whether it was created (False: an idempotent resubmission).
         """
-        done = calls.submit_reply(await self._run(calls.submit(self.layout, task_id, new)))
+        call = calls.submit(self.layout, task_id, new)
+        # A resubmission waits too: the first answer may have been UNAVAILABLE for want of
+        # replicas, and this one must not acknowledge what only the primary holds.
+        reply = await (self._run_replicated(call) if self.wait_replicas else self._run(call))
+        done = calls.submit_reply(reply)
         if not done.created and done.fingerprint != new.fingerprint:
             raise AlreadyExists(
                 f"idempotency_key {new.idempotency_key!r} was used by task "

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskcast.core import redisurl
 from taskcast.core.calls import NewTask
 from taskcast.core.layout import Layout
 
@@ -149,7 +150,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         """Start and wait until its kinds are registered (a fresh registration)."""
-        client = redis.Redis.from_url(self.redis_url)
+        client = redisurl.sync_client(self.redis_url)  # any URL form, Sentinel's included
         key = Layout(self.prefix).kinds()
         client.delete(key)
         with contextlib.ExitStack() as files:

@@ -11,7 +11,7 @@ import dramatiq
 import redis.asyncio as aredis
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
-from taskcast.core import logs, tracing
+from taskcast.core import logs, redisurl, tracing
 from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
@@ -77,4 +77,4 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
 
 def _async_client(url: str) -> aredis.Redis:
     # No retries inside redis-py: the Writer retries whole batches itself (its scripts are fenced).
-    return aredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2, retry=None)
+    return redisurl.async_client(url, socket_timeout=10, socket_connect_timeout=2, retry=None)

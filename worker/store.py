@@ -15,7 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from taskcast.core import calls, scripts
+from taskcast.core import calls, redisurl, scripts
 from taskcast.core.calls import Call, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
@@ -35,7 +35,7 @@ def connect(url: str, *, retries: int) -> redis.Redis:
     itself, through outages, and the housekeeping loop retries the rest on its next beat.
     Dramatiq's broker client keeps a few quick retries.
     """
-    return redis.Redis.from_url(
+    return redisurl.sync_client(
         url,
         socket_timeout=10,
         socket_connect_timeout=2,
