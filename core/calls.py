@@ -150,6 +150,7 @@ class Started:
 
     payload: str
     max_attempts: int
+    waited_ms: int = -1  # first attempts: ms from due (created or not_before) to start; else -1
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def begin(layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str)
 def begin_reply(reply: Any) -> Started | Skipped:
     """Read `begin`'s reply."""
     if _text(reply[0]) == "run":
-        return Started(_text(reply[1]), int(reply[2]))
+        return Started(_text(reply[1]), int(reply[2]), int(reply[3]))
     return Skipped(_text(reply[1]))
 
 

@@ -46,6 +46,10 @@ class ServerSettings(CommonSettings):
     connection_age_grace: float = Field(
         30.0, ge=0, description="seconds calls get to finish on a connection past its age"
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint (0: off)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
 
     @field_validator("listen")
     @classmethod

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from taskcast.server import convert, submit, validation
+from taskcast.server import convert, metrics, submit, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -41,6 +41,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> pb.SubmitTaskResponse:
         new = await submit.new_task(convert.submit_from_pb(request), self.store, self.settings)
         record, created = await self.store.submit(uuid.uuid4().hex, new)
+        if created:
+            metrics.SUBMITTED.labels(record.kind, record.queue).inc()
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
 
     @guard

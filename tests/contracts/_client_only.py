@@ -32,6 +32,7 @@ REFUSED = frozenset(
         "httpcore",
         "httpx",
         "openai",
+        "prometheus_client",
         "pydantic",
         "pydantic_core",
         "pydantic_settings",
