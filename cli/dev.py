@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         )
     env = flags.environ_with(settings)
     ai_env, standin = _model_server()
+    # Metrics: the server's on the port given, the worker's on the next one.
+    mport = settings.metrics_port
+    metrics_env = {"TASKCAST_METRICS_PORT": str(mport + 1)} if mport else {}
     exe = [sys.executable, "-m", "taskcast.cli.main"]
     procs: list[subprocess.Popen[bytes]] = []  # server, worker
     stopping = threading.Event()
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         procs.append(
             subprocess.Popen(
                 [*exe, "worker", *args.modules, "--processes", "1"],
-                env={**env, **ai_env},
+                env={**env, **ai_env, **metrics_env},
                 start_new_session=True,
             )
         )

@@ -20,6 +20,7 @@ MODULES = {
         "redis",
         "hiredis",
         "pydantic_settings",
+        "prometheus_client",
     ),
     "worker": (
         "dramatiq",
@@ -30,6 +31,7 @@ MODULES = {
         "httpx",
         "httpcore",
         "anyio",
+        "prometheus_client",
     ),
     "cli": ("rich",),
 }

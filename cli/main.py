@@ -54,7 +54,22 @@ def _worker(args: argparse.Namespace) -> int:
     argv += ["--worker-shutdown-timeout", str(int(settings.shutdown_timeout * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
-    return supervise(argv, env, restart=args.restart)
+    if not settings.metrics_port:
+        return supervise(argv, env, restart=args.restart)
+    import shutil
+    import tempfile
+
+    from taskcast.cli.supervise import Metrics
+
+    # Prometheus multiprocess mode: each worker process writes its samples here, and the
+    # supervisor serves their sum; fresh per run, so no stale process's files are counted.
+    directory = tempfile.mkdtemp(prefix="taskcast-metrics-")
+    env["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        metrics = Metrics(settings.metrics_host, settings.metrics_port, directory)
+        return supervise(argv, env, restart=args.restart, metrics=metrics)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _client(args: argparse.Namespace) -> Any:

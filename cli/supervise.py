@@ -8,8 +8,11 @@ SIGTERM as "kill now", which would cut running tasks short.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import glob
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,14 +23,61 @@ log = logging.getLogger("taskcast.worker")
 _PR_SET_PDEATHSIG = 1
 
 
+# Looked up here, not in the child: with the metrics thread running, a forked child must not
+# take the dynamic loader's lock, which that thread might have held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM us if the supervisor dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(argv: list[str], env: dict[str, str], *, restart: bool) -> int:
-    """Run `argv` until SIGTERM/SIGINT (passed on once, then waited for); restart it if it dies."""
+class Metrics:
+    """The worker processes' /metrics, served from the supervisor (it outlives their restarts).
+
+    Each worker process writes its samples to files in `directory` (Prometheus multiprocess
+    mode); a scrape sums them. One port per `taskcast worker`, however many processes it runs.
+    """
+
+    def __init__(self, host: str, port: int, directory: str) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.directory = directory
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        self.httpd, self.thread = start_http_server(port, host, registry)
+        log.info("worker metrics on http://%s:%d/metrics", host, self.httpd.server_port)
+
+    def forget_live_gauges(self) -> None:
+        """The group died: its processes' gauges (slots, threads) no longer count."""
+        for path in glob.glob(os.path.join(self.directory, "gauge_live*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def supervise(
+    argv: list[str], env: dict[str, str], *, restart: bool, metrics: Metrics | None = None
+) -> int:
+    """Run `argv` until SIGTERM/SIGINT (passed on once, then waited for); restart it if it dies.
+
+    With `metrics`, serve the group's metrics until the end.
+    """
+    try:
+        return _run(argv, env, restart=restart, metrics=metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _run(argv: list[str], env: dict[str, str], *, restart: bool, metrics: Metrics | None) -> int:
     stopping = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
@@ -45,8 +95,10 @@ def supervise(argv: list[str], env: dict[str, str], *, restart: bool) -> int:
         started = time.monotonic()
         child = subprocess.Popen(
             argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
-        )  # safe: no threads here yet
+        )  # safe with the metrics thread: the child only calls prctl, looked up beforehand
         code = child.wait()
+        if metrics is not None:
+            metrics.forget_live_gauges()
         if stopping.is_set() or not restart or code == 0:
             return code
         if time.monotonic() - started > 60:

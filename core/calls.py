@@ -153,6 +153,7 @@ class Started:
     payload: str
     max_attempts: int
     trace: str = ""  # the traceparent stored with the task ("": not traced)
+    waited_ms: int = -1  # first attempts: ms from due (created or not_before) to start; else -1
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def begin(layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str)
 def begin_reply(reply: Any) -> Started | Skipped:
     """Read `begin`'s reply."""
     if _text(reply[0]) == "run":
-        return Started(_text(reply[1]), int(reply[2]), _text(reply[3]))
+        return Started(_text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]))
     return Skipped(_text(reply[1]))
 
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskcast.core import redisurl
+from taskcast.server import metrics
 from taskcast.server.auth import TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
@@ -43,12 +44,15 @@ class Running:
     port: int
     service: TaskService
     health: health.aio.HealthServicer
+    metrics: metrics.Endpoint | None = None  # /metrics, when settings.metrics_port is set
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, streams told to resume elsewhere, in-flight unary calls finish."""
         await self.health.enter_graceful_shutdown()
         await self.service.fanout.stop()
         await self.server.stop(grace)
+        if self.metrics is not None:  # after the calls: their last counts are still served
+            await asyncio.to_thread(self.metrics.close)
         await self.service.store.client.aclose()
 
 
@@ -93,8 +97,13 @@ async def create_server(settings: ServerSettings) -> Running:
     service = TaskService(store, fanout, settings)
     full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
     server = grpc.aio.server(
-        # The token check first (outermost), so a client without one is never parsed further.
-        interceptors=[*([TokenAuth(full, read)] if full or read else []), StrictDecoding()],
+        # Metrics outermost (refused calls are counted too), then the token check, so a client
+        # without one is never parsed further.
+        interceptors=[
+            metrics.RpcMetrics(),
+            *([TokenAuth(full, read)] if full or read else []),
+            StrictDecoding(),
+        ],
         options=server_options(settings),
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
@@ -110,6 +119,10 @@ async def create_server(settings: ServerSettings) -> Running:
         port = server.add_secure_port(settings.listen, creds)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    endpoint = None
+    if settings.metrics_port:  # before start: a port in use fails start-up with nothing running
+        collector = metrics.QueueCollector(store, asyncio.get_running_loop())
+        endpoint = metrics.serve(settings.metrics_host, settings.metrics_port, [collector])
     await server.start()
     try:  # watchers are correct either way (they resync when it connects); this is for the log
         await asyncio.wait_for(fanout.connected.wait(), timeout=5)
@@ -120,7 +133,7 @@ async def create_server(settings: ServerSettings) -> Running:
         )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Running(server, port, service, health_servicer)
+    return Running(server, port, service, health_servicer, endpoint)
 
 
 async def serve(settings: ServerSettings) -> None:

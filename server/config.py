@@ -67,6 +67,11 @@ class ServerSettings(CommonSettings):
         "", description="PEM CA bundle: when set, every client must present a certificate it signed"
     )
 
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint (0: off)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from taskcast.core import tracing
-from taskcast.server import convert, submit, traces, validation
+from taskcast.server import convert, metrics, submit, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -46,6 +46,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         record, created = await traces.submit(
             self.store, self.tracer, uuid.uuid4().hex, new, parent
         )
+        if created:
+            metrics.SUBMITTED.labels(record.kind, record.queue).inc()
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
 
     @guard

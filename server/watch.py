@@ -18,6 +18,7 @@ from typing import TypeAlias
 
 from taskcast.core.records import EventRecord
 from taskcast.core.states import State
+from taskcast.server import metrics
 from taskcast.server.errors import InvalidArgument, ResourceExhausted, Unavailable
 from taskcast.server.fanout import SHUTDOWN, Fanout, Watcher
 from taskcast.server.store import ServerStore
@@ -85,9 +86,21 @@ class WatchSession:
                     )
                 ]
             )
-        with self.fanout.watch(task_id) as inbox:
-            async for item in self._items(task_id, after, inbox):
-                yield item
+        if after:
+            metrics.WATCH_RESUMED.inc()
+        metrics.WATCH_OPEN.inc()
+        sent_end = False  # a stream closed after its terminal event did not end early
+        try:
+            with self.fanout.watch(task_id) as inbox:
+                async for item in self._items(task_id, after, inbox):
+                    sent_end = isinstance(item, EventRecord) and item.terminal
+                    yield item
+        except BaseException as exc:
+            if not sent_end:
+                metrics.WATCH_ENDED_EARLY.labels(_early(exc)).inc()
+            raise
+        finally:
+            metrics.WATCH_OPEN.dec()
 
     async def _items(self, task_id: str, last: int, inbox: Watcher) -> AsyncIterator[Item]:
         """Replay, then live events; re-read the stream whenever the live feed may have a gap."""
@@ -144,6 +157,17 @@ class WatchSession:
 def _ended(mark: tuple[State, int] | None, last: int) -> bool:
     """Whether the task expired, or ended with an event at or before `last`."""
     return mark is None or (mark[0].terminal and mark[1] <= last)
+
+
+def _early(exc: BaseException) -> str:
+    """Why a stream ended before its task's end, as the `reason` label."""
+    if isinstance(exc, Unavailable):
+        return "shutdown"
+    if isinstance(exc, ResourceExhausted):
+        return "overflow"  # the watcher fell behind the live events
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "client_gone"
+    return "error"  # Redis failed mid-stream, or a bug: the RPC counts say which code
 
 
 def _check_inbox(item: object, inbox: Watcher) -> None:

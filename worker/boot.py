@@ -16,6 +16,7 @@ from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
 from taskcast.worker.logs import AttemptFilter
+from taskcast.worker.metrics import Metrics
 from taskcast.worker.middleware import Lifecycle
 from taskcast.worker.registry import Registry, registry
 from taskcast.worker.runner import make_actor_fn
@@ -65,6 +66,7 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
         slots=slots,
         unserved_timeout=settings.unserved_kind_timeout,
         middleware=[
+            Metrics(slots),  # first: it counts every message a thread takes, skipped ones too
             TimeLimit(time_limit=int(settings.default_timeout * 1000)),
             ShutdownNotifications(),
             # Before the Lifecycle: shutdown hooks run in reverse, so leases are still renewed

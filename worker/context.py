@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from taskcast.worker import metrics
 from taskcast.worker.errors import TaskCancelled
 from taskcast.worker.limits import Limits, clip, split_output
 
@@ -43,6 +45,8 @@ class TaskContext:
         self._on_cancel: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._n = 0
+        self.began = time.monotonic()  # the attempt's start, for its run time and first output
+        self._first_output = True
 
     @property
     def cancelled(self) -> bool:
@@ -69,6 +73,9 @@ class TaskContext:
         Text longer than `TASKCAST_MAX_OUTPUT_BYTES` becomes several events, in order.
         """
         if text:
+            if self._first_output:
+                self._first_output = False
+                metrics.first_output(self.kind, time.monotonic() - self.began)
             for piece in split_output(text, self.limits.max_output_bytes):
                 self._emit(["type", "output", "text", piece])
 

@@ -19,7 +19,7 @@ from taskcast.core.calls import Outcome, Skipped, Status
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
-from taskcast.worker import traces
+from taskcast.worker import metrics, traces
 from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
 from taskcast.worker.attempt import Attempt
 from taskcast.worker.context import TaskContext
@@ -91,6 +91,7 @@ class Lifecycle(Middleware):
         if isinstance(started, Skipped):
             log.info("skipping delivery of task %s attempt %d: %s", task_id, number, started.reason)
             raise SkipMessage(started.reason)
+        metrics.started(message.actor_name, started.waited_ms)
         spec = self.registry.kinds[message.actor_name]
         ctx = TaskContext(
             self.store,
@@ -193,6 +194,7 @@ class Lifecycle(Middleware):
 
     @staticmethod
     def _log(attempt: Attempt, outcome: Outcome, state: State | None) -> None:
+        metrics.attempt_ended(attempt, outcome, state)
         # Named explicitly: a sync attempt is no longer current here (AttemptFilter).
         extra = {"task_id": attempt.task_id, "kind": attempt.kind, "attempt": attempt.number}
         if outcome.error is None:

@@ -58,6 +58,11 @@ class WorkerSettings(CommonSettings):
     max_output_bytes: int = Field(
         64 << 10, ge=1024, description="largest output event; longer output is split over several"
     )
+    # One port for all of a `taskcast worker`'s processes: the supervisor serves their sum.
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint (0: off)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
 
     @property
     def lease_ms(self) -> int:

@@ -33,6 +33,7 @@ REFUSED = frozenset(
         "httpx",
         "openai",
         "opentelemetry",  # taskcast[otel]; the client sends trace context only when it is there
+        "prometheus_client",
         "pydantic",
         "pydantic_core",
         "pydantic_settings",
