@@ -192,6 +192,22 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """For pydantic models and FastAPI responses: taken as is, serialised by `to_dict`
+        (pydantic could not build a schema for the protobuf `raw` field). Imported only when
+        pydantic asks, so the client needs no pydantic."""
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(cls.to_dict)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        """An object (the fields of `to_dict`), for OpenAPI documents."""
+        return {"type": "object", "title": "Event"}
+
+    @classmethod
     def from_pb(cls, e: pb.TaskEvent) -> Event:
         """From the proto message."""
         kind = e.WhichOneof("kind") or ""

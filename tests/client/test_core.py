@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import grpc
@@ -179,3 +180,16 @@ def test_event_to_dict_leaves_out_what_does_not_apply_and_keeps_zero_progress() 
     assert Event.from_pb(pb.TaskEvent(task_id="t1")).to_json() == (
         '{"task_id":"t1","type":"keep_alive"}'
     )
+
+
+def test_an_event_inside_a_pydantic_model_serialises_through_to_dict() -> None:
+    import pydantic
+
+    class Reply(pydantic.BaseModel):
+        event: Event
+
+    event = Event.from_pb(pb.TaskEvent(task_id="t1", sequence=3, output=pb.Output(text="hi")))
+    reply = Reply(event=event)
+    assert reply.model_dump(mode="json") == {"event": event.to_dict()}
+    assert json.loads(reply.model_dump_json()) == {"event": event.to_dict()}
+    assert Reply.model_json_schema()["properties"]["event"]["type"] == "object"
