@@ -92,10 +92,11 @@ def _follow(client: Any, task_id: str, after: int, as_json: bool) -> int:
     from taskcast.cli import show
 
     in_output, final = False, None
-    for event in client.watch(task_id, after):
-        in_output = show.print_event(event, as_json=as_json, in_output=in_output)
-        if event.terminal:
-            final = event.state.value
+    with client.watch(task_id, after) as events:
+        for event in events:
+            in_output = show.print_event(event, as_json=as_json, in_output=in_output)
+            if event.terminal:
+                final = event.state.value
     if in_output:
         show.console.out("")
     return {"SUCCEEDED": 0, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}.get(final or "", 0)
@@ -178,8 +179,13 @@ def _stats(args: argparse.Namespace) -> int:
     from taskcast.cli import show
 
     with _client(args) as client:
-        for table in show.stats_tables(client.stats()):
-            show.console.print(table)
+        stats = client.stats()
+    if args.output == "json":
+        show.console.print_json(json.dumps(show.stats_dict(stats)))
+        return 0
+    for table in show.stats_tables(stats):
+        show.console.print(table)
+    show.console.print(f"watch streams open on this server: {stats.watch_streams_open}")
     return 0
 
 

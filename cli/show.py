@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -75,21 +76,9 @@ def event_line(e: Event) -> str | None:
 def print_event(e: Event, *, as_json: bool, in_output: bool) -> bool:
     """Print one event; returns whether the cursor is now mid-output (after inline text)."""
     if as_json:
-        console.print_json(
-            json.dumps(
-                {
-                    "sequence": e.sequence,
-                    "type": e.type,
-                    "state": e.state and e.state.value,
-                    "attempt": e.attempt,
-                    "progress": e.progress,
-                    "message": e.message,
-                    "text": e.text,
-                    "result": e.result,
-                    "error": e.error and e.error.message,
-                }
-            )
-        )
+        # One object per line (JSON Lines), so `| jq -c` or a line reader takes each event as
+        # it comes; print_json spread each one over many lines.
+        console.out(e.to_json(), highlight=False)
         return False
     if e.type == "output":
         console.out(e.text, end="", highlight=False)
@@ -117,6 +106,29 @@ def tasks_table(tasks: list[Task]) -> Table:
             labels,
         )
     return table
+
+
+def stats_dict(s: Stats) -> dict[str, Any]:
+    """A JSON-friendly view of the stats (`taskcast stats -o json`)."""
+    return {
+        "watch_streams_open": s.watch_streams_open,
+        "queues": [dataclasses.asdict(q) for q in s.queues],
+        "kinds": [
+            {
+                "kind": k.kind,
+                "counts": {state.value: n for state, n in k.counts.items()},
+                "run_time_p50": k.run_time_p50,
+                "run_time_p90": k.run_time_p90,
+                "run_time_p99": k.run_time_p99,
+                "run_time_samples": k.run_time_samples,
+            }
+            for k in s.kinds
+        ],
+        "workers": [
+            {**dataclasses.asdict(w), "last_seen": w.last_seen and w.last_seen.isoformat()}
+            for w in s.workers
+        ],
+    }
 
 
 def stats_tables(s: Stats) -> tuple[Table, Table]:

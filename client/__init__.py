@@ -4,8 +4,9 @@
 
     with TaskClient("127.0.0.1:50051") as client:
         handle = client.submit("demo.sleep", {"seconds": 2})
-        for event in handle.watch():
-            print(event.sequence, event.type, event.state or event.progress)
+        with handle.watch() as events:  # the call is cancelled when the block is left
+            for event in events:
+                print(event.sequence, event.type, event.state or event.progress)
         print(handle.wait())
 
 Importing it pulls in grpc and the generated code only: never dramatiq, redis or the server.
@@ -13,14 +14,19 @@ Importing it pulls in grpc and the generated code only: never dramatiq, redis or
 
 from __future__ import annotations
 
-from taskcast.client._aio import AsyncTaskClient, AsyncTaskHandle
-from taskcast.client._client import TaskClient, TaskHandle
+from taskcast.client._aio import AsyncEventStream, AsyncTaskClient, AsyncTaskHandle
+from taskcast.client._client import EventStream, TaskClient, TaskHandle
 from taskcast.client._errors import (
+    AbortedError,
     AlreadyExistsError,
+    CallCancelledError,
+    DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     ResourceExhaustedError,
     RpcError,
@@ -29,10 +35,14 @@ from taskcast.client._errors import (
     TaskFailedError,
     UnauthenticatedError,
     UnavailableError,
+    UnimplementedError,
+    UnknownError,
     WaitTimeoutError,
+    WrongLoopError,
 )
 from taskcast.client._types import (
     Event,
+    EventType,
     KindStats,
     QueueStats,
     Stats,
@@ -49,7 +59,10 @@ __all__ = [
     "TaskClient",
     "TaskHandle",
     # what they return
+    "AsyncEventStream",
     "Event",
+    "EventStream",
+    "EventType",
     "KindStats",
     "QueueStats",
     "Stats",
@@ -58,11 +71,16 @@ __all__ = [
     "TaskState",
     "WorkerStats",
     # errors
+    "AbortedError",
     "AlreadyExistsError",
+    "CallCancelledError",
+    "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
+    "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "RpcError",
@@ -71,5 +89,8 @@ __all__ = [
     "TaskcastError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
     "WaitTimeoutError",
+    "WrongLoopError",
 ]

@@ -10,11 +10,73 @@ import grpc
 import grpc.aio
 
 from taskcast.client import _requests, _tls
-from taskcast.client._errors import DeadlineExceededError, translated
+from taskcast.client._errors import DeadlineExceededError, WrongLoopError, translated
 from taskcast.client._types import Event, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+
+
+class AsyncEventStream(AsyncIterator[Event]):
+    """The events of one `watch`, for asyncio: iterate it; closing it cancels its call at once.
+
+    `async with client.watch(task_id) as events:` closes it when the block is left, however
+    it is left; a task cancelled while it waits for the next event cancels the call too.
+    """
+
+    def __init__(self, client: AsyncTaskClient, watch: _requests.Watch) -> None:
+        self._client = client
+        self._watch = watch
+        self._call: Any = None  # the open WatchTask call; None before it and between resumes
+        self._closed = False
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the call and end the iteration (calling it again does nothing)."""
+        self._cancel()
+
+    def _cancel(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def __anext__(self) -> Event:
+        while not self._closed:
+            if self._call is None:
+                self._call = self._client._open(self._watch)
+            try:
+                raw = await self._call.read()
+            except grpc.RpcError as exc:
+                self._call = None
+                await self._backoff(exc)
+                continue
+            except asyncio.CancelledError:
+                self._cancel()  # the reader went away: free the server's slot now
+                raise
+            if raw is grpc.aio.EOF:
+                self._cancel()  # the task's stream ended after its terminal event
+                break
+            if (event := self._watch.receive(raw)) is not None:
+                return event
+        raise StopAsyncIteration
+
+    async def _backoff(self, exc: grpc.RpcError) -> None:
+        if self._closed:
+            return  # our own cancel: the iteration ends quietly
+        try:
+            delay = self._watch.resume_after(exc, closed=self._client._closed)
+        except BaseException:
+            self._closed = True
+            raise
+        await asyncio.sleep(delay)
 
 
 class AsyncTaskHandle(_requests.Handle["AsyncTaskClient"]):
@@ -27,7 +89,7 @@ class AsyncTaskHandle(_requests.Handle["AsyncTaskClient"]):
 
     def watch(
         self, after_sequence: int = 0, **options: Unpack[_requests.WatchOptions]
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncEventStream:
         """Its events; see `AsyncTaskClient.watch`."""
         return self.client.watch(self.id, after_sequence, **options)
 
@@ -43,7 +105,9 @@ class AsyncTaskHandle(_requests.Handle["AsyncTaskClient"]):
 class AsyncTaskClient(_requests.Settings):
     """The asyncio twin of `TaskClient` (same arguments, same exceptions).
 
-    Create it inside the event loop that uses it; `async with` closes it.
+    It may be created anywhere, at import time too: its channel is made on first use, in the
+    running event loop, and every later call must come from that same loop (a grpc.aio channel
+    is bound to one); another loop gets `WrongLoopError` at once. `async with` closes it.
     """
 
     def __init__(
@@ -61,13 +125,35 @@ class AsyncTaskClient(_requests.Settings):
         tls_key: _tls.PathLike | None = None,
     ) -> None:
         super().__init__(address, timeout, metadata, reconnect_for, token)
-        creds = None if channel else _tls.credentials(tls, tls_ca, tls_cert, tls_key)
-        self._channel = channel or (
-            grpc.aio.insecure_channel(self.address, options=_requests.CHANNEL_OPTIONS)
-            if creds is None
-            else grpc.aio.secure_channel(self.address, creds, options=_requests.CHANNEL_OPTIONS)
-        )
-        self._stub = pb_grpc.TaskServiceStub(self._channel)
+        # Checked now (a bad option fails here), used when the channel is made.
+        self._creds = None if channel else _tls.credentials(tls, tls_ca, tls_cert, tls_key)
+        # Made on first use, inside a running loop: made here, at import time, it bound itself
+        # to another loop and every call failed with a raw "attached to a different loop".
+        self._channel = channel
+        self._stub_now = None if channel is None else pb_grpc.TaskServiceStub(channel)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _stub(self) -> Any:
+        """The stub, its channel made in the running loop the first time."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise WrongLoopError(
+                "this AsyncTaskClient was first used in another event loop, and a grpc.aio "
+                "channel works in one loop only: make one client per loop (in FastAPI, in "
+                "the lifespan function) or close this one and make a new one"
+            )
+        if self._stub_now is None:
+            options = _requests.CHANNEL_OPTIONS
+            self._channel = (
+                grpc.aio.insecure_channel(self.address, options=options)
+                if self._creds is None
+                else grpc.aio.secure_channel(self.address, self._creds, options=options)
+            )
+            self._stub_now = pb_grpc.TaskServiceStub(self._channel)
+        return self._stub_now
 
     async def __aenter__(self) -> AsyncTaskClient:
         return self
@@ -78,7 +164,8 @@ class AsyncTaskClient(_requests.Settings):
     async def close(self) -> None:
         """Close the channel."""
         self._closed = True
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def _call(self, call: _requests.Unary[T]) -> T:
         with translated():
@@ -120,31 +207,31 @@ class AsyncTaskClient(_requests.Settings):
         """See `TaskClient.stats`."""
         return await self._call(_requests.stats())
 
-    async def watch(
+    def watch(
         self, task_id: str, after_sequence: int = 0, **options: Unpack[_requests.WatchOptions]
-    ) -> AsyncIterator[Event]:
-        """Every event after `after_sequence`, resuming by itself; see `TaskClient.watch`."""
-        watch = _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
-        while True:
-            stream = self._stub.WatchTask(
-                watch.request(), timeout=watch.time_left(), metadata=self.metadata
-            )
-            try:
-                async for raw in stream:
-                    if (event := watch.receive(raw)) is not None:
-                        yield event
-                return
-            except grpc.RpcError as exc:
-                await asyncio.sleep(watch.resume_after(exc, closed=self._closed))  # backoff
-            finally:
-                stream.cancel()
+    ) -> AsyncEventStream:
+        """Every event after `after_sequence`, resuming by itself; see `TaskClient.watch`.
+
+        Use `async with client.watch(task_id) as events:` (then `async for event in events`),
+        so the call is cancelled the moment the block is left.
+        """
+        return AsyncEventStream(
+            self, _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
+        )
+
+    def _open(self, watch: _requests.Watch) -> Any:
+        """Open (or reopen) the WatchTask call `watch` asks for."""
+        return self._stub.WatchTask(
+            watch.request(), timeout=watch.time_left(), metadata=self.metadata
+        )
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result; see `TaskClient.wait`."""
         try:
-            async for event in self.watch(task_id, timeout=timeout):
-                if event.terminal:
-                    break
+            async with self.watch(task_id, timeout=timeout) as events:
+                async for event in events:
+                    if event.terminal:
+                        break
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(await self.get(task_id))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar, Unpack
 
@@ -16,6 +16,67 @@ from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 T = TypeVar("T")
 
 
+class EventStream(Iterator[Event]):
+    """The events of one `watch`: iterate it; closing it cancels its gRPC call at once.
+
+    `with client.watch(task_id) as events:` closes it when the block is left, however it is
+    left, so the server's watcher slot is freed then, not when garbage collection runs.
+    `close()` may be called from any thread: an iteration blocked waiting for the next event
+    then ends (StopIteration) instead of waiting for it.
+    """
+
+    def __init__(self, client: TaskClient, watch: _requests.Watch) -> None:
+        self._client = client
+        self._watch = watch
+        self._call: Any = None  # the open WatchTask call; None before it and between resumes
+        self._closed = threading.Event()  # also what a resume's backoff waits on
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Cancel the call and end the iteration (any thread; calling it again does nothing)."""
+        self._closed.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def __next__(self) -> Event:
+        while not self._closed.is_set():
+            if self._call is None:
+                self._call = self._client._open(self._watch)
+                if self._closed.is_set():  # closed by another thread while it opened
+                    self._call.cancel()
+            try:
+                raw = next(self._call)
+            except StopIteration:
+                self.close()  # the task's stream ended after its terminal event
+                raise
+            except grpc.RpcError as exc:
+                self._call = None
+                self._backoff(exc)
+                continue
+            if (event := self._watch.receive(raw)) is not None:
+                return event
+        raise StopIteration
+
+    def _backoff(self, exc: grpc.RpcError) -> None:
+        if self._closed.is_set():
+            return  # our own cancel: the iteration ends quietly
+        try:
+            delay = self._watch.resume_after(exc, closed=self._client._closed)
+        except BaseException:
+            self._closed.set()
+            raise
+        self._closed.wait(delay)  # close() cuts the wait short
+
+
 class TaskHandle(_requests.Handle["TaskClient"]):
     """A submitted task: poll it, watch it, wait for it, cancel it."""
 
@@ -26,7 +87,7 @@ class TaskHandle(_requests.Handle["TaskClient"]):
 
     def watch(
         self, after_sequence: int = 0, **options: Unpack[_requests.WatchOptions]
-    ) -> Iterator[Event]:
+    ) -> EventStream:
         """Its events; see `TaskClient.watch`."""
         return self.client.watch(self.id, after_sequence, **options)
 
@@ -171,11 +232,19 @@ class TaskClient(_requests.Settings):
 
     def watch(
         self, task_id: str, after_sequence: int = 0, **options: Unpack[_requests.WatchOptions]
-    ) -> Iterator[Event]:
+    ) -> EventStream:
         """Every event after `after_sequence`, in order, until the terminal one.
 
         A broken stream (server restart, slow consumer, network) resumes by itself from the
-        last sequence seen: no event is missed or repeated.
+        last sequence seen: no event is missed or repeated. Use it in a `with` block, so the
+        call is cancelled the moment you stop reading (a web request that ended, a `break`):
+
+            with client.watch(task_id) as events:
+                for event in events:
+                    ...
+
+        A plain `for event in client.watch(task_id)` works too, but a stream left before its
+        end then stays open on the server until the iterator is garbage collected.
 
         Args:
             task_id: The task to watch.
@@ -185,23 +254,19 @@ class TaskClient(_requests.Settings):
 
         Raises:
             NotFoundError: Unknown id.
-            UnavailableError: The server stayed unreachable for `reconnect_for` seconds.
+            UnavailableError: The server stayed unreachable for `reconnect_for` seconds
+                (`ResourceExhaustedError` when it stayed at its watcher limit).
             DeadlineExceededError: `timeout` seconds passed.
         """
-        watch = _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
-        while True:
-            stream = self._stub.WatchTask(
-                watch.request(), timeout=watch.time_left(), metadata=self.metadata
-            )
-            try:
-                for raw in stream:
-                    if (event := watch.receive(raw)) is not None:
-                        yield event
-                return
-            except grpc.RpcError as exc:
-                time.sleep(watch.resume_after(exc, closed=self._closed))  # backoff
-            finally:
-                stream.cancel()
+        return EventStream(
+            self, _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
+        )
+
+    def _open(self, watch: _requests.Watch) -> Any:
+        """Open (or reopen) the WatchTask call `watch` asks for."""
+        return self._stub.WatchTask(
+            watch.request(), timeout=watch.time_left(), metadata=self.metadata
+        )
 
     def wait(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result once it succeeds.
@@ -212,9 +277,10 @@ class TaskClient(_requests.Settings):
             WaitTimeoutError: `timeout` seconds passed first (the task goes on).
         """
         try:
-            for event in self.watch(task_id, timeout=timeout):
-                if event.terminal:
-                    break
+            with self.watch(task_id, timeout=timeout) as events:
+                for event in events:
+                    if event.terminal:
+                        break
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(self.get(task_id))

@@ -9,10 +9,17 @@ TaskcastError                   taskcast.core.errors: the root shared with worke
 │   ├── ResourceExhaustedError      a limit; retry later
 │   ├── UnauthenticatedError / PermissionDeniedError
 │   ├── UnavailableError            server or Redis down, or shutting down; retry
-│   └── DeadlineExceededError       the call's own timeout passed
+│   ├── DeadlineExceededError       the call's own timeout passed
+│   ├── CallCancelledError          the call was cancelled (CANCELLED)
+│   ├── AbortedError / OutOfRangeError / UnimplementedError / DataLossError
+│   └── InternalError / UnknownError    a server fault
 ├── TaskFailedError             wait(): the task ended FAILED (`.error`)
 ├── TaskCancelledError          wait(): the task ended CANCELLED
-└── WaitTimeoutError            wait(): the timeout passed first
+├── WaitTimeoutError            wait(): the timeout passed first
+└── WrongLoopError              an AsyncTaskClient used from a second event loop
+
+Every status code other than OK has its own class, so `except ResourceExhaustedError` works
+whether the code came from a unary call, a stream, or a watch that gave up resuming.
 """
 
 from __future__ import annotations
@@ -27,11 +34,16 @@ from google.rpc import error_details_pb2
 from taskcast.core.errors import TaskcastError
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
+    "CallCancelledError",
+    "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
+    "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "RpcError",
@@ -40,7 +52,10 @@ __all__ = [
     "TaskcastError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
     "WaitTimeoutError",
+    "WrongLoopError",
     "from_grpc",
     "translated",
 ]
@@ -104,6 +119,34 @@ class DeadlineExceededError(RpcError):
     """DEADLINE_EXCEEDED: the call's timeout passed."""
 
 
+class CallCancelledError(RpcError):
+    """CANCELLED: the call was cancelled, by this client or by the server refusing a burst."""
+
+
+class AbortedError(RpcError):
+    """ABORTED: a concurrency conflict; retry the whole operation."""
+
+
+class OutOfRangeError(RpcError):
+    """OUT_OF_RANGE: a value past the valid range."""
+
+
+class UnimplementedError(RpcError):
+    """UNIMPLEMENTED: the server does not have this method (an older server?)."""
+
+
+class InternalError(RpcError):
+    """INTERNAL: a server fault (its log has the details)."""
+
+
+class UnknownError(RpcError):
+    """UNKNOWN: an error the server did not classify."""
+
+
+class DataLossError(RpcError):
+    """DATA_LOSS: data was lost or corrupted."""
+
+
 class TaskFailedError(TaskcastError):
     """The task ended FAILED; `.error` says why and `.task` is the final task."""
 
@@ -128,7 +171,18 @@ class WaitTimeoutError(TaskcastError, TimeoutError):
     """wait() gave up before the task finished; the task goes on."""
 
 
+class WrongLoopError(TaskcastError, RuntimeError):
+    """An AsyncTaskClient was used from an event loop other than the one it first ran in."""
+
+
 _TABLE: dict[grpc.StatusCode, type[RpcError]] = {
+    grpc.StatusCode.CANCELLED: CallCancelledError,
+    grpc.StatusCode.UNKNOWN: UnknownError,
+    grpc.StatusCode.ABORTED: AbortedError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
+    grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
+    grpc.StatusCode.INTERNAL: InternalError,
+    grpc.StatusCode.DATA_LOSS: DataLossError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
@@ -151,6 +205,11 @@ RESUMABLE = frozenset(
 )
 
 
+def error_class(code: grpc.StatusCode) -> type[RpcError]:
+    """The exception class of a status code (RpcError itself only for OK)."""
+    return _TABLE.get(code, RpcError)
+
+
 def from_grpc(exc: grpc.RpcError) -> RpcError:
     """The typed exception for a failed call (sync or asyncio), rich details unpacked."""
     call: Any = exc  # sync errors are also grpc.Call; aio errors are AioRpcError
@@ -160,7 +219,7 @@ def from_grpc(exc: grpc.RpcError) -> RpcError:
     for key, value in call.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             details = _unpack(value)
-    return _TABLE.get(code, RpcError)(code, message, details)
+    return error_class(code)(code, message, details)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ from taskcast.client._errors import (
     RESUMABLE,
     TaskCancelledError,
     TaskFailedError,
-    UnavailableError,
     WaitTimeoutError,
     from_grpc,
     retry_delay,
@@ -313,8 +312,9 @@ class Watch:
 
         Raises:
             RpcError: `exc` as its typed exception, when its code is not one to resume after
-                or the client was closed.
-            UnavailableError: The stream kept breaking for `reconnect_for` seconds.
+                or the client was closed; or, when the stream kept breaking for
+                `reconnect_for` seconds, the typed exception of the last break's code
+                (`ResourceExhaustedError` for a server at its watcher limit).
         """
         err = from_grpc(exc)
         # CANCELLED also comes from grpc-core refusing a burst of new streams; the one from the
@@ -323,10 +323,13 @@ class Watch:
             raise err from exc
         delay = self._policy.next_delay(retry_delay(err))
         if delay is None:
-            raise UnavailableError(
+            # The class of the code that kept it failing: always raising UnavailableError
+            # turned a watcher limit into UnavailableError("RESOURCE_EXHAUSTED: ...").
+            raise type(err)(
                 err.code,
                 f"gave up resuming the watch of {self.task_id} "
                 f"after {self.reconnect_for:.0f}s: {err.message}",
+                err.details,
             ) from exc
         left = self.time_left()
         return delay if left is None else min(delay, left)

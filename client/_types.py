@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeAlias
 
 from taskcast.v1 import tasks_pb2 as pb
 
 __all__ = [
     "Event",
+    "EventType",
     "KindStats",
     "QueueStats",
     "Stats",
@@ -116,14 +117,44 @@ class Task:
         )
 
 
+EventType: TypeAlias = Literal[
+    "state",  #: the task changed state (`state`, `attempt`, `result` or `error`, ...)
+    "progress",  #: `progress` (0 to 1) and `message`
+    "output",  #: a piece of streamed `text`
+    "output_reset",  #: the output of `attempt` so far is void (it failed; a retry follows)
+    "keep_alive",  #: nothing new; the stream is alive (no sequence)
+    "events_trimmed",  #: events before `first_available_sequence` are gone (retention)
+]
+# Fields `to_dict` leaves out when they hold their "does not apply" value; `result` and
+# `progress` are kept whenever they are not None (a result may be 0 or "", progress 0.0).
+_EMPTY_WHEN: dict[str, object] = {
+    "sequence": 0,
+    "attempt": 0,
+    "message": "",
+    "text": "",
+    "first_available_sequence": 0,
+}
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON types: times as ISO 8601 text, states by name, errors as dicts."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, TaskState):
+        return value.value
+    if isinstance(value, TaskError):
+        return {"type": value.type, "message": value.message, "retryable": value.retryable}
+    return value
+
+
 @dataclass(frozen=True)
 class Event:
-    """One event of a task. `type` is one of: state, progress, output, output_reset,
-    keep_alive, events_trimmed; the fields that do not apply are empty."""
+    """One event of a task (see `EventType` for each type); the fields that do not apply are
+    empty. `raw` is the protobuf message, left out of `to_dict`, `to_json` and comparisons."""
 
     task_id: str
     sequence: int
-    type: str
+    type: EventType
     time: dt.datetime | None
     state: TaskState | None = None
     attempt: int = 0
@@ -134,12 +165,47 @@ class Event:
     error: TaskError | None = None
     next_attempt_at: dt.datetime | None = None
     first_available_sequence: int = 0
-    raw: pb.TaskEvent | None = field(default=None, repr=False)
+    raw: pb.TaskEvent | None = field(default=None, repr=False, compare=False)
 
     @property
     def terminal(self) -> bool:
         """Whether this event ends the task."""
         return self.state is not None and self.state.terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON types only (no protobuf), fields that do not apply left out.
+
+        An output token is `{"task_id": ..., "sequence": 7, "type": "output", "time": ...,
+        "attempt": 1, "text": "Hel"}`; times are ISO 8601 text, `state` its name, `error` a
+        dict of type, message and retryable.
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "raw" or value is None or _EMPTY_WHEN.get(f.name) == value:
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    def to_json(self) -> str:
+        """`to_dict` as compact JSON text on one line (for an SSE `data:` line or a log)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """For pydantic models and FastAPI responses: taken as is, serialised by `to_dict`
+        (pydantic could not build a schema for the protobuf `raw` field). Imported only when
+        pydantic asks, so the client needs no pydantic."""
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(cls.to_dict)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        """An object (the fields of `to_dict`), for OpenAPI documents."""
+        return {"type": "object", "title": "Event"}
 
     @classmethod
     def from_pb(cls, e: pb.TaskEvent) -> Event:
@@ -229,6 +295,8 @@ class Stats:
     queues: list[QueueStats]
     kinds: list[KindStats]
     workers: list[WorkerStats] = field(default_factory=list)
+    #: WatchTask streams open on the server process that answered (each replica counts its own)
+    watch_streams_open: int = 0
 
     @classmethod
     def from_pb(cls, r: pb.GetStatsResponse) -> Stats:
@@ -273,4 +341,5 @@ class Stats:
                 )
                 for k in r.kinds
             ],
+            watch_streams_open=r.watch_streams_open,
         )

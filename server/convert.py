@@ -176,13 +176,18 @@ def watch_item_to_pb(item: Item) -> pb.TaskEvent:
 
 
 def stats_to_pb(
-    queues: list[QueueFigures], kinds: list[KindFigures], workers: list[WorkerRecord]
+    queues: list[QueueFigures],
+    kinds: list[KindFigures],
+    workers: list[WorkerRecord],
+    *,
+    watch_streams_open: int = 0,
 ) -> pb.GetStatsResponse:
-    """The whole GetStats answer."""
+    """The whole GetStats answer; `watch_streams_open` is this process's own count."""
     return pb.GetStatsResponse(
         queues=[queue_stats_to_pb(q, workers) for q in queues],
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],
+        watch_streams_open=watch_streams_open,
     )
 
 

@@ -95,7 +95,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
     @guard
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         queues, kinds = await self.store.stats()
-        return convert.stats_to_pb(queues, kinds, await self.store.workers())
+        return convert.stats_to_pb(
+            queues, kinds, await self.store.workers(), watch_streams_open=self.watches.open
+        )
 
     @guard
     async def WatchTask(

@@ -11,6 +11,8 @@ Nothing here knows protobuf: the servicer converts each item (server/convert.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from taskcast.server import metrics
 from taskcast.server.errors import InvalidArgument, ResourceExhausted, Unavailable
 from taskcast.server.fanout import SHUTDOWN, Fanout, Watcher
 from taskcast.server.store import ServerStore
+
+log = logging.getLogger("taskcast.server")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class WatchSession:
         self.fanout = fanout
         self.keepalive = keepalive
         self.max_watchers = max_watchers
+        # Streams admitted and not yet ended, counted from admission, before the first await:
+        # checking `fanout.count` (registered only after the task was read) let 4 of 4
+        # simultaneous opens through a limit of 3.
+        self.open = 0
 
     async def stream(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
         """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
@@ -67,12 +75,31 @@ class WatchSession:
         """
         if after < 0:
             raise InvalidArgument([("after_sequence", "must be 0 or more")])
-        if self.fanout.count >= self.max_watchers:
+        # Check and reserve in one step with no await between: the event loop cannot run
+        # another stream's admission in the middle, so the limit holds under any burst.
+        if self.open >= self.max_watchers:
             raise ResourceExhausted(
-                f"this server already has {self.fanout.count} watchers; "
-                "retry later or use another replica",
+                f"this server already has {self.open} watchers; retry later or use another replica",
                 retry_after=1.0,
             )
+        self.open += 1
+        log.debug("watch %s opened after %d (%d open)", task_id, after, self.open)
+        ended = "cancelled"  # by the caller, or a BaseException such as GeneratorExit
+        try:
+            # aclosing: a cancelled stream leaves the fan-out at once, not when GC finds it.
+            async with contextlib.aclosing(self._admitted(task_id, after)) as items:
+                async for item in items:
+                    yield item
+            ended = "ended"
+        except Exception as exc:
+            ended = type(exc).__name__
+            raise
+        finally:
+            self.open -= 1
+            log.debug("watch %s closed: %s (%d open)", task_id, ended, self.open)
+
+    async def _admitted(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+        """`stream` once its slot is reserved: the cursor checked, then the items."""
         task = await self.store.get(task_id)  # NOT_FOUND before the stream starts
         if after > task.last_sequence:
             # Sequences only come from events this task emitted: a larger cursor would skip

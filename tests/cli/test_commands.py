@@ -88,6 +88,27 @@ def test_get_ls_and_stats_as_json(grpc_addr: str) -> None:
     assert "test.echo" in run("stats", server=grpc_addr).stdout
 
 
+@pytest.mark.usefixtures("worker")
+def test_stats_and_watch_print_json_with_o_json(grpc_addr: str) -> None:
+    task_id = run(
+        "submit", "demo.sleep", "--json", '{"seconds": 0.1, "steps": 2}', server=grpc_addr
+    ).stdout.strip()
+    out = run("watch", task_id, "-o", "json", server=grpc_addr)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]  # one object per line
+    assert [e["type"] for e in events] == ["state", "state", "progress", "progress", "state"]
+    assert [e["sequence"] for e in events] == [1, 2, 3, 4, 5]
+    assert events[-1]["state"] == "SUCCEEDED" and events[-1]["result"]["steps"] == 2
+    assert "text" not in events[0] and "progress" not in events[0]  # empty fields left out
+    stats = run("stats", "-o", "json", server=grpc_addr)
+    assert stats.returncode == 0, stats.stderr
+    got = json.loads(stats.stdout)
+    assert got["watch_streams_open"] == 0
+    sleep = next(k for k in got["kinds"] if k["kind"] == "demo.sleep")
+    assert sleep["counts"]["SUCCEEDED"] >= 1
+    assert any(q["name"] == "default" for q in got["queues"])
+
+
 def test_settings_are_validated_with_a_clear_message() -> None:
     out = subprocess.run(
         [*TASKCAST, "server", "--listen", "nonsense", "--max-watchers", "0"],

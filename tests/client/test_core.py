@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import grpc
@@ -11,7 +12,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from taskcast.client import (
+    Event,
     NotFoundError,
+    ResourceExhaustedError,
     RpcError,
     Task,
     TaskCancelledError,
@@ -19,6 +22,7 @@ from taskcast.client import (
     UnavailableError,
     _requests,
 )
+from taskcast.client._errors import error_class
 from taskcast.v1 import tasks_pb2 as pb
 
 
@@ -126,6 +130,16 @@ def test_watch_honours_the_retry_hint_and_gives_up_after_its_budget() -> None:
         spent.resume_after(Broken(grpc.StatusCode.UNAVAILABLE), closed=False)
 
 
+def test_every_status_code_has_its_own_class_in_the_resume_path_too() -> None:
+    codes = [c for c in grpc.StatusCode if c is not grpc.StatusCode.OK]
+    classes = {error_class(c) for c in codes}
+    assert len(classes) == len(codes) and RpcError not in classes
+    spent = _requests.Watch("t1", 0, reconnect_for=-1)
+    # A server at its watcher limit: was UnavailableError("RESOURCE_EXHAUSTED: ...").
+    with pytest.raises(ResourceExhaustedError, match="gave up resuming the watch of t1"):
+        spent.resume_after(Broken(grpc.StatusCode.RESOURCE_EXHAUSTED, 1), closed=False)
+
+
 def test_watch_backoff_never_sleeps_past_its_timeout() -> None:
     watch = _requests.Watch("t1", 0, reconnect_for=60, timeout=0)
     assert watch.time_left() == 0.0
@@ -143,3 +157,39 @@ def test_outcome_is_the_result_or_the_error_raised() -> None:
         _requests.outcome(_task(pb.TASK_STATE_FAILED, error=pb.TaskError(type="E")))
     with pytest.raises(TaskCancelledError):
         _requests.outcome(_task(pb.TASK_STATE_CANCELLED))
+
+
+def test_event_to_dict_leaves_out_what_does_not_apply_and_keeps_zero_progress() -> None:
+    failed = pb.TaskEvent(
+        task_id="t1",
+        sequence=4,
+        state_changed=pb.StateChanged(
+            state=pb.TASK_STATE_FAILED, attempt=2, error=pb.TaskError(type="E", message="m")
+        ),
+    )
+    assert Event.from_pb(failed).to_dict() == {
+        "task_id": "t1",
+        "sequence": 4,
+        "type": "state",
+        "state": "FAILED",
+        "attempt": 2,
+        "error": {"type": "E", "message": "m", "retryable": False},
+    }
+    started = pb.TaskEvent(task_id="t1", sequence=2, progress=pb.Progress(fraction=0.0))
+    assert Event.from_pb(started).to_dict()["progress"] == 0.0
+    assert Event.from_pb(pb.TaskEvent(task_id="t1")).to_json() == (
+        '{"task_id":"t1","type":"keep_alive"}'
+    )
+
+
+def test_an_event_inside_a_pydantic_model_serialises_through_to_dict() -> None:
+    import pydantic
+
+    class Reply(pydantic.BaseModel):
+        event: Event
+
+    event = Event.from_pb(pb.TaskEvent(task_id="t1", sequence=3, output=pb.Output(text="hi")))
+    reply = Reply(event=event)
+    assert reply.model_dump(mode="json") == {"event": event.to_dict()}
+    assert json.loads(reply.model_dump_json()) == {"event": event.to_dict()}
+    assert Reply.model_json_schema()["properties"]["event"]["type"] == "object"

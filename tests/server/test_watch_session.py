@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -215,3 +216,21 @@ async def test_watchers_past_the_limit_are_refused(rig: Rig) -> None:
     second = session.stream(task_id, 0)
     async with contextlib.aclosing(second):
         assert isinstance(await anext(second), EventRecord)
+
+
+async def test_each_stream_logs_its_open_and_close_and_frees_its_slot(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id = await rig.submit()
+    session = rig.session(max_watchers=2)
+    caplog.set_level(logging.DEBUG, logger="taskcast.server")
+    stream = session.stream(task_id, 0)
+    async with contextlib.aclosing(stream):
+        await anext(stream)
+        assert session.open == 1
+    assert session.open == 0 and rig.fanout.count == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskcast.server"]
+    assert lines == [
+        f"watch {task_id} opened after 0 (1 open)",
+        f"watch {task_id} closed: cancelled (0 open)",
+    ]

@@ -985,6 +985,12 @@ class GetStatsResponse(_message.Message):
     QUEUES_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    WATCH_STREAMS_OPEN_FIELD_NUMBER: _builtins.int
+    watch_streams_open: _builtins.int
+    """WatchTask streams open on the server process that answered (not summed
+    over replicas: ask each one, or read its metrics). Streams still being
+    admitted count too, so this is the figure TASKCAST_MAX_WATCHERS bounds.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]: ...
     @_builtins.property
@@ -999,10 +1005,11 @@ class GetStatsResponse(_message.Message):
         queues: _abc.Iterable[Global___QueueStats] | None = ...,
         kinds: _abc.Iterable[Global___KindStats] | None = ...,
         workers: _abc.Iterable[Global___WorkerStats] | None = ...,
+        watch_streams_open: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues", "watch_streams_open", b"watch_streams_open", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
