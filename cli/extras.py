@@ -20,6 +20,7 @@ MODULES = {
         "redis",
         "hiredis",
         "pydantic_settings",
+        "jsonschema",
     ),
     "worker": (
         "dramatiq",

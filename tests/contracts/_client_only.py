@@ -31,6 +31,7 @@ REFUSED = frozenset(
         "hiredis",
         "httpcore",
         "httpx",
+        "jsonschema",
         "openai",
         "pydantic",
         "pydantic_core",
