@@ -33,6 +33,7 @@ from taskcast.client._errors import (
 )
 from taskcast.client._types import (
     Event,
+    Kind,
     KindStats,
     QueueStats,
     Stats,
@@ -50,6 +51,7 @@ __all__ = [
     "TaskHandle",
     # what they return
     "Event",
+    "Kind",
     "KindStats",
     "QueueStats",
     "Stats",

@@ -1,9 +1,9 @@
 """TaskService: protobuf in, domain calls, protobuf out, and nothing more.
 
 Requests become plain values through `convert` and are checked by `validation`; the logic lives in
-plain modules that never import `_pb2`: `submit` (SubmitTask's rules), `watch` (the watch state
-machine), `stats` (figures and percentiles) and `store` (Redis). Domain errors become statuses in
-`errors.guard`.
+plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` checking payloads),
+`watch` (the watch state machine), `stats` (figures and percentiles), `kinds` (ListKinds) and
+`store` (Redis). Domain errors become statuses in `errors.guard`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from taskcast.server import convert, submit, validation
+from taskcast.server import convert, kinds, submit, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -89,6 +89,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         queues, kinds = await self.store.stats()
         return convert.stats_to_pb(queues, kinds, await self.store.workers())
+
+    @guard
+    async def ListKinds(
+        self, request: pb.ListKindsRequest, context: Context
+    ) -> pb.ListKindsResponse:
+        return pb.ListKindsResponse(
+            kinds=[convert.kind_to_pb(k) for k in await kinds.listing(self.store)]
+        )
 
     @guard
     async def WatchTask(

@@ -20,6 +20,7 @@ RPC_TO_METHOD = {
     "CancelTask": "cancel",
     "ListTasks": "list",
     "GetStats": "stats",
+    "ListKinds": "kinds",
     "WatchTask": "watch",
 }
 
@@ -69,6 +70,7 @@ def test_client_public_names_are_pinned() -> None:
         "TaskClient",
         "TaskHandle",
         "Event",
+        "Kind",
         "KindStats",
         "QueueStats",
         "Stats",
