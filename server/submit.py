@@ -52,7 +52,7 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
     p.check()
     info = await _kind(r.kind, store, settings)
     if info.schema:  # the kind declared a payload model: its fields are checked before queueing
-        schemas.check(r.kind, info.schema, payload)
+        await schemas.check(r.kind, info.schema, payload)
     if r.queue:
         await _check_queue(r.queue, store, settings)
     queue = r.queue or info.queue
