@@ -21,6 +21,7 @@ MODULES = {
         "hiredis",
         "pydantic_settings",
         "prometheus_client",
+        "jsonschema",
     ),
     "worker": (
         "dramatiq",
@@ -42,7 +43,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "worker": (("worker",), "worker"),
     "dev": (("server", "worker", "cli"), "all"),
 }
-#: The client commands (submit, watch, get, cancel, ls, stats) print with rich.
+#: The client commands (submit, watch, get, cancel, ls, stats, kinds) print with rich.
 CLIENT_COMMAND_NEEDS = (("cli",), "cli")
 
 

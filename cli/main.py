@@ -1,4 +1,4 @@
-"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, ls, stats."""
+"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, ls, stats, kinds."""
 
 from __future__ import annotations
 
@@ -189,6 +189,18 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinds(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        kinds = client.kinds()
+    if args.output == "json":
+        show.console.print_json(json.dumps([show.kind_dict(k) for k in kinds]))
+    else:
+        show.console.print(show.kinds_table(kinds))
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     from taskcast.cli.dev import run
 
@@ -305,6 +317,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = client_parser("stats", "queue depths and per-kind counts")
     p.set_defaults(fn=_stats)
+
+    p = client_parser("kinds", "the kinds workers serve: queue, defaults, payload schema")
+    p.set_defaults(fn=_kinds)
     return top
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from taskcast.client import Event, Stats, Task
+from taskcast.client import Event, Kind, Stats, Task
 
 console = Console(highlight=False)
 STATE_STYLE = {
@@ -129,6 +129,42 @@ def stats_dict(s: Stats) -> dict[str, Any]:
             for w in s.workers
         ],
     }
+
+
+def kind_dict(k: Kind) -> dict[str, Any]:
+    """A JSON-friendly view of a kind (`taskcast kinds -o json`)."""
+    return {
+        "name": k.name,
+        "queue": k.queue,
+        "max_attempts": k.max_attempts,
+        "timeout": k.timeout,
+        "served": k.served,
+        "last_seen": k.last_seen and k.last_seen.isoformat(),
+        "schema": k.schema,
+    }
+
+
+def kinds_table(kinds: list[Kind]) -> Table:
+    """`taskcast kinds`: the payload column lists the schema's fields, required ones marked *."""
+    table = Table("kind", "queue", "attempts", "timeout", "served", "payload fields")
+    for k in kinds:
+        table.add_row(
+            k.name,
+            k.queue,
+            str(k.max_attempts),
+            f"{k.timeout:g} s",
+            "[green]yes[/]" if k.served else "[red]no[/]",
+            escape(_fields(k.schema)),
+        )
+    return table
+
+
+def _fields(schema: dict[str, Any] | None) -> str:
+    if schema is None:
+        return "any JSON object"
+    required = set(schema.get("required", []))
+    names = [f"{n}*" if n in required else n for n in schema.get("properties", {})]
+    return ", ".join(names) or "{}"
 
 
 def stats_tables(s: Stats) -> tuple[Table, Table]:

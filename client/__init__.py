@@ -43,6 +43,7 @@ from taskcast.client._errors import (
 from taskcast.client._types import (
     Event,
     EventType,
+    Kind,
     KindStats,
     QueueStats,
     Stats,
@@ -63,6 +64,7 @@ __all__ = [
     "Event",
     "EventStream",
     "EventType",
+    "Kind",
     "KindStats",
     "QueueStats",
     "Stats",

@@ -11,7 +11,7 @@ import grpc.aio
 
 from taskcast.client import _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, WrongLoopError, translated
-from taskcast.client._types import Event, Stats, Task
+from taskcast.client._types import Event, Kind, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -195,6 +195,10 @@ class AsyncTaskClient(_requests.Settings):
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel; see `TaskClient.cancel`."""
         return await self._call(_requests.cancel(task_id, reason))
+
+    async def kinds(self) -> list[Kind]:
+        """The kinds workers registered; see `TaskClient.kinds`."""
+        return await self._call(_requests.kinds())
 
     async def list(self, **options: Unpack[_requests.ListOptions]) -> AsyncIterator[Task]:
         """Tasks, newest first, page by page; see `TaskClient.list`."""

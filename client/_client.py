@@ -10,7 +10,7 @@ import grpc
 
 from taskcast.client import _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, translated
-from taskcast.client._types import Event, Stats, Task
+from taskcast.client._types import Event, Kind, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -185,7 +185,8 @@ class TaskClient(_requests.Settings):
                 made when none is given, so the client's own retries never duplicate a task.
 
         Raises:
-            InvalidArgumentError: Unknown kind, payload not a JSON object or too large, bad labels.
+            InvalidArgumentError: Unknown kind, payload not a JSON object, too large or not
+                matching the kind's schema (see `kinds`), bad labels.
             AlreadyExistsError: The key was used for a different request.
             UnavailableError: The server or Redis is down (after retries).
         """
@@ -208,6 +209,14 @@ class TaskClient(_requests.Settings):
             NotFoundError: Unknown id.
         """
         return self._call(_requests.cancel(task_id, reason))
+
+    def kinds(self) -> list[Kind]:
+        """The kinds workers registered, by name: queue, defaults, payload schema, served.
+
+        `schema` is the JSON Schema `submit` checks payloads against (None: any JSON object);
+        a payload that does not match is InvalidArgumentError, one violation per bad field.
+        """
+        return self._call(_requests.kinds())
 
     def list(self, **options: Unpack[_requests.ListOptions]) -> Iterator[Task]:
         """Tasks, newest first, fetched page by page as you iterate.

@@ -29,7 +29,7 @@ from taskcast.client._errors import (
     from_grpc,
     retry_delay,
 )
-from taskcast.client._types import Event, Stats, Task, TaskState
+from taskcast.client._types import Event, Kind, Stats, Task, TaskState
 from taskcast.v1 import tasks_pb2 as pb
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ SERVICE_CONFIG = json.dumps(
             {
                 "name": [
                     {"service": "taskcast.v1.TaskService", "method": m}
-                    for m in ("SubmitTask", "GetTask", "ListTasks", "GetStats")
+                    for m in ("SubmitTask", "GetTask", "ListTasks", "GetStats", "ListKinds")
                 ],
                 "retryPolicy": _RETRY,
             }
@@ -205,6 +205,11 @@ def cancel(task_id: str, reason: str) -> Unary[Task]:
 def stats() -> Unary[Stats]:
     """GetStats; the reply is the whole `Stats`."""
     return Unary("GetStats", pb.GetStatsRequest(), Stats.from_pb)
+
+
+def kinds() -> Unary[list[Kind]]:
+    """ListKinds; the reply is every registered kind, by name."""
+    return Unary("ListKinds", pb.ListKindsRequest(), lambda r: [Kind.from_pb(k) for k in r.kinds])
 
 
 class Pages:

@@ -13,6 +13,7 @@ from taskcast.v1 import tasks_pb2 as pb
 __all__ = [
     "Event",
     "EventType",
+    "Kind",
     "KindStats",
     "QueueStats",
     "Stats",
@@ -245,6 +246,32 @@ class Event:
                 **base,
             )
         return cls(type="keep_alive", **base)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A task kind as workers registered it (ListKinds)."""
+
+    name: str
+    queue: str  #: where its tasks go unless `submit` names a queue
+    max_attempts: int  #: attempts unless `submit` sets them
+    timeout: float  #: seconds one attempt may take unless `submit` sets it
+    schema: dict[str, Any] | None  #: the payload's JSON Schema; None: any JSON object
+    served: bool  #: a live worker registered it within the last 30 s
+    last_seen: dt.datetime | None
+
+    @classmethod
+    def from_pb(cls, k: pb.Kind) -> Kind:
+        """From the proto message."""
+        return cls(
+            name=k.name,
+            queue=k.queue,
+            max_attempts=k.max_attempts,
+            timeout=k.timeout.ToTimedelta().total_seconds(),
+            schema=json.loads(k.payload_schema_json) if k.payload_schema_json else None,
+            served=k.served,
+            last_seen=k.last_seen.ToDatetime(dt.UTC) if k.HasField("last_seen") else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""What a worker records about each kind it serves, and the defaults of a kind that sets none."""
+"""What a worker records about each kind it serves, and the defaults of a kind that sets none.
+
+A kind whose handler declares a payload model also records the model's JSON schema; servers check
+payloads against it at submit. Records written before schemas existed read as "no schema".
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
@@ -18,6 +23,8 @@ class KindInfo:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout_ms: int = int(DEFAULT_TIMEOUT_S * 1000)
     seen_ms: int = 0
+    #: The payload's JSON schema as canonical JSON text (sorted keys, no spaces); "" for none.
+    schema: str = ""
 
     def to_json(self) -> str:
         """The stored form (a field of `Layout.kinds()`)."""
@@ -27,6 +34,7 @@ class KindInfo:
                 "max_attempts": self.max_attempts,
                 "timeout_ms": self.timeout_ms,
                 "seen": self.seen_ms,
+                **({"schema": json.loads(self.schema)} if self.schema else {}),
             }
         )
 
@@ -39,7 +47,13 @@ class KindInfo:
             int(data["max_attempts"]),
             int(data["timeout_ms"]),
             int(data.get("seen", 0)),
+            canonical(data["schema"]) if data.get("schema") else "",
         )
+
+
+def canonical(schema: dict[str, Any]) -> str:
+    """A schema as the one text every worker writes for it: equal schemas, equal texts."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 # What a server assumes of a kind no worker registered yet (TASKCAST_ACCEPT_ANY_KIND).

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-READ_ONLY = frozenset({"GetTask", "ListTasks", "GetStats", "WatchTask"})
+READ_ONLY = frozenset({"GetTask", "ListTasks", "GetStats", "ListKinds", "WatchTask"})
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
+from taskcast.server.kinds import Kind
 from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import SubmitRequest
 from taskcast.server.validation import Problems
@@ -188,6 +189,21 @@ def stats_to_pb(
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],
         watch_streams_open=watch_streams_open,
+    )
+
+
+def kind_to_pb(k: Kind) -> pb.Kind:
+    """One registered kind for ListKinds."""
+    timeout = duration_pb2.Duration()
+    timeout.FromMilliseconds(k.info.timeout_ms)
+    return pb.Kind(
+        name=k.name,
+        queue=k.info.queue,
+        max_attempts=k.info.max_attempts,
+        timeout=timeout,
+        payload_schema_json=k.info.schema,
+        served=k.served,
+        last_seen=ts(k.info.seen_ms),
     )
 
 

@@ -1,9 +1,9 @@
 """TaskService: protobuf in, domain calls, protobuf out, and nothing more.
 
 Requests become plain values through `convert` and are checked by `validation`; the logic lives in
-plain modules that never import `_pb2`: `submit` (SubmitTask's rules), `watch` (the watch state
-machine), `stats` (figures and percentiles) and `store` (Redis). Domain errors become statuses in
-`errors.guard`.
+plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` checking payloads),
+`watch` (the watch state machine), `stats` (figures and percentiles), `kinds` (ListKinds) and
+`store` (Redis). Domain errors become statuses in `errors.guard`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from taskcast.core import tracing
-from taskcast.server import convert, metrics, submit, traces, validation
+from taskcast.server import convert, kinds, metrics, submit, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -97,6 +97,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
         queues, kinds = await self.store.stats()
         return convert.stats_to_pb(
             queues, kinds, await self.store.workers(), watch_streams_open=self.watches.open
+        )
+
+    @guard
+    async def ListKinds(
+        self, request: pb.ListKindsRequest, context: Context
+    ) -> pb.ListKindsResponse:
+        return pb.ListKindsResponse(
+            kinds=[convert.kind_to_pb(k) for k in await kinds.listing(self.store)]
         )
 
     @guard

@@ -121,6 +121,10 @@ class ServerStore:
             self._kinds_read = time.monotonic()
         return self._kinds
 
+    async def now(self) -> int:
+        """Redis's clock in epoch ms (the clock every stored time is on)."""
+        return redis_ms(await self.client.time())
+
     async def submit(self, task_id: str, new: NewTask) -> tuple[TaskRecord, bool]:
         """Record the task, its PENDING event and its first message in one step.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from taskcast.core.calls import NewTask
 from taskcast.core.kinds import ANY_KIND, KindInfo
 from taskcast.core.scripts import now_ms
-from taskcast.server import validation
+from taskcast.server import schemas, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, clip
 from taskcast.server.store import ServerStore
@@ -51,6 +51,8 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
         )
     p.check()
     info = await _kind(r.kind, store, settings)
+    if info.schema:  # the kind declared a payload model: its fields are checked before queueing
+        await schemas.check(r.kind, info.schema, payload)
     if r.queue:
         await _check_queue(r.queue, store, settings)
     queue = r.queue or info.queue

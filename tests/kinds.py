@@ -8,6 +8,8 @@ import os
 import time
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from taskcast.worker import NonRetryableError, TaskContext, task
 
 log = logging.getLogger("tests.kinds")
@@ -122,3 +124,19 @@ async def async_logs(payload: dict[str, Any], ctx: TaskContext) -> str:
     await asyncio.sleep(0)
     log.warning("async handler says %s", payload.get("mark", ""))
     return "logged"
+
+
+class ReportPayload(BaseModel):
+    """A `test.report` payload: a user kind's pydantic model, checked by the server at submit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    pages: int = Field(1, ge=1, le=100)
+    tags: list[str] = Field(default_factory=list)
+
+
+@task("test.report", payload=ReportPayload, payload_model=True)
+def report(payload: ReportPayload, ctx: TaskContext) -> dict[str, Any]:
+    """Say what the handler received: the validated model, not the dict."""
+    return {"received": type(payload).__name__, "title": payload.title, "pages": payload.pages}

@@ -154,13 +154,14 @@ class Registrar(Loop):
         )
 
     def kinds(self) -> dict[str, KindInfo]:
-        """Each kind this process serves, with its defaults."""
+        """Each kind this process serves, with its defaults and payload schema."""
         s = self.settings
         return {
             k.kind: KindInfo(
                 queue=k.queue,
                 max_attempts=k.max_attempts or s.default_max_attempts,
                 timeout_ms=int((k.timeout or s.default_timeout) * 1000),
+                schema=k.schema(),
             )
             for k in self.registry.kinds.values()
         }

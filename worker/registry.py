@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
+from pydantic import BaseModel, ValidationError
 
-from taskcast.core.kinds import DEFAULT_QUEUE
+from taskcast.core.kinds import DEFAULT_QUEUE, canonical
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 
 __all__ = ["KindSpec", "Registry", "registry", "task"]
@@ -19,7 +21,7 @@ Handler = Callable[..., Any]
 
 @dataclass(frozen=True)
 class KindSpec:
-    """One task kind: its handler and defaults (None means the worker's default)."""
+    """One task kind: its handler, defaults (None means the worker's default) and payload model."""
 
     kind: str
     handler: Handler
@@ -28,10 +30,22 @@ class KindSpec:
     timeout: float | None = None
     non_retryable: tuple[type[BaseException], ...] = ()
     retry_backoff: tuple[float, float] | None = None
+    payload: type[BaseModel] | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
+
+    def schema(self) -> str:
+        """The payload model's JSON schema as canonical text; "" when the kind declares none."""
+        return "" if self.payload is None else _schema(self.payload)
+
+
+@functools.cache
+def _schema(model: type[BaseModel]) -> str:
+    # Cached: the registrar writes every kind's record each 10 s, and a schema never changes
+    # within a process.
+    return canonical(model.model_json_schema())
 
 
 class Registry:
@@ -83,11 +97,20 @@ def task(
     timeout: float | None = None,
     non_retryable: tuple[type[BaseException], ...] = (),
     retry_backoff: tuple[float, float] | None = None,
+    payload: type[BaseModel] | None = None,
+    payload_model: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a function as the handler of a task kind.
 
     The handler is `fn(payload: dict, ctx: TaskContext) -> JSON-serialisable result`, sync or
     `async def`.
+
+    With `payload=Model` (a pydantic model), workers register the model's JSON schema with the
+    kind and servers refuse, at submit, a payload that does not match it (INVALID_ARGUMENT naming
+    each bad field). The handler still receives the payload as a dict, unless `payload_model` is
+    set: it then receives `Model.model_validate(payload)`, and a payload the model refuses (one
+    the schema cannot express, or submitted before a worker registered the schema) fails the
+    task without retry.
 
     Args:
         kind: The name callers submit, e.g. "report.build".
@@ -96,15 +119,47 @@ def task(
         timeout: Time limit of one attempt in seconds (default: the worker's setting).
         non_retryable: Exception types that fail the task at once.
         retry_backoff: (first delay, longest delay) in seconds between attempts.
+        payload: The pydantic model of the payload (default: any JSON object).
+        payload_model: Hand the handler the validated model instead of the dict.
 
     Returns:
         The function itself, unchanged.
     """
     if not kind or len(kind) > 128:
         raise ValueError("kind must be 1 to 128 characters")
+    if payload_model and payload is None:
+        raise ValueError("payload_model needs a payload model: @task(..., payload=Model)")
 
     def decorate(fn: Handler) -> Handler:
-        registry.add(KindSpec(kind, fn, queue, max_attempts, timeout, non_retryable, retry_backoff))
+        handler = _typed(kind, fn, payload) if payload is not None and payload_model else fn
+        spec = KindSpec(
+            kind, handler, queue, max_attempts, timeout, non_retryable, retry_backoff, payload
+        )
+        registry.add(spec)
         return fn
 
     return decorate
+
+
+def _typed(kind: str, fn: Handler, model: type[BaseModel]) -> Handler:
+    """`fn` called with the payload validated into `model`, sync or async as `fn` is."""
+
+    def parse(payload: dict[str, Any]) -> BaseModel:
+        try:
+            return model.model_validate(payload)
+        except ValidationError as exc:
+            raise NonRetryableError(f"invalid {kind} payload: {exc}") from None
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(payload: dict[str, Any], ctx: Any) -> Any:
+            return await fn(parse(payload), ctx)
+
+        return run_async
+
+    @functools.wraps(fn)
+    def run(payload: dict[str, Any], ctx: Any) -> Any:
+        return fn(parse(payload), ctx)
+
+    return run

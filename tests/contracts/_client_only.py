@@ -31,6 +31,7 @@ REFUSED = frozenset(
         "hiredis",
         "httpcore",
         "httpx",
+        "jsonschema",
         "openai",
         "opentelemetry",  # taskcast[otel]; the client sends trace context only when it is there
         "prometheus_client",

@@ -20,6 +20,7 @@ RPC_TO_METHOD = {
     "CancelTask": "cancel",
     "ListTasks": "list",
     "GetStats": "stats",
+    "ListKinds": "kinds",
     "WatchTask": "watch",
 }
 
@@ -72,6 +73,7 @@ def test_client_public_names_are_pinned() -> None:
         "Event",
         "EventStream",
         "EventType",
+        "Kind",
         "KindStats",
         "QueueStats",
         "Stats",

@@ -13,7 +13,7 @@ import redis
 
 from taskcast.cli.llm_standin import StandIn, Step, reply_text
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import Event, TaskClient, TaskFailedError, TaskState
+from taskcast.client import Event, InvalidArgumentError, TaskClient, TaskFailedError, TaskState
 from taskcast.core.layout import Layout
 from tests.support import ROOT, WorkerProcess, eventually
 
@@ -125,10 +125,11 @@ def test_messages_system_and_allowed_parameters_pass_through(
 def test_unsupported_parameters_fail_without_calling_the_model(
     client: TaskClient, llm: StandIn
 ) -> None:
-    handle = client.submit("ai.chat", {"prompt": "x", "model": "bad-params", "tools": []})
-    with pytest.raises(TaskFailedError, match=r"unsupported payload keys \['tools'\]"):
-        handle.wait(timeout=30)
-    assert handle.get().attempt == 1 and llm.records("bad-params") == []
+    # Refused at submit since the kind registers its schema (issue 14), nothing queued.
+    with pytest.raises(InvalidArgumentError) as info:
+        client.submit("ai.chat", {"prompt": "x", "model": "bad-params", "tools": []})
+    assert "payload_json.tools" in dict(info.value.violations)
+    assert llm.records("bad-params") == []
 
 
 def test_coalescing_keeps_events_well_below_one_per_token(client: TaskClient, llm: StandIn) -> None:

@@ -81,10 +81,25 @@ class AISettings(BaseSettings):
         return None if value == "" else value
 
 
+def _chat_schema(schema: dict[str, Any]) -> None:
+    """The schema servers check: the allowlist closed, each turn's `role` and `content` named.
+
+    The model itself keeps unknown keys (extra="allow") so that `params` names all of them in
+    one error; the schema states the same rule, so a server refuses them at submit.
+    """
+    schema["properties"].update({name: {} for name in PASS_THROUGH})
+    schema["additionalProperties"] = False
+    schema["properties"]["messages"]["anyOf"][0]["items"] = {
+        "type": "object",
+        "properties": {"role": {"type": "string"}},
+        "required": ["role", "content"],
+    }
+
+
 class ChatPayload(BaseModel):
     """An `ai.chat` payload: `messages` or `prompt`, and optional generation parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_chat_schema)
 
     messages: list[dict[str, Any]] | None = Field(None, min_length=1)
     prompt: str | None = None
@@ -158,7 +173,7 @@ def _display(base_url: str | None) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-@task("ai.chat", queue="ai", max_attempts=4)
+@task("ai.chat", queue="ai", max_attempts=4, payload=ChatPayload)
 async def chat(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Stream a chat completion into output events; return text, finish reason, model, usage."""
     import openai

@@ -106,10 +106,18 @@ def _address(value: str) -> str:
     return value
 
 
+def _email_schema(schema: dict[str, Any]) -> None:
+    """The schema servers check: `to`, `cc` and `bcc` take one address or a list, as the model."""
+    for name in ("to", "cc", "bcc"):
+        listed = dict(schema["properties"][name])
+        title = listed.pop("title", name)
+        schema["properties"][name] = {"anyOf": [{"type": "string"}, listed], "title": title}
+
+
 class EmailPayload(BaseModel):
     """An `email.send` payload."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_email_schema)
 
     to: list[str] = Field(min_length=1)
     cc: list[str] = Field(default_factory=list)
@@ -162,7 +170,7 @@ def _settings() -> SMTPSettings:
     return settings
 
 
-@task("email.send", queue="email", max_attempts=5)
+@task("email.send", queue="email", max_attempts=5, payload=EmailPayload)
 def send(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Send the message (at most once per task); return its Message-ID and who accepted it."""
     settings = _settings()

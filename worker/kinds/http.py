@@ -113,7 +113,7 @@ def _runtime() -> _Runtime:
     return _Runtime(settings, AddressPolicy.parse(settings.allow), httpx.create_ssl_context())
 
 
-@task("http.request", queue="http", max_attempts=5)
+@task("http.request", queue="http", max_attempts=5, payload=HTTPPayload)
 async def request(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Make the request; return status, selected headers and the (capped, parsed) body."""
     rt = _runtime()

@@ -1016,6 +1016,97 @@ class GetStatsResponse(_message.Message):
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
 
 @_typing.final
+class ListKindsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKindsRequest: _TypeAlias = ListKindsRequest  # noqa: Y015
+
+@_typing.final
+class Kind(_message.Message):
+    """A task kind as the workers that serve it registered it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name SubmitTask takes, e.g. "ai.chat"."""
+    queue: _builtins.str
+    """The queue its tasks go to unless SubmitTask names another."""
+    max_attempts: _builtins.int
+    """Attempts in all, first included, unless SubmitTask sets max_attempts."""
+    payload_schema_json: _builtins.str
+    """The JSON Schema (draft 2020-12) SubmitTask checks payloads against, as
+    JSON text; empty when the kind declares none (any JSON object is taken).
+    Generated from the kind's pydantic model: `format` is not asserted, and a
+    rule the schema cannot state is still checked by the handler.
+    """
+    served: _builtins.bool
+    """Whether a live worker registered the kind within the last 30 s."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Time limit of one attempt unless SubmitTask sets timeout."""
+
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """When a worker last registered it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        max_attempts: _builtins.int = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        payload_schema_json: _builtins.str = ...,
+        served: _builtins.bool = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen", "max_attempts", b"max_attempts", "name", b"name", "payload_schema_json", b"payload_schema_json", "queue", b"queue", "served", b"served", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Kind: _TypeAlias = Kind  # noqa: Y015
+
+@_typing.final
+class ListKindsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Kind]:
+        """Every registered kind, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___Kind] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKindsResponse: _TypeAlias = ListKindsResponse  # noqa: Y015
+
+@_typing.final
 class WatchTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

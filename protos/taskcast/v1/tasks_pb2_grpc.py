@@ -60,6 +60,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.ListKinds = channel.unary_unary(
+                '/taskcast.v1.TaskService/ListKinds',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.ListKindsRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.ListKindsResponse.FromString,
+                _registered_method=True)
         self.WatchTask = channel.unary_stream(
                 '/taskcast.v1.TaskService/WatchTask',
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
@@ -73,6 +78,11 @@ class TaskServiceServicer:
 
     def SubmitTask(self, request, context):
         """Records a task and enqueues it; answers without waiting for any worker.
+        A kind whose worker registered a payload schema (see Kind.payload_schema_json)
+        has its payload checked against it first: a payload that does not match is
+        INVALID_ARGUMENT, nothing queued, with one field violation per bad field,
+        its `field` a path into the payload such as "payload_json.seconds" or
+        "payload_json.messages[0].role" (an unknown key is named the same way).
         Same idempotency_key + same request returns the original task (created =
         false); same key + a different request is ALREADY_EXISTS. "Same request"
         compares the effective request: kind, payload (as a JSON object, so key
@@ -115,6 +125,15 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListKinds(self, request, context):
+        """The kinds workers registered, by name: queue, defaults, payload schema and
+        whether a live worker serves each, so clients in any language can discover
+        them and build payloads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTask(self, request, context):
         """Replays the stored events after `after_sequence`, then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
@@ -151,6 +170,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.GetStatsRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'ListKinds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKinds,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.ListKindsRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.ListKindsResponse.SerializeToString,
             ),
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
@@ -294,6 +318,33 @@ class TaskService:
             '/taskcast.v1.TaskService/GetStats',
             taskcast_dot_v1_dot_tasks__pb2.GetStatsRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKinds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskcast.v1.TaskService/ListKinds',
+            taskcast_dot_v1_dot_tasks__pb2.ListKindsRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.ListKindsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,6 +96,11 @@ class TaskServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     SubmitTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTaskRequest, _tasks_pb2.SubmitTaskResponse]
     """Records a task and enqueues it; answers without waiting for any worker.
+    A kind whose worker registered a payload schema (see Kind.payload_schema_json)
+    has its payload checked against it first: a payload that does not match is
+    INVALID_ARGUMENT, nothing queued, with one field violation per bad field,
+    its `field` a path into the payload such as "payload_json.seconds" or
+    "payload_json.messages[0].role" (an unknown key is named the same way).
     Same idempotency_key + same request returns the original task (created =
     false); same key + a different request is ALREADY_EXISTS. "Same request"
     compares the effective request: kind, payload (as a JSON object, so key
@@ -115,6 +120,11 @@ class TaskServiceStub:
     """Lists tasks, newest first, filtered by state, kind and labels."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]
     """Queue depths and per-kind counts and run times."""
+    ListKinds: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListKindsRequest, _tasks_pb2.ListKindsResponse]
+    """The kinds workers registered, by name: queue, defaults, payload schema and
+    whether a live worker serves each, so clients in any language can discover
+    them and build payloads.
+    """
     WatchTask: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.TaskEvent]
     """Replays the stored events after `after_sequence`, then streams live ones,
     and ends after the terminal event. Ends with UNAVAILABLE or
@@ -128,6 +138,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTaskRequest, _tasks_pb2.SubmitTaskResponse]  # type: ignore[assignment]
     """Records a task and enqueues it; answers without waiting for any worker.
+    A kind whose worker registered a payload schema (see Kind.payload_schema_json)
+    has its payload checked against it first: a payload that does not match is
+    INVALID_ARGUMENT, nothing queued, with one field violation per bad field,
+    its `field` a path into the payload such as "payload_json.seconds" or
+    "payload_json.messages[0].role" (an unknown key is named the same way).
     Same idempotency_key + same request returns the original task (created =
     false); same key + a different request is ALREADY_EXISTS. "Same request"
     compares the effective request: kind, payload (as a JSON object, so key
@@ -147,6 +162,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Lists tasks, newest first, filtered by state, kind and labels."""
     GetStats: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Queue depths and per-kind counts and run times."""
+    ListKinds: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListKindsRequest, _tasks_pb2.ListKindsResponse]  # type: ignore[assignment]
+    """The kinds workers registered, by name: queue, defaults, payload schema and
+    whether a live worker serves each, so clients in any language can discover
+    them and build payloads.
+    """
     WatchTask: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.TaskEvent]  # type: ignore[assignment]
     """Replays the stored events after `after_sequence`, then streams live ones,
     and ends after the terminal event. Ends with UNAVAILABLE or
@@ -163,6 +183,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.SubmitTaskResponse, _abc.Awaitable[_tasks_pb2.SubmitTaskResponse]]:
         """Records a task and enqueues it; answers without waiting for any worker.
+        A kind whose worker registered a payload schema (see Kind.payload_schema_json)
+        has its payload checked against it first: a payload that does not match is
+        INVALID_ARGUMENT, nothing queued, with one field violation per bad field,
+        its `field` a path into the payload such as "payload_json.seconds" or
+        "payload_json.messages[0].role" (an unknown key is named the same way).
         Same idempotency_key + same request returns the original task (created =
         false); same key + a different request is ALREADY_EXISTS. "Same request"
         compares the effective request: kind, payload (as a JSON object, so key
@@ -206,6 +231,17 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.GetStatsResponse, _abc.Awaitable[_tasks_pb2.GetStatsResponse]]:
         """Queue depths and per-kind counts and run times."""
+
+    @_abc_1.abstractmethod
+    def ListKinds(
+        self,
+        request: _tasks_pb2.ListKindsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.ListKindsResponse, _abc.Awaitable[_tasks_pb2.ListKindsResponse]]:
+        """The kinds workers registered, by name: queue, defaults, payload schema and
+        whether a live worker serves each, so clients in any language can discover
+        them and build payloads.
+        """
 
     @_abc_1.abstractmethod
     def WatchTask(
