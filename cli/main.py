@@ -1,4 +1,5 @@
-"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, ls, stats, kinds."""
+"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, retry, ls, stats,
+kinds."""
 
 from __future__ import annotations
 
@@ -149,6 +150,15 @@ def _cancel(args: argparse.Namespace) -> int:
         f"{task.id} {task.state.value}"
         + (" (cancel requested; the handler is stopping)" if task.cancel_requested else "")
     )
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from taskcast.cli import show
+
+    with _client(args) as client:
+        task = client.retry(args.task_id, args.request_id)
+    show.console.print(f"{task.id} {task.state.value} (attempts so far {task.attempt})")
     return 0
 
 
@@ -306,6 +316,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("--reason", default="")
     p.set_defaults(fn=_cancel)
+
+    p = client_parser("retry", "run a FAILED or CANCELLED task again (same id, same events)")
+    p.add_argument("task_id")
+    p.add_argument("--request-id", help="sending the same one again does not run it twice")
+    p.set_defaults(fn=_retry)
 
     p = client_parser("ls", "list tasks, newest first")
     p.add_argument("--state")

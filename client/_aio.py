@@ -101,6 +101,10 @@ class AsyncTaskHandle(_requests.Handle["AsyncTaskClient"]):
         """Cancel it."""
         return await self.client.cancel(self.id, reason)
 
+    async def retry(self, request_id: str | None = None) -> Task:
+        """Run it again."""
+        return await self.client.retry(self.id, request_id)
+
 
 class AsyncTaskClient(_requests.Settings):
     """The asyncio twin of `TaskClient` (same arguments, same exceptions).
@@ -199,6 +203,10 @@ class AsyncTaskClient(_requests.Settings):
     async def kinds(self) -> list[Kind]:
         """The kinds workers registered; see `TaskClient.kinds`."""
         return await self._call(_requests.kinds())
+
+    async def retry(self, task_id: str, request_id: str | None = None) -> Task:
+        """Run a FAILED or CANCELLED task again; see `TaskClient.retry`."""
+        return await self._call(_requests.retry(task_id, request_id))
 
     async def list(self, **options: Unpack[_requests.ListOptions]) -> AsyncIterator[Task]:
         """Tasks, newest first, page by page; see `TaskClient.list`."""

@@ -78,7 +78,7 @@ class EventStream(Iterator[Event]):
 
 
 class TaskHandle(_requests.Handle["TaskClient"]):
-    """A submitted task: poll it, watch it, wait for it, cancel it."""
+    """A submitted task: poll it, watch it, wait for it, cancel it, retry it."""
 
     def get(self) -> Task:
         """The task now. Raises NotFoundError once it expired."""
@@ -98,6 +98,10 @@ class TaskHandle(_requests.Handle["TaskClient"]):
     def cancel(self, reason: str = "") -> Task:
         """Cancel it; see `TaskClient.cancel`."""
         return self.client.cancel(self.id, reason)
+
+    def retry(self, request_id: str | None = None) -> Task:
+        """Run it again; see `TaskClient.retry`."""
+        return self.client.retry(self.id, request_id)
 
 
 class TaskClient(_requests.Settings):
@@ -217,6 +221,24 @@ class TaskClient(_requests.Settings):
         a payload that does not match is InvalidArgumentError, one violation per bad field.
         """
         return self._call(_requests.kinds())
+
+    def retry(self, task_id: str, request_id: str | None = None) -> Task:
+        """Run a FAILED or CANCELLED task again: a new attempt series on the same id, its events
+        continuing the same sequence, with a fresh budget of attempts.
+
+        Args:
+            task_id: The task.
+            request_id: Optional (at most 256 printable characters): when the task's last retry
+                carried the same one, nothing runs again and the task is returned as it is.
+
+        Returns:
+            The task after the call: PENDING when this call retried it.
+
+        Raises:
+            FailedPreconditionError: The task is not FAILED or CANCELLED.
+            NotFoundError: Unknown or expired id.
+        """
+        return self._call(_requests.retry(task_id, request_id))
 
     def list(self, **options: Unpack[_requests.ListOptions]) -> Iterator[Task]:
         """Tasks, newest first, fetched page by page as you iterate.

@@ -202,6 +202,12 @@ def cancel(task_id: str, reason: str) -> Unary[Task]:
     return Unary("CancelTask", pb.CancelTaskRequest(task_id=task_id, reason=reason), _task)
 
 
+def retry(task_id: str, request_id: str | None) -> Unary[Task]:
+    """RetryTask; the reply is the task after the retry (PENDING when this call retried it)."""
+    request = pb.RetryTaskRequest(task_id=task_id, request_id=request_id or "")
+    return Unary("RetryTask", request, _task)
+
+
 def stats() -> Unary[Stats]:
     """GetStats; the reply is the whole `Stats`."""
     return Unary("GetStats", pb.GetStatsRequest(), Stats.from_pb)

@@ -15,7 +15,7 @@ from typing import Any
 
 from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
-from taskcast.core.records import TaskError
+from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.states import State
 
 
@@ -143,6 +143,54 @@ def cancel_reply(reply: Any) -> Cancelled:
     result = CancelResult(_text(reply[0]))
     finished = State(_text(reply[1])) if result is CancelResult.FINISHED else None
     return Cancelled(result, finished)
+
+
+# retry
+RETRY_FIELDS = ("attempt", "kind", "queue", "timeout_ms")  # what `retry` needs
+
+
+class RetryResult(enum.Enum):
+    """What `retry` did."""
+
+    RETRIED = "retried"  # a new attempt series is enqueued: the task is PENDING again
+    SAME = "same"  # this request id retried the task last: nothing done again
+    STATE = "state"  # the task is not FAILED or CANCELLED: nothing to retry
+    MOVED = "moved"  # the task changed since its fields were read: read them and call again
+    MISSING = "missing"  # no such task (unknown, or expired)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """`retry`'s reply: what it did, the task when retried (or SAME), the state it refused."""
+
+    result: RetryResult
+    task: TaskRecord | None = None
+    state: State | None = None
+
+
+def retry(layout: Layout, task_id: str, request_id: str, fields: list[bytes]) -> Call:
+    """Run a FAILED or CANCELLED task again, given its `RETRY_FIELDS`: the next attempt's message
+    is enqueued with its PENDING event."""
+    attempt, kind, queue, timeout_ms = (f.decode() for f in fields)
+    msg = mqlayout.encode(
+        task_id=task_id,
+        kind=kind,
+        queue=queue,
+        attempt=int(attempt) + 1,
+        timeout_ms=int(timeout_ms),
+    )
+    return _about(layout, "retry", task_id, attempt, request_id, msg.queue, msg.redis_id, msg.data)
+
+
+def retry_reply(reply: Any) -> Retried:
+    """Read `retry`'s reply."""
+    result = RetryResult(_text(reply[0]))
+    if result is RetryResult.STATE:
+        return Retried(result, state=State(_text(reply[1])))
+    if result in (RetryResult.RETRIED, RetryResult.SAME):
+        flat = reply[1]
+        return Retried(result, TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))))
+    return Retried(result)
 
 
 # begin

@@ -21,6 +21,7 @@ NAMES = (
     "event",
     "finish",
     "cancel",
+    "retry",
     "reap",
     "abandon",
     "renew",

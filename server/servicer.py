@@ -66,6 +66,17 @@ class TaskService(pb_grpc.TaskServiceServicer):
         return pb.CancelTaskResponse(task=convert.task_to_pb(record))
 
     @guard
+    async def RetryTask(
+        self, request: pb.RetryTaskRequest, context: Context
+    ) -> pb.RetryTaskResponse:
+        p = validation.Problems()
+        validation.task_id(request.task_id, p)
+        validation.idempotency_key(request.request_id, p, "request_id")
+        p.check()
+        record, retried = await self.store.retry(request.task_id, request.request_id)
+        return pb.RetryTaskResponse(task=convert.task_to_pb(record), retried=retried)
+
+    @guard
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:

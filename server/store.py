@@ -1,4 +1,4 @@
-"""The server's side of the Redis model: submit, read, cancel, list, count. Asyncio only."""
+"""The server's side of the Redis model: submit, read, cancel, retry, list, count. Asyncio only."""
 
 from __future__ import annotations
 
@@ -162,6 +162,33 @@ class ServerStore:
                 subject=f"taskcast.v1.Task/{task_id}",
             )
         return await self.get(task_id)
+
+    async def retry(self, task_id: str, request_id: str) -> tuple[TaskRecord, bool]:
+        """Run a FAILED or CANCELLED task again (`retry.lua`); whether this call retried it.
+
+        A call whose `request_id` retried the task last answers the task as it is, retried False.
+
+        Raises:
+            NotFound: Unknown or expired id.
+            FailedPrecondition: The task is not FAILED or CANCELLED.
+        """
+        for _ in range(3):  # "moved": the task changed between the read and the script
+            fields = await self.client.hmget(self.layout.task(task_id), *calls.RETRY_FIELDS)
+            if fields[0] is None:
+                raise NotFound(task_id)
+            call = calls.retry(self.layout, task_id, request_id, cast("list[bytes]", fields))
+            done = calls.retry_reply(await self._run(call))
+            if done.result is calls.RetryResult.MISSING:
+                raise NotFound(task_id)
+            if done.state is not None:
+                raise FailedPrecondition(
+                    f"task {task_id} is {done.state.value}; only a FAILED or CANCELLED task "
+                    "can be retried",
+                    subject=f"taskcast.v1.Task/{task_id}",
+                )
+            if done.task is not None:
+                return done.task, done.result is calls.RetryResult.RETRIED
+        raise Unavailable(f"task {task_id} kept changing while it was being retried; retry")
 
     async def mark(self, task_id: str) -> tuple[State, int] | None:
         """The task's state and newest event's sequence, or None when the task is gone."""

@@ -89,10 +89,10 @@ def labels(value: dict[str, str], problems: Problems, field: str = "labels") -> 
             problems.add(name, f"value is longer than {MAX_LABEL_VALUE} characters")
 
 
-def idempotency_key(value: str, problems: Problems) -> None:
-    """At most 256 printable characters."""
+def idempotency_key(value: str, problems: Problems, field: str = "idempotency_key") -> None:
+    """At most 256 printable characters (also a RetryTask's request_id)."""
     if len(value) > 256 or not value.isprintable():
-        problems.add("idempotency_key", "must be at most 256 printable characters")
+        problems.add(field, "must be at most 256 printable characters")
 
 
 def task_id(value: str, problems: Problems) -> None:

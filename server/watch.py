@@ -4,7 +4,8 @@ A session replays the task's stream after the caller's cursor, then takes live e
 fan-out inbox. Whenever the live feed may have a gap (a sequence jumps, the subscription was
 re-made, or an idle period ends with a newer sequence stored), it re-reads the stored stream from
 its last sequence instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The
-iteration ends after the terminal event, or at once when the caller has seen it already.
+iteration ends after the terminal event, or at once when the caller has seen it already; a
+terminal event that a RetryTask has since followed with a new series is not the end.
 Nothing here knows protobuf: the servicer converts each item (server/convert.py).
 """
 
@@ -139,7 +140,7 @@ class WatchSession:
                     yield item
                     if isinstance(item, EventRecord):
                         last = item.sequence
-                        if item.terminal:
+                        if item.terminal and await self._ends(task_id, last):
                             return
                 if _ended(await self.store.mark(task_id), last):
                     return  # expired under us, or the caller has seen the end already
@@ -161,7 +162,7 @@ class WatchSession:
                 catch_up = True
                 continue
             if live.sequence <= last:
-                if live.terminal:
+                if live.terminal and await self._ends(task_id, last):
                     return  # the end, at or before the cursor
                 continue  # already sent during replay
             if live.sequence > last + 1:
@@ -170,7 +171,13 @@ class WatchSession:
             last = live.sequence
             yield live
             if live.terminal:
-                return
+                return  # live, so the newest: a later retry's events need a resumed watch
+
+    async def _ends(self, task_id: str, terminal: int) -> bool:
+        """Whether the terminal event `terminal` is the task's end: a RetryTask may have started
+        a new attempt series after it, whose events continue the same sequence. One HMGET per
+        terminal event seen, so at most one per series."""
+        return _ended(await self.store.mark(task_id), terminal)
 
     async def _replay(self, task_id: str, last: int) -> AsyncIterator[Item]:
         first = True

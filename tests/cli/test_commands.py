@@ -70,6 +70,19 @@ def test_failing_task_exits_1_and_shows_the_error(grpc_addr: str) -> None:
 
 
 @pytest.mark.usefixtures("worker")
+def test_retry_runs_a_failed_task_again_and_refuses_a_pending_one(grpc_addr: str) -> None:
+    failed = run("submit", "demo.fail", "--json", '{"fatal": true}', "--watch", server=grpc_addr)
+    task_id = failed.stdout.splitlines()[0]
+    out = run("retry", task_id, "--request-id", "cli-1", server=grpc_addr)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:2] == [task_id, "PENDING"]
+    pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
+    refused = run("retry", pending, server=grpc_addr)
+    assert refused.returncode == 4 and "FAILED or CANCELLED" in refused.stderr
+    run("cancel", pending, server=grpc_addr)
+
+
+@pytest.mark.usefixtures("worker")
 def test_bad_payload_exits_4_with_the_field(grpc_addr: str) -> None:
     out = run("submit", "demo.sleep", "--json", "[1]", server=grpc_addr)
     assert out.returncode == 4

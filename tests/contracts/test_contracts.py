@@ -18,6 +18,7 @@ RPC_TO_METHOD = {
     "SubmitTask": "submit",
     "GetTask": "get",
     "CancelTask": "cancel",
+    "RetryTask": "retry",
     "ListTasks": "list",
     "GetStats": "stats",
     "ListKinds": "kinds",

@@ -23,7 +23,8 @@ google.rpc.* from google/rpc/error_details.proto:
                        resource_type "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
                        request. No details.
-  FAILED_PRECONDITION  CancelTask on a finished task. Carries a
+  FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
+                       is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
                        subject "taskcast.v1.Task/<id>".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
@@ -41,7 +42,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask or CancelTask. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
+                       No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -244,7 +246,9 @@ class Task(_message.Message):
     attempt: _builtins.int
     """Number of the current or last attempt (0 before the first one starts)."""
     max_attempts: _builtins.int
-    """Attempts in all, first included (the request's, or the kind's default)."""
+    """Attempts in all, first included (the request's, or the kind's default).
+    After a RetryTask it is the attempts so far plus that budget again.
+    """
     result_json: _builtins.str
     """Set when state is SUCCEEDED: the handler's return value as JSON."""
     last_sequence: _builtins.int
@@ -709,6 +713,59 @@ class CancelTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelTaskResponse: _TypeAlias = CancelTaskResponse  # noqa: Y015
+
+@_typing.final
+class RetryTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    request_id: _builtins.str
+    """Optional, at most 256 printable characters. When the task's last retry
+    carried this same request_id, nothing is done again: the answer is the
+    task as it is now, with retried false. Use one per retry you intend, so a
+    client that resends after a lost answer does not run the task twice.
+    """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTaskRequest: _TypeAlias = RetryTaskRequest  # noqa: Y015
+
+@_typing.final
+class RetryTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    retried: _builtins.bool
+    """False when the same request_id had already retried the task."""
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task after the request: PENDING when this call retried it."""
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+        retried: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retried", b"retried", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTaskResponse: _TypeAlias = RetryTaskResponse  # noqa: Y015
 
 @_typing.final
 class ListTasksRequest(_message.Message):

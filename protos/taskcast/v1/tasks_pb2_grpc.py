@@ -50,6 +50,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.RetryTask = channel.unary_unary(
+                '/taskcast.v1.TaskService/RetryTask',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/taskcast.v1.TaskService/ListTasks',
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
@@ -111,6 +116,23 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryTask(self, request, context):
+        """Runs a FAILED or CANCELLED task again, as a new attempt series on the
+        same task id rather than a new task linked to the old one: its id, its
+        record and its event history are kept, and its events continue the same
+        gap-free sequence (a StateChanged PENDING with reason "retry", then
+        RUNNING of attempt n+1, ...). So every watcher, `GetTask` and stored id
+        keeps working, a watch resumed after the old terminal event sees the new
+        series, and there is still exactly one terminal state at a time (the
+        latest series'). The attempt counter keeps counting; max_attempts grows
+        by the task's attempt budget, so the series gets a fresh budget. Any
+        other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+        Idempotent through `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTasks(self, request, context):
         """Lists tasks, newest first, filtered by state, kind and labels.
         """
@@ -160,6 +182,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.CancelTaskRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'RetryTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTask,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -264,6 +291,33 @@ class TaskService:
             '/taskcast.v1.TaskService/CancelTask',
             taskcast_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskcast.v1.TaskService/RetryTask',
+            taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

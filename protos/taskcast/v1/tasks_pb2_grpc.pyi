@@ -23,7 +23,8 @@ google.rpc.* from google/rpc/error_details.proto:
                        resource_type "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
                        request. No details.
-  FAILED_PRECONDITION  CancelTask on a finished task. Carries a
+  FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
+                       is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
                        subject "taskcast.v1.Task/<id>".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
@@ -41,7 +42,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask or CancelTask. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
+                       No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -116,6 +118,19 @@ class TaskServiceStub:
     """Cancels a task: PENDING or RETRYING ones at once, RUNNING ones
     cooperatively (the handler is told). A finished task is FAILED_PRECONDITION.
     """
+    RetryTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RetryTaskRequest, _tasks_pb2.RetryTaskResponse]
+    """Runs a FAILED or CANCELLED task again, as a new attempt series on the
+    same task id rather than a new task linked to the old one: its id, its
+    record and its event history are kept, and its events continue the same
+    gap-free sequence (a StateChanged PENDING with reason "retry", then
+    RUNNING of attempt n+1, ...). So every watcher, `GetTask` and stored id
+    keeps working, a watch resumed after the old terminal event sees the new
+    series, and there is still exactly one terminal state at a time (the
+    latest series'). The attempt counter keeps counting; max_attempts grows
+    by the task's attempt budget, so the series gets a fresh budget. Any
+    other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+    Idempotent through `request_id`.
+    """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
     """Lists tasks, newest first, filtered by state, kind and labels."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]
@@ -157,6 +172,19 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task: PENDING or RETRYING ones at once, RUNNING ones
     cooperatively (the handler is told). A finished task is FAILED_PRECONDITION.
+    """
+    RetryTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RetryTaskRequest, _tasks_pb2.RetryTaskResponse]  # type: ignore[assignment]
+    """Runs a FAILED or CANCELLED task again, as a new attempt series on the
+    same task id rather than a new task linked to the old one: its id, its
+    record and its event history are kept, and its events continue the same
+    gap-free sequence (a StateChanged PENDING with reason "retry", then
+    RUNNING of attempt n+1, ...). So every watcher, `GetTask` and stored id
+    keeps working, a watch resumed after the old terminal event sees the new
+    series, and there is still exactly one terminal state at a time (the
+    latest series'). The attempt counter keeps counting; max_attempts grows
+    by the task's attempt budget, so the series gets a fresh budget. Any
+    other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+    Idempotent through `request_id`.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
     """Lists tasks, newest first, filtered by state, kind and labels."""
@@ -214,6 +242,25 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.CancelTaskResponse, _abc.Awaitable[_tasks_pb2.CancelTaskResponse]]:
         """Cancels a task: PENDING or RETRYING ones at once, RUNNING ones
         cooperatively (the handler is told). A finished task is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTask(
+        self,
+        request: _tasks_pb2.RetryTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.RetryTaskResponse, _abc.Awaitable[_tasks_pb2.RetryTaskResponse]]:
+        """Runs a FAILED or CANCELLED task again, as a new attempt series on the
+        same task id rather than a new task linked to the old one: its id, its
+        record and its event history are kept, and its events continue the same
+        gap-free sequence (a StateChanged PENDING with reason "retry", then
+        RUNNING of attempt n+1, ...). So every watcher, `GetTask` and stored id
+        keeps working, a watch resumed after the old terminal event sees the new
+        series, and there is still exactly one terminal state at a time (the
+        latest series'). The attempt counter keeps counting; max_attempts grows
+        by the task's attempt budget, so the series gets a fresh budget. Any
+        other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+        Idempotent through `request_id`.
         """
 
     @_abc_1.abstractmethod
