@@ -16,13 +16,14 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from taskcast.server.errors import clip
+from taskcast.server.interceptors import WrappingInterceptor
 
 log = logging.getLogger("taskcast.server")
 REPORT_EVERY = 10.0  # seconds: one log line per interval at most, however fast they come
@@ -53,29 +54,15 @@ class _Throttled:
         self.next_at, self.quiet = now + self.every, 0
 
 
-class StrictDecoding(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
+class StrictDecoding(WrappingInterceptor):
     """Answers an unparsable request body with INVALID_ARGUMENT and one throttled log line."""
 
     def __init__(self, report_every: float = REPORT_EVERY) -> None:
+        super().__init__()
         self._log = _Throttled(report_every)
-        # method -> (handler as found, its strict twin); a handful of entries, one per method
-        self._strict: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        """The handler found, with a strict deserializer (cached per method)."""
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        known = self._strict.get(method)
-        if known is None or known[0] is not handler:
-            known = (handler, self._wrap(handler, method))
-            self._strict[method] = known
-        return known[1]
-
-    def _wrap(self, handler: Any, method: str) -> Any:
+    def wrap(self, handler: Any, method: str) -> Any:
+        """The handler with a strict deserializer."""
         if handler.request_deserializer is None:
             return handler
 

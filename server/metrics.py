@@ -12,7 +12,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from taskcast.server.interceptors import WrappingInterceptor
 from taskcast.server.stats import QueueFigures
 from taskcast.server.store import ServerStore
 
@@ -124,25 +125,15 @@ class QueueCollector(Collector):
             return self._figures
 
 
-class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
-    """Counts every call by method and code and times it; the outermost interceptor."""
+class RpcMetrics(WrappingInterceptor):
+    """Counts every call by method and code and times it; the outermost interceptor.
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, its timed twin)
+    Unknown methods pass through uncounted.
+    """
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        """The handler found, timed (cached per method); unknown methods are not counted."""
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            known = (handler, _timed(handler, method.lstrip("/")))
-            self._wrapped[method] = known
-        return known[1]
+    def wrap(self, handler: Any, method: str) -> Any:
+        """The handler, timed and counted."""
+        return _timed(handler, method.lstrip("/"))
 
 
 def _timed(handler: Any, method: str) -> Any:
