@@ -103,14 +103,14 @@ class _WakingConsumer(_RedisConsumer):
 
 
 class Broker(RedisBroker):  # subclassing the library broker
-    """RedisBroker that recovers the delayed messages Dramatiq drops on a connection error, hands
-    back messages of kinds it does not serve, and gates fetching on free slots.
+    """RedisBroker that recovers the messages Dramatiq drops on a connection error, hands back
+    messages of kinds it does not serve, and gates fetching on free slots.
 
-    When a consumer thread hits a connection error, Dramatiq discards the delayed messages it
-    held in memory, while their ids stay in this (live) worker's ack set in Redis; Dramatiq only
-    requeues the acks of dead workers, so those tasks would wait until the process restarts.
-    Before a delay-queue consumer starts, its leftover acks are put back on the queue: at that
-    moment no consumer of this process holds them.
+    When a consumer thread hits a connection error, Dramatiq discards the messages it held in
+    memory (delayed ones, and a live queue's prefetched ones), while their ids stay in this
+    (live) worker's ack set in Redis; Dramatiq only requeues the acks of dead workers, so those
+    tasks would wait until the process restarts. Before a consumer starts, its queue's leftover
+    acks of this process are put back on the queue (`consume`).
     """
 
     def __init__(
@@ -124,20 +124,25 @@ class Broker(RedisBroker):  # subclassing the library broker
         self._wake = self.client.register_script(scripts.SOURCES["wake"])
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        """A consumer for `queue_name`, after requeueing this process's orphaned delayed acks."""
-        if mqlayout.is_delayed(queue_name):
-            acks = self.mq.acks(self.broker_id, queue_name)
-            try:
-                orphans = self.client.smembers(acks)
-                if orphans:
-                    self.logger.warning(
-                        "requeueing %d delayed messages held before a connection error on %s",
-                        len(orphans),
-                        queue_name,
-                    )
-                    self.do_requeue(queue_name, *orphans)
-            except redis.ConnectionError as exc:
-                raise ConnectionClosed(exc) from None
+        """A consumer for `queue_name`, after requeueing this process's orphaned acks.
+
+        A consumer is made again after a connection error, and Dramatiq drops the messages the
+        old one held in memory while their ids stay in this live process's ack set. Requeueing
+        every id of that set is safe: a message some thread of this process still works on
+        comes back as a duplicate, which `begin` skips.
+        """
+        acks = self.mq.acks(self.broker_id, queue_name)
+        try:
+            orphans = self.client.smembers(acks)
+            if orphans:
+                self.logger.warning(
+                    "requeueing %d messages held before a connection error on %s",
+                    len(orphans),
+                    queue_name,
+                )
+                self.do_requeue(queue_name, *orphans)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
         return _WakingConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:

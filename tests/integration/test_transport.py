@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import dramatiq
 import redis
 from dramatiq import Message
 
@@ -48,3 +49,42 @@ async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisPr
         broker.close()
         rdb.close()
         await store.client.aclose()
+
+
+def test_a_new_consumer_requeues_what_this_process_held_before_a_connection_error(
+    redis_server: RedisProcess,
+) -> None:
+    """Dramatiq drops a consumer's in-memory messages on a connection error while their ids stay
+    in this live process's ack set; the consumer made next puts them back on the queue."""
+    layout = Layout("orphans")
+    rdb = redis.Redis.from_url(redis_server.url)
+    broker = Broker(
+        client=redis.Redis.from_url(redis_server.url),
+        namespace=layout.namespace,
+        store=WorkerStore(rdb, layout, threading.Event()),
+        slots=Slots(10),
+        unserved_timeout=60,
+        middleware=[],
+    )
+    queue = layout.mq.queue("live")
+    dramatiq.Actor(
+        lambda *_: None, broker=broker, actor_name="a", queue_name="live", priority=0, options={}
+    )
+    try:
+        for i in range(3):
+            broker.enqueue(
+                Message(queue_name="live", actor_name="a", args=(i,), kwargs={}, options={})
+            )
+        first = broker.consume("live", prefetch=3, timeout=50)
+        held = [next(first) for _ in range(3)]  # fetched: ids now in this process's ack set
+        assert all(m is not None for m in held) and rdb.llen(queue) == 0
+        # The connection drops: Dramatiq throws the consumer and its messages away, unacked.
+        again = broker.consume("live", prefetch=3, timeout=50)
+        assert rdb.llen(queue) == 3
+        assert rdb.scard(layout.mq.acks(broker.broker_id, "live")) == 0
+        refetched = [next(again) for _ in range(3)]
+        assert sorted(m.args[0] for m in refetched if m) == [0, 1, 2]
+    finally:
+        drop_keys(rdb, layout)
+        broker.close()
+        rdb.close()
