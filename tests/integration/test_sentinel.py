@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import Event, TaskClient, TaskState, UnavailableError
+from taskcast.client import DeadlineExceededError, Event, TaskClient, TaskState, UnavailableError
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import Unavailable
@@ -125,8 +125,10 @@ def submit_until_acknowledged(client: TaskClient, i: int, stop: threading.Event)
     while not stop.is_set():
         try:
             return client.submit("test.echo", {"i": i}, idempotency_key=key).id
-        except UnavailableError:
-            continue  # the client already backed off (gRPC retry policy)
+        except (UnavailableError, DeadlineExceededError):
+            # The client already backed off (gRPC retry policy); a call that timed out mid-
+            # failover may or may not have been stored: the same key makes the retry safe.
+            continue
     return None
 
 
