@@ -121,6 +121,7 @@ class Registrar(Loop):
     """Records the kinds this process serves and its capacity, for servers and `GetStats`."""
 
     name = "registrar"
+    at_once = True  # servers learn the kinds as soon as the process is up
 
     def __init__(
         self,
@@ -235,11 +236,14 @@ class Housekeeping(Middleware):
         ]
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """Register kinds and capacity at once, then start every loop."""
+        """Start every loop (the registrar records kinds and capacity at once).
+
+        Nothing here talks to Redis: a Redis error at boot must not keep the loops (leases
+        above all) from starting; each loop rides out errors itself.
+        """
         self.registrar.threads = worker.worker_threads
         queues = worker.consumer_whitelist or broker.get_declared_queues()
         self.registrar.queues = sorted(q for q in queues if not mqlayout.is_delayed(q))
-        self.registrar.step()
         for loop in self.loops:
             loop.thread.start()
 
