@@ -140,3 +140,23 @@ class ReportPayload(BaseModel):
 def report(payload: ReportPayload, ctx: TaskContext) -> dict[str, Any]:
     """Say what the handler received: the validated model, not the dict."""
     return {"received": type(payload).__name__, "title": payload.title, "pages": payload.pages}
+
+
+def _current_span() -> dict[str, str]:
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return {"trace_id": f"0x{context.trace_id:032x}", "span_id": f"0x{context.span_id:016x}"}
+
+
+@task("test.span")
+def span(payload: dict[str, Any], ctx: TaskContext) -> dict[str, str]:
+    """The trace and span current inside a sync handler."""
+    return _current_span()
+
+
+@task("test.async_span")
+async def async_span(payload: dict[str, Any], ctx: TaskContext) -> dict[str, str]:
+    """The same inside an async handler on the slot loop."""
+    await asyncio.sleep(0)
+    return _current_span()

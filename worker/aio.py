@@ -19,6 +19,7 @@ from typing import Any
 from dramatiq.middleware import TimeLimitExceeded
 
 from taskcast.worker import attempt as attempts
+from taskcast.worker import traces
 from taskcast.worker.attempt import Attempt
 from taskcast.worker.errors import TaskCancelled
 from taskcast.worker.slots import Slots
@@ -61,6 +62,8 @@ class AsyncAttempts:
     def _spawn(self, attempt: Attempt, handler: Handler) -> None:
         context = contextvars.copy_context()
         context.run(attempts.set_current, attempt)
+        if attempt.span is not None:  # the handler's own spans become children of the attempt's
+            context.run(traces.enter, attempt.span)
         task = self.loop.create_task(self._run(attempt, handler), context=context)
         self._tasks[attempt.task_id] = task
         attempt.ctx.on_cancel(lambda: self.on_loop(task.cancel))

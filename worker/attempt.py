@@ -32,6 +32,7 @@ class Attempt:
     result: str | None = None  # the JSON result, once the handler returned
     handed_off: bool = field(default=False)  # an async attempt now runs on the slot loop
     span: Any = None  # its OpenTelemetry span, when tracing is on (worker/traces.py)
+    span_token: object = None  # the span made current in the worker thread, until the attempt ends
 
     def encode(self, result: Any) -> str:
         """The handler's return value as the JSON the task records, within this worker's bound."""

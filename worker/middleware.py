@@ -114,12 +114,16 @@ class Lifecycle(Middleware):
         )
         if self.tracer is not None:
             attempt.span = traces.start(self.tracer, attempt, started.trace)
+            attempt.span_token = traces.enter(attempt.span)  # a sync handler runs in this thread
         with self._lock:
             self.running[task_id] = ctx
         attempts.set_current(attempt)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Nothing ran: forget the attempt of this thread, if any."""
+        attempt = attempts.current()
+        if attempt is not None and attempt.span_token is not None:
+            traces.leave(attempt.span_token)
         attempts.set_current(None)
 
     def after_process_message(
@@ -135,6 +139,9 @@ class Lifecycle(Middleware):
         if attempt is None:
             return
         attempts.set_current(None)
+        if attempt.span_token is not None:
+            traces.leave(attempt.span_token)
+            attempt.span_token = None
         spec = self.registry.kinds[attempt.kind]
         if attempt.is_async and exception is None:
             self.aio.start(attempt, spec.handler)

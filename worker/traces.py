@@ -15,7 +15,7 @@ from taskcast.worker.attempt import Attempt
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["start", "end"]
+__all__ = ["start", "enter", "leave", "end"]
 
 AI_CHAT = "ai.chat"
 
@@ -46,6 +46,22 @@ def start(tracer: Tracer, attempt: Attempt, parent: str) -> Span:
         kind=SpanKind.CONSUMER,
         attributes=attributes,
     )
+
+
+def enter(span: Span) -> object:
+    """Make `span` the current span here (the worker thread, or the attempt's asyncio task), so
+    the handler's own spans (httpx, openai, its own tracer) are its children; returns the token
+    for `leave`."""
+    from opentelemetry import context, trace
+
+    return context.attach(trace.set_span_in_context(span))
+
+
+def leave(token: object) -> None:
+    """Undo `enter` in the same thread or task."""
+    from opentelemetry import context
+
+    context.detach(token)  # type: ignore[arg-type]  # the token `attach` returned
 
 
 def end(span: Span, attempt: Attempt, outcome: Outcome, state: State | None) -> None:

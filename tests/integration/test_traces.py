@@ -167,6 +167,19 @@ def test_an_async_attempt_is_traced_too(client: TaskClient, spans_file: Path) ->
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("kind", ["test.span", "test.async_span"])
+def test_the_attempt_span_is_current_inside_the_handler(
+    client: TaskClient, spans_file: Path, kind: str
+) -> None:
+    # so the spans a handler's own libraries start (httpx, openai, its tracer) are its children
+    with trace.get_tracer("tests").start_as_current_span("api request"):
+        handle = client.submit(kind, {})
+    seen = handle.wait(timeout=20)
+    (run,) = attempts(spans_file, handle.id, 1)
+    assert seen == {"trace_id": run["context"]["trace_id"], "span_id": run["context"]["span_id"]}
+
+
+@pytest.mark.usefixtures("worker")
 def test_any_grpc_client_sends_traceparent_as_metadata(
     grpc_stub: Any, client: TaskClient, spans: InMemorySpanExporter, spans_file: Path
 ) -> None:
