@@ -62,15 +62,19 @@ def taskcast(
     server_command: list[str] | None = None,
     worker_setup: str | None = None,
     env: dict[str, str] | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
-    `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead.
+    `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead;
+    `env` goes to the workers and the server, `server_env` to the server only.
     """
     with _procs.stack() as st:
         r = st.redis()
         workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
-        server, port = st.server(r.url, command=server_command, env=env)
+        server, port = st.server(
+            r.url, command=server_command, env={**(env or {}), **(server_env or {})}
+        )
         client = redis.Redis.from_url(r.url)
         key = _procs.LAYOUT.kind_counts("bench.noop")
 

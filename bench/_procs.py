@@ -318,6 +318,13 @@ class Stack:
             )
         return out
 
+    def otlp_sink(self) -> int:
+        """A silent OTLP/gRPC trace receiver (bench._otlp_sink); returns its port."""
+        port = free_port()
+        child = self.spawn("otlp-sink", [PY, "-m", "bench._otlp_sink", "--port", str(port)])
+        self._await(child, lambda: port_open(port), "OTLP sink")
+        return port
+
     def _await(self, child: Child, check: Callable[[], object], what: str) -> None:
         def ready() -> object:
             if not child.alive():

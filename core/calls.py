@@ -261,6 +261,15 @@ class Outcome:
     retry_delay_ms: int = 0
 
 
+@dataclass(frozen=True)
+class Ack:
+    """A delivered Dramatiq message for `finish` to acknowledge, as the consumer's ack would."""
+
+    set: str  # the fetching broker's ack set of the queue (`MQLayout.acks`)
+    queue: str  # the queue it was fetched from
+    redis_id: str  # its id in the queue's message hash
+
+
 def finish(
     layout: Layout,
     task_id: str,
@@ -270,8 +279,10 @@ def finish(
     kind: str,
     queue: str,
     timeout_ms: int,
+    ack: Ack | None = None,
 ) -> Call:
-    """Record how `attempt` ended, with the next attempt's message for a retryable error."""
+    """Record how `attempt` ended, with the next attempt's message for a retryable error, and
+    acknowledge its Dramatiq message when `ack` names it."""
     err = outcome.error
     retryable = err is not None and err.retryable
     msg = (
@@ -297,6 +308,7 @@ def finish(
         "1" if retryable else "0",
         outcome.retry_delay_ms,
         *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
+        *((ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")),
     )
 
 

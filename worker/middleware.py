@@ -19,7 +19,7 @@ from taskcast.core.calls import Outcome, Skipped, Status
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
-from taskcast.worker import metrics, traces
+from taskcast.worker import metrics, traces, transport
 from taskcast.worker.aio import AsyncAttempts, WorkerShutdown
 from taskcast.worker.attempt import Attempt
 from taskcast.worker.context import TaskContext
@@ -149,7 +149,12 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running.pop(attempt.task_id, None)
         outcome = self._outcome(spec, attempt, exception)
-        self._ended(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
+        # `finish` acknowledges the message too: one round trip per task less than Dramatiq's ack
+        ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
+        state = self.store.finish(self._finish(attempt, outcome, ack))
+        if ack is not None:
+            message.options[transport.ACKED] = True
+        self._ended(attempt, outcome, state)
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
@@ -168,8 +173,11 @@ class Lifecycle(Middleware):
             with self._lock:
                 self.running.pop(attempt.task_id, None)
 
-    def _finish(self, attempt: Attempt, outcome: Outcome) -> calls.Call:
-        """The `finish` call that records `outcome` (with the next attempt's message)."""
+    def _finish(
+        self, attempt: Attempt, outcome: Outcome, ack: calls.Ack | None = None
+    ) -> calls.Call:
+        """The `finish` call that records `outcome` (with the next attempt's message), and
+        acknowledges the attempt's Dramatiq message when `ack` names it."""
         return calls.finish(
             self.store.layout,
             attempt.task_id,
@@ -178,6 +186,7 @@ class Lifecycle(Middleware):
             kind=attempt.kind,
             queue=attempt.queue,
             timeout_ms=attempt.timeout_ms,
+            ack=ack,
         )
 
     def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:

@@ -29,6 +29,7 @@ log = logging.getLogger("taskcast.worker")
 
 HAND_BACK_DELAY_MS = 100  # a kind another live worker serves: back on the queue soon
 HAND_BACK_MAX_DELAY_MS = 5_000  # a kind no live worker serves: the longest wait between tries
+ACKED = "tc_acked"  # set on a delivered message's options once `finish` acknowledged it
 
 
 class _WakingConsumer(_RedisConsumer):
@@ -73,6 +74,13 @@ class _WakingConsumer(_RedisConsumer):
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
+
+    def ack(self, message: MessageProxy) -> None:
+        """Dramatiq's ack, unless `finish` already did it in its own script (`Broker.ack_of`)."""
+        if message.options.pop(ACKED, False):
+            self.queued_message_ids.discard(message.message_id)
+            return
+        super().ack(message)
 
     def _fetch(self) -> bool:
         """Fetch what this process has room for; wait (up to the poll interval) when empty."""
@@ -144,6 +152,13 @@ class Broker(RedisBroker):  # subclassing the library broker
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
         return _WakingConsumer(self, queue_name, prefetch, timeout)
+
+    def ack_of(self, message: MessageProxy) -> calls.Ack:
+        """What `finish` needs to acknowledge `message` in its own script; the caller then sets
+        `ACKED` on the message's options, and the consumer skips its round trip."""
+        queue = message.queue_name
+        rid = message.options["redis_message_id"]
+        return calls.Ack(self.mq.acks(self.broker_id, queue), queue, rid)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Enqueue (Dramatiq's own moves from a delay queue, requeues), then wake a consumer."""

@@ -5,16 +5,19 @@ from __future__ import annotations
 import threading
 
 import dramatiq
+import pytest
 import redis
 from dramatiq import Message
 
 from taskcast.cli.redis_proc import RedisProcess
+from taskcast.client import TaskClient, TaskState
+from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
 from taskcast.server.store import ServerStore, connect
 from taskcast.worker.slots import Slots
 from taskcast.worker.store import WorkerStore
 from taskcast.worker.transport import Broker
-from tests.support import drop_keys, new_task
+from tests.support import drop_keys, eventually, new_task
 
 
 async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisProcess) -> None:
@@ -88,3 +91,39 @@ def test_a_new_consumer_requeues_what_this_process_held_before_a_connection_erro
         drop_keys(rdb, layout)
         broker.close()
         rdb.close()
+
+
+def brokers_of(rdb: redis.Redis, mq: mqlayout.MQLayout) -> list[str]:
+    """The ids of the live Dramatiq brokers (one per worker process)."""
+    return [bytes(b).decode() for b in rdb.zrange(mq.heartbeats(), 0, -1)]
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_sync_attempts_finish_acknowledges_its_delivery(
+    client: TaskClient, rdb: redis.Redis, prefix: str
+) -> None:
+    """`finish` acks a sync attempt's Dramatiq message in the same script (the consumer skips
+    its own round trip): once the outcome is visible, the delivery is already gone from the
+    worker's ack set and the queue's message hash. Failures and retries leave nothing either."""
+    layout = Layout(prefix)
+    mq = layout.mq
+    for n in range(10):
+        handle = client.submit("test.echo", {"n": n})
+        assert handle.wait(timeout=20)["payload"] == {"n": n}
+        queue, rid = rdb.hmget(layout.task(handle.id), "mq", "rid")
+        assert queue == b"default" and isinstance(rid, bytes)
+        brokers = brokers_of(rdb, mq)
+        assert brokers, "the worker records its heartbeat"
+        assert not any(rdb.sismember(mq.acks(b, "default"), rid.decode()) for b in brokers)
+        assert not rdb.hexists(mq.msgs("default"), rid)
+    flaky, fatal = client.submit("test.flaky", {}), client.submit("test.fatal", {})
+    assert flaky.wait(timeout=20) == 2
+    eventually(lambda: fatal.get().state is TaskState.FAILED, 20, "test.fatal failed")
+
+    def nothing_held() -> bool:
+        brokers = brokers_of(rdb, mq)
+        queues = ("default", mqlayout.delayed("default"))
+        held = sum(rdb.scard(mq.acks(b, q)) for b in brokers for q in queues)
+        return held == 0 and rdb.hlen(mq.msgs("default")) == 0
+
+    eventually(nothing_held, 20, "every delivery acknowledged")
