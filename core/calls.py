@@ -211,9 +211,22 @@ class Skipped:
     reason: str
 
 
-def begin(layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str) -> Call:
-    """Start `attempt` under a lease; `token` is unique per delivery."""
-    return _about(layout, "begin", task_id, attempt, lease_ms, token)
+@dataclass(frozen=True)
+class Ack:
+    """A delivered Dramatiq message for `begin` to acknowledge, as the consumer's ack would."""
+
+    set: str  # the fetching broker's ack set of the queue (`MQLayout.acks`)
+    queue: str  # the queue it was fetched from
+    redis_id: str  # its id in the queue's message hash
+
+
+def begin(
+    layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str, ack: Ack | None = None
+) -> Call:
+    """Start `attempt` under a lease; `token` is unique per delivery. With `ack`, acknowledge
+    the delivered Dramatiq message in the same script, whether the attempt runs or is skipped."""
+    acked = (ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")
+    return _about(layout, "begin", task_id, attempt, lease_ms, token, *acked)
 
 
 def begin_reply(reply: Any) -> Started | Skipped:
@@ -261,15 +274,6 @@ class Outcome:
     retry_delay_ms: int = 0
 
 
-@dataclass(frozen=True)
-class Ack:
-    """A delivered Dramatiq message for `finish` to acknowledge, as the consumer's ack would."""
-
-    set: str  # the fetching broker's ack set of the queue (`MQLayout.acks`)
-    queue: str  # the queue it was fetched from
-    redis_id: str  # its id in the queue's message hash
-
-
 def finish(
     layout: Layout,
     task_id: str,
@@ -279,10 +283,8 @@ def finish(
     kind: str,
     queue: str,
     timeout_ms: int,
-    ack: Ack | None = None,
 ) -> Call:
-    """Record how `attempt` ended, with the next attempt's message for a retryable error, and
-    acknowledge its Dramatiq message when `ack` names it."""
+    """Record how `attempt` ended, with the next attempt's message for a retryable error."""
     err = outcome.error
     retryable = err is not None and err.retryable
     msg = (
@@ -308,7 +310,6 @@ def finish(
         "1" if retryable else "0",
         outcome.retry_delay_ms,
         *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
-        *((ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")),
     )
 
 

@@ -87,7 +87,12 @@ class Lifecycle(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Start the attempt the message carries, or skip a duplicate or stale delivery."""
         task_id, number = message.message_id, int(message.options.get("tc_attempt", 1))
-        started = self.store.begin(task_id, number, self.settings.lease_ms, uuid.uuid4().hex)
+        # `begin` acknowledges the message too: a round trip per task less than Dramatiq's ack
+        ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
+        token = uuid.uuid4().hex
+        started = self.store.begin(task_id, number, self.settings.lease_ms, token, ack)
+        if ack is not None:
+            message.options[transport.ACKED] = True
         if isinstance(started, Skipped):
             log.info("skipping delivery of task %s attempt %d: %s", task_id, number, started.reason)
             raise SkipMessage(started.reason)
@@ -149,12 +154,7 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running.pop(attempt.task_id, None)
         outcome = self._outcome(spec, attempt, exception)
-        # `finish` acknowledges the message too: one round trip per task less than Dramatiq's ack
-        ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
-        state = self.store.finish(self._finish(attempt, outcome, ack))
-        if ack is not None:
-            message.options[transport.ACKED] = True
-        self._ended(attempt, outcome, state)
+        self._ended(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
@@ -173,11 +173,8 @@ class Lifecycle(Middleware):
             with self._lock:
                 self.running.pop(attempt.task_id, None)
 
-    def _finish(
-        self, attempt: Attempt, outcome: Outcome, ack: calls.Ack | None = None
-    ) -> calls.Call:
-        """The `finish` call that records `outcome` (with the next attempt's message), and
-        acknowledges the attempt's Dramatiq message when `ack` names it."""
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> calls.Call:
+        """The `finish` call that records `outcome` (with the next attempt's message)."""
         return calls.finish(
             self.store.layout,
             attempt.task_id,
@@ -186,7 +183,6 @@ class Lifecycle(Middleware):
             kind=attempt.kind,
             queue=attempt.queue,
             timeout_ms=attempt.timeout_ms,
-            ack=ack,
         )
 
     def _sink(self, ctx: TaskContext, n: int, fields: list[str]) -> None:

@@ -71,9 +71,12 @@ class WorkerStore:
                 time.sleep(delay)  # a worker thread with nothing else it may do
                 delay = min(delay * 2, 2.0)
 
-    def begin(self, task_id: str, attempt: int, lease_ms: int, token: str) -> Started | Skipped:
-        """Start `attempt`; returns `Started`, or why this delivery is skipped."""
-        call = calls.begin(self.layout, task_id, attempt, lease_ms, token)
+    def begin(
+        self, task_id: str, attempt: int, lease_ms: int, token: str, ack: calls.Ack | None = None
+    ) -> Started | Skipped:
+        """Start `attempt` (acknowledging the delivery named by `ack`); returns `Started`, or why
+        this delivery is skipped."""
+        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, ack)
         return calls.begin_reply(self._persist("begin", lambda: self.run(call)))
 
     def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:

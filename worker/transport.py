@@ -29,7 +29,7 @@ log = logging.getLogger("taskcast.worker")
 
 HAND_BACK_DELAY_MS = 100  # a kind another live worker serves: back on the queue soon
 HAND_BACK_MAX_DELAY_MS = 5_000  # a kind no live worker serves: the longest wait between tries
-ACKED = "tc_acked"  # set on a delivered message's options once `finish` acknowledged it
+ACKED = "tc_acked"  # set on a delivered message's options once `begin` acknowledged it
 
 
 class _WakingConsumer(_RedisConsumer):
@@ -76,7 +76,7 @@ class _WakingConsumer(_RedisConsumer):
             raise ConnectionClosed(e) from None
 
     def ack(self, message: MessageProxy) -> None:
-        """Dramatiq's ack, unless `finish` already did it in its own script (`Broker.ack_of`)."""
+        """Dramatiq's ack, unless `begin` already did it in its own script (`Broker.ack_of`)."""
         if message.options.pop(ACKED, False):
             self.queued_message_ids.discard(message.message_id)
             return
@@ -154,7 +154,7 @@ class Broker(RedisBroker):  # subclassing the library broker
         return _WakingConsumer(self, queue_name, prefetch, timeout)
 
     def ack_of(self, message: MessageProxy) -> calls.Ack:
-        """What `finish` needs to acknowledge `message` in its own script; the caller then sets
+        """What `begin` needs to acknowledge `message` in its own script; the caller then sets
         `ACKED` on the message's options, and the consumer skips its round trip."""
         queue = message.queue_name
         rid = message.options["redis_message_id"]

@@ -1,15 +1,7 @@
 -- A: id, attempt, outcome (ok | error | cancelled), result json, error json, retryable (0/1),
---    retry delay (ms), retry mq queue, retry message id, retry message data,
---    then, for an attempt whose Dramatiq message is still unacknowledged, that message's ack set,
---    queue and id ("" otherwise).
+--    retry delay (ms), retry mq queue, retry message id, retry message data.
 -- Returns {new state} or {"stale"} when the attempt no longer owns the task.
-local id, attempt, outcome, result, err, retryable, delay_ms, mq_queue, rid, data,
-      ack_set, ack_queue, ack_rid = unpack(A, 1, 13)
--- Dramatiq's ack (its dispatch.lua "ack"), done here so the consumer need not make a round trip
--- of its own (worker/transport.py); whatever the attempt's fate, the delivery is over.
-if ack_set ~= "" and redis.call("SREM", ack_set, ack_rid) > 0 then
-  redis.call("HDEL", mq_msgs(ack_queue), ack_rid)
-end
+local id, attempt, outcome, result, err, retryable, delay_ms, mq_queue, rid, data = unpack(A, 1, 10)
 local t = tkey(id)
 local state, cur, cancel, max_attempts, started, kind = unpack(
   redis.call("HMGET", t, "state", "attempt", "cancel", "max_attempts", "started", "kind"))

@@ -99,17 +99,18 @@ def brokers_of(rdb: redis.Redis, mq: mqlayout.MQLayout) -> list[str]:
 
 
 @pytest.mark.usefixtures("worker")
-def test_a_sync_attempts_finish_acknowledges_its_delivery(
-    client: TaskClient, rdb: redis.Redis, prefix: str
+@pytest.mark.parametrize("kind", ["test.echo", "test.async_echo"])
+def test_begin_acknowledges_the_delivery(
+    client: TaskClient, rdb: redis.Redis, prefix: str, kind: str
 ) -> None:
-    """`finish` acks a sync attempt's Dramatiq message in the same script (the consumer skips
-    its own round trip): once the outcome is visible, the delivery is already gone from the
-    worker's ack set and the queue's message hash. Failures and retries leave nothing either."""
+    """`begin` acks the attempt's Dramatiq message in its own script (the consumer skips its own
+    round trip): once the task is RUNNING, the delivery is gone from the worker's ack set and
+    the queue's message hash. Failures and retries leave nothing behind either."""
     layout = Layout(prefix)
     mq = layout.mq
     for n in range(10):
-        handle = client.submit("test.echo", {"n": n})
-        assert handle.wait(timeout=20)["payload"] == {"n": n}
+        handle = client.submit(kind, {"n": n})
+        handle.wait(timeout=20)
         queue, rid = rdb.hmget(layout.task(handle.id), "mq", "rid")
         assert queue == b"default" and isinstance(rid, bytes)
         brokers = brokers_of(rdb, mq)
