@@ -114,29 +114,35 @@ class GroupStream:
 
     async def items(self, joined: Joined) -> AsyncIterator[Item]:
         """Replay the `joined` tasks, then live events, new members and keep-alives."""
-        for item in await self._replay_all(joined):
+        async for item in self._replay_all(joined):
             yield item
-        idle_since = time.monotonic()
+        next_poll = quiet_since = time.monotonic()
+        next_poll += POLL_S
         while not self._done():
-            try:
-                async with asyncio.timeout(POLL_S):
-                    live = await self.inbox.queue.get()
-            except TimeoutError:
-                found = await self._poll(time.monotonic() - idle_since >= self.keepalive)
-                for item in found:
+            live = await self._next(next_poll - time.monotonic())
+            if live is None:  # time to look for new members (however busy the stream is)
+                next_poll = time.monotonic() + POLL_S
+                idle = time.monotonic() - quiet_since >= self.keepalive
+                async for item in self._poll(idle):
+                    quiet_since = time.monotonic()
                     yield item
-                if found:
-                    idle_since = time.monotonic()
                 continue
             check_inbox(live, self.inbox)
-            if isinstance(live, str):  # RESYNC: anything may have been missed
-                found = await self._catch_up(list(self.last))
-            else:
-                found = await self._live(live)
-            for item in found:
+            # RESYNC: the subscription was re-made, anything may have been missed
+            found = self._catch_up(list(self.last)) if isinstance(live, str) else self._live(live)
+            async for item in found:
+                quiet_since = time.monotonic()
                 yield item
-            if found:
-                idle_since = time.monotonic()
+
+    async def _next(self, wait: float) -> EventRecord | str | None:
+        """The next inbox item, or None once `wait` seconds passed without one."""
+        if wait <= 0:
+            return None
+        try:
+            async with asyncio.timeout(wait):  # no Task per wait
+                return await self.inbox.queue.get()
+        except TimeoutError:
+            return None
 
     async def _members(self, since: float) -> list[tuple[str, float]]:
         """Index entries created at or after `since`, oldest first; FailedPrecondition when the
@@ -183,23 +189,21 @@ class GroupStream:
             for state, seq in replies
         ]
 
-    async def _replay_all(self, joined: Joined) -> list[Item]:
-        out: list[Item] = []
+    async def _replay_all(self, joined: Joined) -> AsyncIterator[Item]:
         for task_id, mark in joined:
-            out += await self._replay(task_id)
+            async for item in self._replay(task_id):
+                yield item
             if mark[0].terminal and mark[1] <= self.last[task_id]:
                 self.ended.add(task_id)  # ended at or before its cursor
-        return out
 
-    async def _replay(self, task_id: str) -> list[Item]:
-        """The stored events of `task_id` after the last one sent (bounded by MAX_EVENTS)."""
-        out: list[Item] = []
-        last = self.last[task_id]
+    async def _replay(self, task_id: str) -> AsyncIterator[Item]:
+        """The stored events of `task_id` after the last one sent."""
+        last, first = self.last[task_id], True
         async for record in self.store.events_after(task_id, last):
-            if not out and record.sequence > last + 1:
-                out.append(Trimmed(task_id, record.sequence))
-            out.append(self._sent(record))
-        return out
+            if first and record.sequence > last + 1:
+                yield Trimmed(task_id, record.sequence)
+            first = False
+            yield self._sent(record)
 
     def _sent(self, record: EventRecord) -> EventRecord:
         self.last[record.task_id] = record.sequence
@@ -209,30 +213,38 @@ class GroupStream:
             self.ended.discard(record.task_id)  # a RetryTask started a new series
         return record
 
-    async def _live(self, event: EventRecord) -> list[Item]:
+    async def _live(self, event: EventRecord) -> AsyncIterator[Item]:
         last = self.last.get(event.task_id)
         if last is None or event.sequence <= last:
-            return []  # not (or no longer) in the group, or sent already
+            return  # not (or no longer) in the group, or sent already
         if event.sequence > last + 1:
-            return await self._replay(event.task_id)  # a gap: the stream has what is missing
-        return [self._sent(event)]
+            async for item in self._replay(event.task_id):  # a gap: the stream has the rest
+                yield item
+            return
+        yield self._sent(event)
 
-    async def _catch_up(self, task_ids: list[str]) -> list[Item]:
-        out: list[Item] = []
+    async def _catch_up(self, task_ids: list[str]) -> AsyncIterator[Item]:
         for task_id in task_ids:
-            out += await self._replay(task_id)
-        return out
+            async for item in self._replay(task_id):
+                yield item
 
-    async def _poll(self, idle: bool) -> list[Item]:
-        """New members replayed; when `idle`, moved tasks caught up, else a KeepAlive."""
-        joined = await self._join(await self._members(self.since))
-        out = await self._replay_all(joined)
-        if idle and not out:
-            open_ids = [t for t in self.last if t not in self.ended]
-            marks = await self._marks(open_ids)
-            moved = [t for t, m in zip(open_ids, marks, strict=True) if m and m[1] > self.last[t]]
-            out = await self._catch_up(moved) or [KeepAlive("", time.time_ns())]
-        return out
+    async def _poll(self, idle: bool) -> AsyncIterator[Item]:
+        """New members replayed; when `idle` and none came, moved tasks caught up, else a
+        KeepAlive."""
+        sent = False
+        async for item in self._replay_all(await self._join(await self._members(self.since))):
+            sent = True
+            yield item
+        if not idle or sent:
+            return
+        open_ids = [t for t in self.last if t not in self.ended]
+        marks = await self._marks(open_ids)
+        moved = [t for t, m in zip(open_ids, marks, strict=True) if m and m[1] > self.last[t]]
+        async for item in self._catch_up(moved):
+            sent = True
+            yield item
+        if not sent:
+            yield KeepAlive("", time.time_ns())
 
     def _done(self) -> bool:
         return self.r.end_when_done and bool(self.last) and self.ended >= set(self.last)
