@@ -15,6 +15,7 @@ same file again submits nothing twice.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -23,6 +24,19 @@ from taskcast.client import RpcError, TaskHandle, TaskSpec
 LINE_KEYS = frozenset(
     {"payload", "labels", "idempotency_key", "queue", "delay", "max_attempts", "timeout"}
 )
+
+
+def submit_file(client: Any, args: Any, common: dict[str, Any]) -> int:
+    """Submit the lines of `args.jsonl` ("-": stdin) and print each one's outcome; how many
+    failed."""
+    if args.jsonl == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        with open(args.jsonl) as f:
+            lines = f.read().splitlines()
+    numbered = list(specs(args.kind, lines, common, args.idempotency_key))
+    results = client.submit_many([spec for _, spec in numbered])
+    return report([n for n, _ in numbered], results, args.output == "json", sys.stdout)
 
 
 def specs(

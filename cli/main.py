@@ -115,15 +115,8 @@ def _submit_lines(args: argparse.Namespace) -> int:
         "max_attempts": args.max_attempts,
         "timeout": args.timeout,
     }
-    if args.jsonl == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        with open(args.jsonl) as f:
-            lines = f.read().splitlines()
-    numbered = list(batch.specs(args.kind, lines, common, args.idempotency_key))
     with _client(args) as client:
-        results = client.submit_many([spec for _, spec in numbered])
-    failed = batch.report([n for n, _ in numbered], results, args.output == "json", sys.stdout)
+        failed = batch.submit_file(client, args, common)
     return EXIT_ERROR if failed else 0
 
 

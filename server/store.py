@@ -184,6 +184,7 @@ class ServerStore:
         is loaded and they are sent once more."""
         replies: list[Any] = [None] * len(many)
         todo = list(range(len(many)))
+        confirmed: Any = None
         for _ in range(2):
             async with self.client.pipeline(transaction=False) as pipe:
                 for i in todo:
@@ -193,7 +194,7 @@ class ServerStore:
                     pipe.wait(self.wait_replicas, self.wait_timeout_ms)
                 got = await pipe.execute(raise_on_error=False)
             if self.wait_replicas:
-                self._check_confirmed(got.pop())
+                confirmed = got.pop()  # judged once the calls that met NOSCRIPT ran again
             for i, reply in zip(todo, got, strict=True):
                 replies[i] = reply
             todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
@@ -201,6 +202,8 @@ class ServerStore:
                 break
             for name in {many[i].script for i in todo}:
                 await self.client.script_load(self._scripts[name].script)
+        if self.wait_replicas:
+            self._check_confirmed(confirmed)
         return replies
 
     def _check_confirmed(self, confirmed: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import (
     AlreadyExistsError,
     AsyncTaskClient,
@@ -20,9 +21,12 @@ from taskcast.client import (
     TaskSpec,
     TaskState,
 )
+from taskcast.core.layout import Layout
+from taskcast.server.errors import Unavailable
+from taskcast.server.store import ServerStore, connect
 from taskcast.v1 import tasks_pb2 as pb
 from tests.cli.test_commands import run
-from tests.support import eventually
+from tests.support import LoopThread, eventually, new_task
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -198,3 +202,30 @@ def test_cli_submits_a_jsonl_file_one_line_per_task(
     assert rows[1]["line"] == 2 and rows[1]["error"]["code"] == "INVALID_ARGUMENT"
     assert rows[1]["error"]["violations"][0]["field"] == "payload_json"
     finished(client, [rows[0]["id"]])
+
+
+def test_a_batch_unconfirmed_by_a_replica_is_unavailable_then_repeats(
+    redis_server: RedisProcess, loop_thread: LoopThread
+) -> None:
+    """The session's Redis has no replica: with `wait_replicas=1` a batch is stored but never
+    acknowledged (one WAIT after the pipeline); sent again, every item is a repeat."""
+    layout = Layout(f"t{uuid.uuid4().hex[:10]}")
+    items = [new_task(idempotency_key=f"k{i}") for i in range(3)]
+
+    async def submit_twice() -> list[Any]:
+        client = connect(redis_server.url)
+        store = ServerStore(client, layout, wait_replicas=1, wait_timeout_ms=50)
+        try:
+            with pytest.raises(Unavailable, match="0 of 1 replicas confirmed"):
+                await store.submit_many([(uuid.uuid4().hex, n) for n in items])
+            store.wait_replicas = 0
+            return await store.submit_many([(uuid.uuid4().hex, n) for n in items])
+        finally:
+            await client.aclose()
+
+    again = loop_thread.run(submit_twice())
+    assert [(r[0].idempotency_key, r[1]) for r in again] == [
+        ("k0", False),
+        ("k1", False),
+        ("k2", False),
+    ]

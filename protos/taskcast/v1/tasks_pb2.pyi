@@ -21,17 +21,20 @@ google.rpc.* from google/rpc/error_details.proto:
   NOT_FOUND            unknown task id, or a finished task past its retention
                        (7 days by default). Carries a ResourceInfo with
                        resource_type "taskcast.v1.Task" and resource_name the id.
-  ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
-                       request. No details.
+  ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
+                       belongs to a different request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
-                       subject "taskcast.v1.Task/<id>".
+                       subject "taskcast.v1.Task/<id>". Also WatchTasks on a
+                       group of more than 10,000 tasks: type "GROUP_SIZE",
+                       subject "label/<key=value>".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
                        watcher that fell behind the live events, or the task
                        store (Redis) is full. Carries a RetryInfo: retry
                        after retry_delay (a WatchTask resumes with
-                       after_sequence = the last sequence received). Also
+                       after_sequence = the last sequence received, a
+                       WatchTasks with the cursors of what it received). Also
                        sent by gRPC itself, without details, for a request
                        larger than the server accepts (the payload limit,
                        1 MiB by default, plus 64 KiB).
@@ -42,8 +45,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
-                       No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask
+                       or RetryTask. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
