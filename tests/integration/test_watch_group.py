@@ -177,3 +177,20 @@ def test_watch_stops_when_closed_from_another_thread(client: TaskClient) -> None
     assert first.task_id == ids[0]
     assert [e for e in stream if e.sequence == 0] == []  # ends quietly, keep-alives not asked for
     client.cancel(ids[0])
+
+
+def test_a_retried_task_goes_on_in_the_group_stream(client: TaskClient) -> None:
+    batch = uuid.uuid4().hex[:12]
+    [handle] = client.submit_many([TaskSpec("demo.fail", {"fatal": True}, labels={"b": batch})])
+    assert isinstance(handle, TaskHandle)
+    events: list[Event] = []
+    with client.watch_group(f"b={batch}") as stream:
+        for event in stream:
+            events.append(event)
+            if event.terminal and sum(e.terminal for e in events) == 1:
+                client.retry(handle.id, "group-retry")  # a new series on the same id
+            if sum(e.terminal for e in events) == 2:
+                break
+    assert per_task(events) == {handle.id: list(range(1, handle.get().last_sequence + 1))}
+    states = [e.state for e in events if e.state is not None]
+    assert states.count(TaskState.FAILED) == 2 and states.count(TaskState.PENDING) == 2
