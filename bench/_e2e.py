@@ -8,6 +8,7 @@ clock when the last one is done. CPU seconds are summed over every process invol
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from celery import Celery
 from dramatiq.brokers.redis import RedisBroker
 
 from bench import _procs
-from taskcast.client import AsyncTaskClient
+from taskcast.client import AsyncTaskClient, RpcError, TaskSpec
 from taskcast.core.mqlayout import MQLayout
 
 WARMUP = 300
@@ -36,7 +37,7 @@ def _drain(check: Callable[[], bool], n: int, started: float) -> float:
     return time.perf_counter() - started
 
 
-def _result(
+def result(
     system: str, n: int, elapsed: float, cpu: dict[str, float], **extra: Any
 ) -> dict[str, Any]:
     total = sum(cpu.values())
@@ -63,11 +64,13 @@ def taskcast(
     worker_setup: str | None = None,
     env: dict[str, str] | None = None,
     server_env: dict[str, str] | None = None,
+    batch: int = 0,
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
     `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead;
     `env` goes to the workers and the server, `server_env` to the server only.
+    `batch` > 0: each caller submits `batch` tasks per SubmitTasks call instead of one per call.
     """
     with _procs.stack() as st:
         r = st.redis()
@@ -89,7 +92,14 @@ def taskcast(
                     for _ in left:
                         await tc.submit("bench.noop", "{}")
 
-                await asyncio.gather(*(caller() for _ in range(CALLERS)))
+                async def batch_caller() -> None:
+                    spec = TaskSpec("bench.noop", "{}")
+                    while chunk := [spec for _ in itertools.islice(left, batch)]:
+                        results = await tc.submit_many(chunk)
+                        assert not any(isinstance(r, RpcError) for r in results), results[:3]
+
+                one = batch_caller if batch else caller
+                await asyncio.gather(*(one() for _ in range(CALLERS)))
 
         asyncio.run(submit(WARMUP))
         _drain(done(WARMUP), WARMUP, time.perf_counter())
@@ -111,7 +121,7 @@ def taskcast(
         if stop_hook is not None:
             stop_hook()
         client.close()
-        return _result(
+        return result(
             "taskcast",
             n,
             elapsed,
@@ -119,6 +129,7 @@ def taskcast(
             submit_seconds=submit_s,
             processes=processes,
             threads=threads,
+            batch=batch,
         )
 
 
@@ -160,7 +171,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
         cpu = meter.stop()
         client.close()
         broker.close()
-        return _result(
+        return result(
             "dramatiq",
             n,
             elapsed,
@@ -209,7 +220,7 @@ def celery(n: int, processes: int, threads: int) -> dict[str, Any]:
         cpu = meter.stop()
         client.close()
         app.close()
-        return _result(
+        return result(
             "celery", n, elapsed, cpu, submit_seconds=submit_s, processes=processes, threads=threads
         )
 

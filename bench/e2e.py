@@ -26,6 +26,31 @@ def run(n: int, processes: int, threads: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+def row(name: str, r: dict[str, Any], dq: dict[str, Any]) -> list[Any]:
+    """One system's figures: tasks/s and CPU per task, each also against raw Dramatiq's `dq`,
+    then CPU per task by process."""
+    by = r["cpu_ms_per_task_by_process"]
+    ratios = [r["tasks_per_s"] / dq["tasks_per_s"], r["cpu_ms_per_task"] / dq["cpu_ms_per_task"]]
+    return [
+        name,
+        r["tasks_per_s"],
+        ratios[0],
+        r["cpu_ms_per_task"],
+        ratios[1],
+        *(by.get(p, 0.0) for p in ("client", "server", "workers", "redis")),
+    ]
+
+
+def table(res: dict[str, dict[str, Any]], dq: dict[str, Any]) -> str:
+    """The results as a table, each system against raw Dramatiq's `dq`."""
+    rows = [row(name, r, dq) for name, r in res.items()]
+    return _report.table(
+        "end to end (CPU in ms per task, summed over processes; x = ratio to raw Dramatiq)",
+        ["system", "tasks/s", "x tput", "CPU ms", "x CPU", "client", "server", "workers", "redis"],
+        rows,
+    )
+
+
 def main() -> None:
     p = _report.parser(__doc__ or "")
     p.add_argument("--processes", "-p", type=int, default=2)
@@ -50,40 +75,8 @@ def main() -> None:
         "cpu_per_task_vs_celery": {"value": cpu_vs_ce, "target": "< 1.0", "met": cpu_vs_ce < 1.0},
         "throughput_vs_celery": {"value": tput_vs_ce, "target": ">= 1.5", "met": tput_vs_ce >= 1.5},
     }
-    rows = []
-    for name, r in res.items():
-        by = r["cpu_ms_per_task_by_process"]
-        rows.append(
-            [
-                name,
-                r["tasks_per_s"],
-                r["tasks_per_s"] / dq["tasks_per_s"],
-                r["cpu_ms_per_task"],
-                r["cpu_ms_per_task"] / dq["cpu_ms_per_task"],
-                by.get("client", 0.0),
-                by.get("server", 0.0),
-                by.get("workers", 0.0),
-                by.get("redis", 0.0),
-            ]
-        )
     print()
-    print(
-        _report.table(
-            "end to end (CPU in ms per task, summed over processes; x = ratio to raw Dramatiq)",
-            [
-                "system",
-                "tasks/s",
-                "x tput",
-                "CPU ms",
-                "x CPU",
-                "client",
-                "server",
-                "workers",
-                "redis",
-            ],
-            rows,
-        )
-    )
+    print(table(res, dq))
     for k, v in targets.items():
         print(f"target {k}: {v['value']:.2f} ({v['target']}) {_report.verdict(v['met'])}")
     _report.write(

@@ -171,10 +171,11 @@ def _stub(port: int) -> Callable[[float], Any]:
     return go
 
 
-def profile_e2e(n: int, stamp: str) -> dict[str, Any]:
+def profile_e2e(n: int, stamp: str, batch: int = 0) -> dict[str, Any]:
+    kind = f"e2e-batch{batch}" if batch else "e2e"
     outs = {
-        "server": PROFILES / f"e2e-server-{stamp}.txt",
-        "workers": PROFILES / f"e2e-workers-{stamp}.txt",
+        "server": PROFILES / f"{kind}-server-{stamp}.txt",
+        "workers": PROFILES / f"{kind}-workers-{stamp}.txt",
     }
     spies: list[subprocess.Popen[bytes]] = []
 
@@ -189,7 +190,7 @@ def profile_e2e(n: int, stamp: str) -> dict[str, Any]:
 
         return stop
 
-    res = _e2e.taskcast(n, 2, 8, on_load=on_load)
+    res = _e2e.taskcast(n, 2, 8, on_load=on_load, batch=batch)
     out: dict[str, Any] = {
         "tasks_per_s": res["tasks_per_s"],
         "cpu_ms_per_task": res["cpu_ms_per_task"],
@@ -202,9 +203,17 @@ def profile_e2e(n: int, stamp: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = _report.parser(__doc__ or "").parse_args()
+    p = _report.parser(__doc__ or "")
+    p.add_argument(
+        "--batch", type=int, default=0, help="only end to end, submitting N tasks per SubmitTasks"
+    )
+    args = p.parse_args()
     PROFILES.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.batch:
+        n = 2_000 if args.quick else 15_000
+        _report.write("profile", args.quick, {"e2e_batch": profile_e2e(n, stamp, args.batch)})
+        return
     result = {
         "submit": profile_submit(4.0 if args.quick else 15.0, stamp),
         "submit_native": profile_submit(4.0 if args.quick else 15.0, stamp, native=True),

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from bench import _report
+from bench import e2e as e2e_bench
 
 
 def runs(
@@ -81,21 +82,7 @@ def e2e(docs: list[dict[str, Any]]) -> str:
     for i, d in enumerate(docs, 1):
         dq = d["results"]["dramatiq"]
         for name, r in d["results"].items():
-            by = r["cpu_ms_per_task_by_process"]
-            rows.append(
-                [
-                    i,
-                    name,
-                    r["tasks_per_s"],
-                    r["tasks_per_s"] / dq["tasks_per_s"],
-                    r["cpu_ms_per_task"],
-                    r["cpu_ms_per_task"] / dq["cpu_ms_per_task"],
-                    by.get("client", 0.0),
-                    by.get("server", 0.0),
-                    by.get("workers", 0.0),
-                    by.get("redis", 0.0),
-                ]
-            )
+            rows.append([i, *e2e_bench.row(name, r, dq)])
     return md(
         [
             "run",
@@ -251,6 +238,7 @@ def main() -> None:
     for name, fn in (
         ("submit", submit),
         ("e2e", e2e),
+        ("batch", e2e),  # the same results shape, more systems
         ("handoff", handoff),
         ("fanout", fanout),
         ("scaling", scaling),

@@ -103,9 +103,28 @@ def _follow(client: Any, task_id: str, after: int, as_json: bool) -> int:
     return {"SUCCEEDED": 0, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}.get(final or "", 0)
 
 
+def _submit_lines(args: argparse.Namespace) -> int:
+    from taskcast.cli import batch
+
+    if args.watch or args.json or args.payload_file:
+        sys.exit("--jsonl takes the payloads from its lines: no --json, --payload-file or --watch")
+    common = {
+        "queue": args.queue,
+        "labels": _labels(args.label),
+        "delay": args.delay,
+        "max_attempts": args.max_attempts,
+        "timeout": args.timeout,
+    }
+    with _client(args) as client:
+        failed = batch.submit_file(client, args, common)
+    return EXIT_ERROR if failed else 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     from taskcast.cli import show
 
+    if args.jsonl:
+        return _submit_lines(args)
     payload = args.json
     if args.payload_file:
         with open(args.payload_file) as f:
@@ -129,7 +148,13 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    if (args.task_id is None) == (args.label is None):
+        sys.exit("watch takes a TASK_ID or --label KEY=VALUE (one of them)")
     with _client(args) as client:
+        if args.label is not None:
+            from taskcast.cli import batch
+
+            return batch.follow_group(client, args.label, args.until_done, args.output == "json")
         return _follow(client, args.task_id, args.after, args.output == "json")
 
 
@@ -294,6 +319,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("kind")
     p.add_argument("--json", "-j", help="the payload, a JSON object")
     p.add_argument("--payload-file", help="read the payload from a file")
+    p.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="one task per line of FILE ('-': stdin), submitted in batches; prints one line per "
+        "task, its id or its error (exit 4 when any failed). A line is the payload, or "
+        '{"payload": {...}, "labels": {...}, "idempotency_key": ...}; --idempotency-key K '
+        "gives line n the key K-n",
+    )
     p.add_argument("--queue")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--delay", type=float, help="seconds before the first attempt")
@@ -303,9 +336,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", "-w", action="store_true", help="follow its events until it ends")
     p.set_defaults(fn=_submit)
 
-    p = client_parser("watch", "follow a task's events until it ends")
-    p.add_argument("task_id")
+    p = client_parser(
+        "watch", "follow a task's events until it ends, or (--label) every task of a group"
+    )
+    p.add_argument("task_id", nargs="?")
     p.add_argument("--after", type=int, default=0, help="skip events up to this sequence")
+    p.add_argument(
+        "--label",
+        metavar="KEY=VALUE",
+        help="watch every task with this label, one line per event prefixed by its task id, "
+        "until interrupted (Ctrl-C)",
+    )
+    p.add_argument(
+        "--until-done", action="store_true", help="with --label: end once every task has ended"
+    )
     p.set_defaults(fn=_watch)
 
     p = client_parser("get", "print a task as JSON")

@@ -15,6 +15,7 @@ Importing it pulls in grpc and the generated code only: never dramatiq, redis or
 from __future__ import annotations
 
 from taskcast.client._aio import AsyncEventStream, AsyncTaskClient, AsyncTaskHandle
+from taskcast.client._batch import TaskSpec
 from taskcast.client._client import EventStream, TaskClient, TaskHandle
 from taskcast.client._errors import (
     AbortedError,
@@ -70,6 +71,7 @@ __all__ = [
     "Stats",
     "Task",
     "TaskError",
+    "TaskSpec",
     "TaskState",
     "WorkerStats",
     # errors

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
 import grpc
 import grpc.aio
 
-from taskcast.client import _requests, _tls
-from taskcast.client._errors import DeadlineExceededError, WrongLoopError, translated
+from taskcast.client import _batch, _group, _requests, _tls
+from taskcast.client._errors import DeadlineExceededError, RpcError, WrongLoopError, translated
 from taskcast.client._types import Event, Kind, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -188,6 +188,19 @@ class AsyncTaskClient(_requests.Settings):
         task = await self._call(_requests.submit(kind, payload, **options))
         return AsyncTaskHandle(self, task.id, task)
 
+    async def submit_many(self, items: Iterable[_batch.Item]) -> list[AsyncTaskHandle | RpcError]:
+        """Submit many tasks in few calls; see `TaskClient.submit_many`."""
+        out: list[AsyncTaskHandle | RpcError] = []
+        for call, n in _batch.calls(items):
+            try:
+                results = await self._call(call)
+            except RpcError as exc:
+                results = [exc] * n
+            out += [
+                r if isinstance(r, RpcError) else AsyncTaskHandle(self, r.id, r) for r in results
+            ]
+        return out
+
     def handle(self, task_id: str) -> AsyncTaskHandle:
         """A handle for a task submitted earlier (no call is made)."""
         return AsyncTaskHandle(self, task_id)
@@ -231,9 +244,21 @@ class AsyncTaskClient(_requests.Settings):
             self, _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
         )
 
+    def watch_group(
+        self,
+        label: str,
+        cursors: Mapping[str, int] | None = None,
+        *,
+        end_when_done: bool = False,
+        **options: Unpack[_requests.WatchOptions],
+    ) -> AsyncEventStream:
+        """The events of every task carrying `label`; see `TaskClient.watch_group`."""
+        watch = _group.GroupWatch(label, cursors, end_when_done, self.reconnect_for, **options)
+        return AsyncEventStream(self, watch)
+
     def _open(self, watch: _requests.Watch) -> Any:
-        """Open (or reopen) the WatchTask call `watch` asks for."""
-        return self._stub.WatchTask(
+        """Open (or reopen) the streaming call `watch` asks for."""
+        return getattr(self._stub, watch.rpc)(
             watch.request(), timeout=watch.time_left(), metadata=self.metadata
         )
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, Unpack
 
 import grpc
 
-from taskcast.client import _requests, _tls
-from taskcast.client._errors import DeadlineExceededError, translated
+from taskcast.client import _batch, _group, _requests, _tls
+from taskcast.client._errors import DeadlineExceededError, RpcError, translated
 from taskcast.client._types import Event, Kind, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -17,7 +17,8 @@ T = TypeVar("T")
 
 
 class EventStream(Iterator[Event]):
-    """The events of one `watch`: iterate it; closing it cancels its gRPC call at once.
+    """The events of one `watch` (or `watch_group`): iterate it; closing it cancels its gRPC
+    call at once.
 
     `with client.watch(task_id) as events:` closes it when the block is left, however it is
     left, so the server's watcher slot is freed then, not when garbage collection runs.
@@ -197,6 +198,37 @@ class TaskClient(_requests.Settings):
         task = self._call(_requests.submit(kind, payload, **options))
         return TaskHandle(self, task.id, task)
 
+    def submit_many(self, items: Iterable[_batch.Item]) -> list[TaskHandle | RpcError]:
+        """Submit many tasks in few calls (SubmitTasks): each item is its own submit, recorded
+        and enqueued on its own, and one bad item never fails the others.
+
+        Args:
+            items: `TaskSpec`s, or mappings with the same keys (`kind`, `payload`, `queue`,
+                `labels`, `delay`, `not_before`, `max_attempts`, `timeout`,
+                `idempotency_key`: the arguments of `submit`). An item without a key gets a
+                fresh one, as in `submit`: give your own keys to make calling `submit_many`
+                again after a failure safe.
+
+        Returns:
+            One result per item, in order: its handle (`.task` set; an idempotent repeat
+            returns the original task), or the item's own error, not raised:
+            `InvalidArgumentError` (with `.violations`), `AlreadyExistsError`, ...
+            Items go 1,000 (or about 1 MiB) per call; a call that fails as a whole (the server
+            unreachable after retries, a read-only token) gives each of its items that error,
+            and the other calls still go.
+
+        Raises:
+            TypeError: A mapping with a key `TaskSpec` does not have.
+        """
+        out: list[TaskHandle | RpcError] = []
+        for call, n in _batch.calls(items):
+            try:
+                results = self._call(call)
+            except RpcError as exc:
+                results = [exc] * n
+            out += [r if isinstance(r, RpcError) else TaskHandle(self, r.id, r) for r in results]
+        return out
+
     def handle(self, task_id: str) -> TaskHandle:
         """A handle for a task submitted earlier (no call is made)."""
         return TaskHandle(self, task_id)
@@ -293,9 +325,42 @@ class TaskClient(_requests.Settings):
             self, _requests.Watch(task_id, after_sequence, self.reconnect_for, **options)
         )
 
+    def watch_group(
+        self,
+        label: str,
+        cursors: Mapping[str, int] | None = None,
+        *,
+        end_when_done: bool = False,
+        **options: Unpack[_requests.WatchOptions],
+    ) -> EventStream:
+        """The events of every task carrying `label` ("key=value"), on one stream.
+
+        First each task's stored events (tasks in creation order), then live events, including
+        those of tasks that get the label later (found within about a second). Events of one
+        task come exactly once and in order, also across a broken stream, which resumes by
+        itself with every task's last sequence; events of different tasks interleave (see
+        `Event.task_id`). Use it in a `with` block, like `watch`.
+
+        Args:
+            label: The group, as "key=value" (one label).
+            cursors: {task id: last sequence received} from an earlier watch: those tasks
+                resume after it, the others start from their first event (default: all do).
+            end_when_done: End once every task of the group has ended (default: never end).
+            keep_alives: Also yield the server's keep-alive events (default False).
+            timeout: Seconds the whole watch may take, resumes included (default: no limit).
+
+        Raises:
+            InvalidArgumentError: A bad label or cursor.
+            FailedPreconditionError: The group has more than 10,000 tasks.
+            UnavailableError: The server stayed unreachable for `reconnect_for` seconds.
+            DeadlineExceededError: `timeout` seconds passed.
+        """
+        watch = _group.GroupWatch(label, cursors, end_when_done, self.reconnect_for, **options)
+        return EventStream(self, watch)
+
     def _open(self, watch: _requests.Watch) -> Any:
-        """Open (or reopen) the WatchTask call `watch` asks for."""
-        return self._stub.WatchTask(
+        """Open (or reopen) the streaming call `watch` asks for."""
+        return getattr(self._stub, watch.rpc)(
             watch.request(), timeout=watch.time_left(), metadata=self.metadata
         )
 

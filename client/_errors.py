@@ -57,6 +57,7 @@ __all__ = [
     "WaitTimeoutError",
     "WrongLoopError",
     "from_grpc",
+    "from_status",
     "translated",
 ]
 
@@ -210,6 +211,15 @@ def error_class(code: grpc.StatusCode) -> type[RpcError]:
     return _TABLE.get(code, RpcError)
 
 
+def from_status(status: Any) -> RpcError:
+    """The typed exception for a google.rpc.Status (one SubmitTasks item's error)."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return error_class(code)(code, status.message, _details(status))
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
 def from_grpc(exc: grpc.RpcError) -> RpcError:
     """The typed exception for a failed call (sync or asyncio), rich details unpacked."""
     call: Any = exc  # sync errors are also grpc.Call; aio errors are AioRpcError
@@ -242,7 +252,10 @@ def retry_delay(err: RpcError) -> float | None:
 def _unpack(blob: bytes) -> list[Any]:
     from google.rpc import status_pb2
 
-    status = status_pb2.Status.FromString(blob)
+    return _details(status_pb2.Status.FromString(blob))
+
+
+def _details(status: Any) -> list[Any]:
     out: list[Any] = []
     for detail in status.details:
         for cls in (

@@ -44,14 +44,22 @@ _RETRY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-# gRPC's own retries for the calls that are safe to repeat: submit carries an idempotency key.
+# gRPC's own retries for the calls that are safe to repeat: a submit (each item of a batch)
+# carries an idempotency key.
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
                 "name": [
                     {"service": "taskcast.v1.TaskService", "method": m}
-                    for m in ("SubmitTask", "GetTask", "ListTasks", "GetStats", "ListKinds")
+                    for m in (
+                        "SubmitTask",
+                        "SubmitTasks",
+                        "GetTask",
+                        "ListTasks",
+                        "GetStats",
+                        "ListKinds",
+                    )
                 ],
                 "retryPolicy": _RETRY,
             }
@@ -282,6 +290,8 @@ class Reconnect:
 class Watch:
     """One `watch`: what to ask for next, which events to hand on, and how a break resumes."""
 
+    rpc = "WatchTask"  #: the streaming RPC it opens
+
     def __init__(
         self,
         task_id: str,
@@ -290,6 +300,7 @@ class Watch:
         **options: Unpack[WatchOptions],
     ) -> None:
         self.task_id = task_id
+        self.what = task_id  #: what it watches, for messages
         self.last = after_sequence  #: the last sequence handed on: a resume starts after it
         self.reconnect_for = reconnect_for
         self.keep_alives = options.get("keep_alives", False)
@@ -297,7 +308,7 @@ class Watch:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._policy = Reconnect(reconnect_for)
 
-    def request(self) -> pb.WatchTaskRequest:
+    def request(self) -> Message:
         """The request that opens (or resumes) the stream."""
         return pb.WatchTaskRequest(task_id=self.task_id, after_sequence=self.last)
 
@@ -338,7 +349,7 @@ class Watch:
             # turned a watcher limit into UnavailableError("RESOURCE_EXHAUSTED: ...").
             raise type(err)(
                 err.code,
-                f"gave up resuming the watch of {self.task_id} "
+                f"gave up resuming the watch of {self.what} "
                 f"after {self.reconnect_for:.0f}s: {err.message}",
                 err.details,
             ) from exc
@@ -377,7 +388,7 @@ class Settings:
 
     def metadata_for(self, rpc: str) -> list[tuple[str, str]] | None:
         """The metadata of a call of `rpc`: a submit also carries the current trace context."""
-        parent = traceparent() if rpc == "SubmitTask" else ""
+        parent = traceparent() if rpc in ("SubmitTask", "SubmitTasks") else ""
         if not parent or any(k == "traceparent" for k, _ in self.metadata or ()):
             return self.metadata
         return [*(self.metadata or []), ("traceparent", parent)]

@@ -74,8 +74,9 @@ class Submitted:
     fingerprint: str = ""  # the existing task's, when not created
 
 
-def submit(layout: Layout, task_id: str, new: NewTask) -> Call:
-    """Record a task, its PENDING event and its first message."""
+def submit(layout: Layout, task_id: str, new: NewTask, *, live: bool = True) -> Call:
+    """Record a task, its PENDING event and its first message; `live=False` stores the event
+    without publishing it (nobody can watch a task before the reply names it: submit.lua)."""
     msg = mqlayout.encode(
         task_id=task_id,
         kind=new.kind,
@@ -104,6 +105,7 @@ def submit(layout: Layout, task_id: str, new: NewTask) -> Call:
         msg.redis_id,
         msg.data,
         new.trace,
+        "1" if live else "0",
         *labels,
     )
 

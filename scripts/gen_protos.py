@@ -16,10 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from google.rpc import status_pb2
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = PROTO_ROOT / "taskcast" / "v1"
 BIN = Path(sys.executable).parent  # the plugins of mypy-protobuf live beside the interpreter
+# The tree that holds googleapis-common-protos' .proto files (google/rpc/status.proto).
+GOOGLEAPIS = Path(status_pb2.__file__).resolve().parent.parent.parent
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -31,6 +35,7 @@ def generate(out: Path) -> list[Path]:
         "-m",
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
+        f"-I{GOOGLEAPIS}",  # google/rpc/status.proto, from googleapis-common-protos
         f"--python_out={out}",
         f"--mypy_out={out}",
         f"--grpc_python_out={out}",

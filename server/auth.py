@@ -2,8 +2,8 @@
 
 With no tokens configured every call is allowed (a trusted network). Otherwise each call must send
 `authorization: Bearer <token>`: a missing or unknown token is UNAUTHENTICATED, and a read-only
-token on SubmitTask or CancelTask is PERMISSION_DENIED. Health and reflection stay open, for
-load balancers and tools.
+token on anything but a read (SubmitTask, SubmitTasks, CancelTask, RetryTask) is PERMISSION_DENIED.
+Health and reflection stay open, for load balancers and tools.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-READ_ONLY = frozenset({"GetTask", "ListTasks", "GetStats", "ListKinds", "WatchTask"})
+READ_ONLY = frozenset({"GetTask", "ListTasks", "GetStats", "ListKinds", "WatchTask", "WatchTasks"})
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

@@ -15,9 +15,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
+from taskcast.server.errors import InvalidArgument, ServiceError, status_of
+from taskcast.server.group import GroupRequest
 from taskcast.server.kinds import Kind
 from taskcast.server.stats import KindFigures, QueueFigures
-from taskcast.server.submit import SubmitRequest
+from taskcast.server.submit import Outcome, SubmitRequest
 from taskcast.server.validation import Problems
 from taskcast.server.watch import Item, KeepAlive, Trimmed
 from taskcast.v1 import tasks_pb2 as pb
@@ -60,6 +62,28 @@ def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
         not_before=pair("not_before"),
         max_attempts=r.max_attempts,
         timeout=pair("timeout"),
+    )
+
+
+def group_from_pb(r: pb.WatchTasksRequest) -> GroupRequest:
+    """The request as plain values; a task named twice in the cursors is INVALID_ARGUMENT."""
+    cursors = {c.task_id: c.after_sequence for c in r.cursors}
+    if len(cursors) < len(r.cursors):
+        raise InvalidArgument([("cursors", "name each task at most once")])
+    return GroupRequest(label=r.label, cursors=cursors, end_when_done=r.end_when_done)
+
+
+def submitted_to_pb(outcomes: list[Outcome]) -> pb.SubmitTasksResponse:
+    """SubmitTasks' answer: each item's task, or its error as a google.rpc.Status."""
+    return pb.SubmitTasksResponse(
+        results=[
+            pb.SubmitTasksResult(error=status_of(o))
+            if isinstance(o, ServiceError)
+            else pb.SubmitTasksResult(
+                task=pb.SubmitTaskResponse(task=task_to_pb(o[0]), created=o[1])
+            )
+            for o in outcomes
+        ]
     )
 
 

@@ -140,7 +140,8 @@ class Unavailable(_Retryable):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-def _translate(exc: BaseException) -> ServiceError:
+def translate(exc: BaseException) -> ServiceError:
+    """The ServiceError `exc` stands for (a Redis failure mapped, anything else INTERNAL)."""
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, redis.RedisError):
@@ -174,17 +175,21 @@ def _redis_error(exc: redis.RedisError) -> ServiceError:
     return Unavailable("task store (Redis) error; retry shortly (the server log has the details)")
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
-    """End the RPC with the status `exc` maps to, with rich details in the trailers."""
-    err = _translate(exc)
+def status_of(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status `exc` maps to, rich details packed: what `abort` sends, and what
+    SubmitTasks answers for one item."""
+    err = translate(exc)
     packed = []
     for detail in err.details():
         box = any_pb2.Any()
         box.Pack(detail)
         packed.append(box)
-    status = rpc_status.to_status(
-        status_pb2.Status(code=err.code.value[0], message=str(err), details=packed)
-    )
+    return status_pb2.Status(code=err.code.value[0], message=str(err), details=packed)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """End the RPC with the status `exc` maps to, with rich details in the trailers."""
+    status = rpc_status.to_status(status_of(exc))
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 

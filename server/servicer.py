@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from taskcast.core import tracing
-from taskcast.server import convert, kinds, metrics, submit, traces, validation
+from taskcast.server import convert, group, kinds, metrics, submit, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -49,6 +49,22 @@ class TaskService(pb_grpc.TaskServiceServicer):
         if created:
             metrics.SUBMITTED.labels(record.kind, record.queue).inc()
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
+
+    @guard
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Context
+    ) -> pb.SubmitTasksResponse:
+        outcomes = await submit.submit_many(
+            [convert.submit_from_pb(t) for t in request.tasks],
+            self.store,
+            self.settings,
+            self.tracer,
+            traces.parent_of(context.invocation_metadata()),
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, tuple) and outcome[1]:
+                metrics.SUBMITTED.labels(outcome[0].kind, outcome[0].queue).inc()
+        return convert.submitted_to_pb(outcomes)
 
     @guard
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
@@ -124,6 +140,13 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> AsyncIterator[pb.TaskEvent]:
         _check_id(request.task_id)
         async for item in self.watches.stream(request.task_id, request.after_sequence):
+            yield convert.watch_item_to_pb(item)
+
+    @guard
+    async def WatchTasks(
+        self, request: pb.WatchTasksRequest, context: Context
+    ) -> AsyncIterator[pb.TaskEvent]:
+        async for item in group.stream(self.watches, convert.group_from_pb(request)):
             yield convert.watch_item_to_pb(item)
 
 

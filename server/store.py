@@ -21,7 +21,14 @@ from taskcast.core.layout import Layout
 from taskcast.core.records import EventRecord, TaskRecord
 from taskcast.core.scripts import redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
-from taskcast.server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from taskcast.server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    translate,
+)
 from taskcast.server.stats import KindFigures, QueueFigures
 
 POOL_SIZE = 64  # connections per server process; commands beyond wait for one
@@ -101,15 +108,9 @@ class ServerStore:
             if isinstance(reply, NoScriptError):
                 await self.client.script_load(script.script)
                 continue
-            for outcome in (reply, confirmed):
-                if isinstance(outcome, Exception):
-                    raise outcome
-            if int(confirmed) < self.wait_replicas:
-                raise Unavailable(
-                    f"task store (Redis): {confirmed} of {self.wait_replicas} replicas confirmed "
-                    f"the submit within {self.wait_timeout_ms} ms; retry with the same "
-                    "idempotency key"
-                )
+            if isinstance(reply, Exception):
+                raise reply
+            self._check_confirmed(confirmed)
             return reply
         raise Unavailable("task store (Redis) lost its scripts twice in a row; retry")
 
@@ -136,13 +137,92 @@ class ServerStore:
         reply = await (self._run_replicated(call) if self.wait_replicas else self._run(call))
         done = calls.submit_reply(reply)
         if not done.created and done.fingerprint != new.fingerprint:
-            raise AlreadyExists(
-                f"idempotency_key {new.idempotency_key!r} was used by task "
-                f"{done.task_id} with a different request"
-            )
+            raise _reused(new, done.task_id)
         if done.created:  # what the script just wrote (its times are Redis's), without reading
             return _fresh(task_id, new, done.created_ms, done.not_before_ms), True
         return await self.get(done.task_id), done.task_id == task_id
+
+    async def submit_many(
+        self, items: list[tuple[str, NewTask]]
+    ) -> list[tuple[TaskRecord, bool] | ServiceError]:
+        """`submit` for many tasks in one pipeline (one round trip, each script atomic on its own):
+        per item, the task and whether it was created, or its own error (AlreadyExists, or a
+        Redis error on that item alone). Items run in order, so an item repeating an earlier
+        item's idempotency key finds that task.
+
+        Raises:
+            RedisError: The pipeline as a whole failed (Redis down): nothing is known of any item.
+            Unavailable: Fewer than `wait_replicas` replicas confirmed the writes.
+        """
+        # live=False: nobody can watch these tasks before this reply names them (submit.lua).
+        replies = await self._run_many(
+            [calls.submit(self.layout, task_id, new, live=False) for task_id, new in items]
+        )
+        out: list[tuple[TaskRecord, bool] | ServiceError] = []
+        found: dict[int, str] = {}  # item index -> the existing task it repeats
+        for i, ((task_id, new), reply) in enumerate(zip(items, replies, strict=True)):
+            if isinstance(reply, Exception):
+                out.append(translate(reply))
+                continue
+            done = calls.submit_reply(reply)
+            if done.created:
+                out.append((_fresh(task_id, new, done.created_ms, done.not_before_ms), True))
+            elif done.fingerprint != new.fingerprint:
+                out.append(_reused(new, done.task_id))
+            else:
+                out.append(NotFound(done.task_id))  # until the task is read, below
+                found[i] = done.task_id
+        if found:
+            for i, record in zip(found, await self._records(list(found.values())), strict=True):
+                task_id = items[i][0]
+                out[i] = NotFound(found[i]) if record is None else (record, found[i] == task_id)
+        return out
+
+    async def _run_many(self, many: list[Call]) -> list[Any]:
+        """Each call's reply (or its error) from one pipeline, then WAIT when replicas are asked
+        for. Calls that met NOSCRIPT (a primary new after a failover) wrote nothing: the script
+        is loaded and they are sent once more."""
+        replies: list[Any] = [None] * len(many)
+        todo = list(range(len(many)))
+        confirmed: Any = None
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    script = self._scripts[many[i].script]
+                    pipe.evalsha(script.sha, len(many[i].keys), *many[i].keys, *many[i].args)
+                if self.wait_replicas:
+                    pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                got = await pipe.execute(raise_on_error=False)
+            if self.wait_replicas:
+                confirmed = got.pop()  # judged once the calls that met NOSCRIPT ran again
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo:
+                break
+            for name in {many[i].script for i in todo}:
+                await self.client.script_load(self._scripts[name].script)
+        if self.wait_replicas:
+            self._check_confirmed(confirmed)
+        return replies
+
+    def _check_confirmed(self, confirmed: Any) -> None:
+        if isinstance(confirmed, Exception):
+            raise confirmed
+        if int(confirmed) < self.wait_replicas:
+            raise Unavailable(
+                f"task store (Redis): {confirmed} of {self.wait_replicas} replicas confirmed "
+                f"the submit within {self.wait_timeout_ms} ms; retry with the same "
+                "idempotency key"
+            )
+
+    async def _records(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        """Whole tasks in one pipeline; None for each one unknown or expired."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.layout.task(task_id))
+            raws = await pipe.execute()
+        return [TaskRecord.from_hash(raw) if raw else None for raw in raws]
 
     async def get(self, task_id: str) -> TaskRecord:
         """One task; NotFound when unknown or expired."""
@@ -371,6 +451,13 @@ class ServerStore:
                 )
             )
         return queue_stats, kind_stats
+
+
+def _reused(new: NewTask, existing: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"idempotency_key {new.idempotency_key!r} was used by task "
+        f"{existing} with a different request"
+    )
 
 
 def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:

@@ -1,4 +1,5 @@
-"""SubmitTask's rules: a request checked whole, the kind's defaults applied, then a NewTask.
+"""SubmitTask's rules: a request checked whole, the kind's defaults applied, then a NewTask;
+and SubmitTasks': the same rules per item, the valid items stored in one pipeline.
 
 Idempotency compares the *effective* request: a field left at its default and the same value
 given explicitly are the same request (`max_attempts=1` where 1 is the kind's default).
@@ -6,15 +7,23 @@ given explicitly are the same request (`max_attempts=1` where 1 is the kind's de
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from taskcast.core.calls import NewTask
 from taskcast.core.kinds import ANY_KIND, KindInfo
+from taskcast.core.records import TaskRecord
 from taskcast.core.scripts import now_ms
-from taskcast.server import schemas, validation
+from taskcast.server import schemas, traces, validation
 from taskcast.server.config import ServerSettings
-from taskcast.server.errors import InvalidArgument, clip
+from taskcast.server.errors import InvalidArgument, ServiceError, clip
 from taskcast.server.store import ServerStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+MAX_BATCH = 1000  # items per SubmitTasks call
 
 Pair = tuple[int, int]  # (seconds, nanos) of a Timestamp or Duration
 
@@ -83,6 +92,38 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
         idempotency_key=r.idempotency_key,
         fingerprint=digest,
     )
+
+
+Outcome = tuple[TaskRecord, bool] | ServiceError  # (task, created) or the item's own error
+
+
+async def submit_many(
+    requests: list[SubmitRequest],
+    store: ServerStore,
+    settings: ServerSettings,
+    tracer: Tracer | None,
+    parent: str,
+) -> list[Outcome]:
+    """SubmitTasks: each request checked as `new_task` does, on its own; the valid ones stored in
+    one pipeline (`ServerStore.submit_many`). One outcome per request, in order.
+
+    Raises:
+        InvalidArgument: No requests, or more than `MAX_BATCH`.
+    """
+    if not 0 < len(requests) <= MAX_BATCH:
+        raise InvalidArgument(
+            [("tasks", f"has {len(requests)} items; give 1 to {MAX_BATCH:,} per call")]
+        )
+    out: list[Outcome | None] = []
+    valid: list[tuple[str, NewTask]] = []
+    for r in requests:
+        try:
+            valid.append((uuid.uuid4().hex, await new_task(r, store, settings)))
+            out.append(None)  # filled from the store's answers below
+        except ServiceError as exc:
+            out.append(exc)
+    stored = iter(await traces.submit_many(store, tracer, valid, parent) if valid else [])
+    return [next(stored) if o is None else o for o in out]
 
 
 def _times(r: SubmitRequest, p: validation.Problems) -> tuple[int, int, int]:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from taskcast.core import tracing
 from taskcast.core.calls import NewTask
 from taskcast.core.records import TaskRecord
+from taskcast.server.errors import ServiceError
 from taskcast.server.store import ServerStore
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-__all__ = ["submit", "parent_of"]
+__all__ = ["submit", "submit_many", "parent_of"]
 
 
 def parent_of(metadata: Any) -> str:
@@ -40,9 +41,7 @@ async def submit(
     from opentelemetry.trace import SpanKind
 
     attributes = {
-        "messaging.system": "taskcast",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "submit",
+        **_SEND,
         "messaging.destination.name": new.queue,
         "taskcast.task.kind": new.kind,
     }
@@ -58,3 +57,30 @@ async def submit(
         span.set_attribute("messaging.message.id", record.id)
         span.set_attribute("taskcast.task.created", created)
         return record, created
+
+
+_SEND = {
+    "messaging.system": "taskcast",
+    "messaging.operation.type": "send",
+    "messaging.operation.name": "submit",
+}
+
+
+async def submit_many(
+    store: ServerStore, tracer: Tracer | None, items: list[tuple[str, NewTask]], parent: str
+) -> list[tuple[TaskRecord, bool] | ServiceError]:
+    """`store.submit_many`: with tracing on, one PRODUCER span for the batch, whose context every
+    task of it carries; else each task carries the caller's traceparent."""
+    if tracer is None:
+        return await store.submit_many([(i, replace(n, trace=parent)) for i, n in items])
+    from opentelemetry.trace import SpanKind
+
+    attributes: dict[str, str | int] = {**_SEND, "messaging.batch.message_count": len(items)}
+    with tracer.start_as_current_span(
+        "send batch",
+        context=tracing.context_of(parent),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    ) as span:
+        trace = tracing.traceparent_of(span)
+        return await store.submit_many([(i, replace(n, trace=trace)) for i, n in items])

@@ -76,6 +76,20 @@ class WatchSession:
         """
         if after < 0:
             raise InvalidArgument([("after_sequence", "must be 0 or more")])
+        counted = self.counted(task_id, f" after {after}", self._admitted(task_id, after))
+        async with contextlib.aclosing(counted):  # its slot freed when this stream closes
+            async for item in counted:
+                yield item
+
+    async def counted(
+        self, what: str, how: str, items: AsyncGenerator[Item, None]
+    ) -> AsyncGenerator[Item, None]:
+        """`items`, as one stream of `what` (logged with `how`) counted against `max_watchers`
+        (a group watch counts once).
+
+        Raises:
+            ResourceExhausted: this process has `max_watchers` streams open.
+        """
         # Check and reserve in one step with no await between: the event loop cannot run
         # another stream's admission in the middle, so the limit holds under any burst.
         if self.open >= self.max_watchers:
@@ -84,11 +98,11 @@ class WatchSession:
                 retry_after=1.0,
             )
         self.open += 1
-        log.debug("watch %s opened after %d (%d open)", task_id, after, self.open)
+        log.debug("watch %s opened%s (%d open)", what, how, self.open)
         ended = "cancelled"  # by the caller, or a BaseException such as GeneratorExit
         try:
             # aclosing: a cancelled stream leaves the fan-out at once, not when GC finds it.
-            async with contextlib.aclosing(self._admitted(task_id, after)) as items:
+            async with contextlib.aclosing(items):
                 async for item in items:
                     yield item
             ended = "ended"
@@ -97,7 +111,7 @@ class WatchSession:
             raise
         finally:
             self.open -= 1
-            log.debug("watch %s closed: %s (%d open)", task_id, ended, self.open)
+            log.debug("watch %s closed: %s (%d open)", what, ended, self.open)
 
     async def _admitted(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
         """`stream` once its slot is reserved: the cursor checked, then the items."""
@@ -125,7 +139,7 @@ class WatchSession:
                     yield item
         except BaseException as exc:
             if not sent_end:
-                metrics.WATCH_ENDED_EARLY.labels(_early(exc)).inc()
+                metrics.WATCH_ENDED_EARLY.labels(early(exc)).inc()
             raise
         finally:
             metrics.WATCH_OPEN.dec()
@@ -157,7 +171,7 @@ class WatchSession:
                 else:
                     yield KeepAlive(task_id, time.time_ns())
                 continue
-            _check_inbox(live, inbox)
+            check_inbox(live, inbox)
             if isinstance(live, str):  # RESYNC: the subscription was (re)made
                 catch_up = True
                 continue
@@ -193,7 +207,7 @@ def _ended(mark: tuple[State, int] | None, last: int) -> bool:
     return mark is None or (mark[0].terminal and mark[1] <= last)
 
 
-def _early(exc: BaseException) -> str:
+def early(exc: BaseException) -> str:
     """Why a stream ended before its task's end, as the `reason` label."""
     if isinstance(exc, Unavailable):
         return "shutdown"
@@ -204,7 +218,7 @@ def _early(exc: BaseException) -> str:
     return "error"  # Redis failed mid-stream, or a bug: the RPC counts say which code
 
 
-def _check_inbox(item: object, inbox: Watcher) -> None:
+def check_inbox(item: object, inbox: Watcher) -> None:
     """Raise when the server is stopping or the watcher missed live events."""
     if item == SHUTDOWN:
         raise Unavailable(

@@ -17,6 +17,10 @@ local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
 
 local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
 
+-- Whether `emit` publishes on the live channel; a script may turn it off for an event nobody can
+-- be subscribed to yet (submit.lua: a task's first event, before anyone knows its id).
+local LIVE = true
+
 local function tkey(id) return P .. ":t:" .. id end
 
 -- Append one event to the task's stream (its sequence is the stream id) and publish it live.
@@ -26,7 +30,9 @@ local function emit(id, fields)
   table.insert(fields, tostring(NOW))
   redis.call("XADD", P .. ":e:" .. id, "MAXLEN", "~", MAX_EVENTS, seq .. "-0", unpack(fields))
   -- "<id> <seq> <fields as JSON>": servers route on the id before decoding anything
-  redis.call("PUBLISH", P .. ":live", id .. " " .. seq .. " " .. cjson.encode(fields))
+  if LIVE then
+    redis.call("PUBLISH", P .. ":live", id .. " " .. seq .. " " .. cjson.encode(fields))
+  end
   return seq
 end
 

@@ -1,11 +1,16 @@
 -- A: id, kind, queue, payload, labels_json, max_attempts, not_before (ms, the client's clock),
 --    delay (ms from now), timeout_ms, idempotency key, fingerprint, mq queue (Q or Q.DQ),
---    message id, message data, traceparent ("" for none), label keys...
+--    message id, message data, traceparent ("" for none), live ("1": publish the PENDING event,
+--    "0": store it only), label keys...
+-- A watch can only start once its caller has the id this script's reply carries, and then
+-- replays the stored PENDING event; a group watch finds new tasks in the label index. So the
+-- live publish of this first event is only ever read to be ignored: a batch ("0") skips it.
 -- Returns {1, id, created, not_before} when created, {0, existing id, existing fingerprint} for a
 -- known key, or for this very call run again (redis-py retrying after a lost reply: the id is new
 -- on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, timeout_ms,
-      idem, fp, mq_queue, rid, data, trace = unpack(A, 1, 15)
+      idem, fp, mq_queue, rid, data, trace, live = unpack(A, 1, 16)
+LIVE = live ~= "0"
 if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
 local again = redis.call("HGET", tkey(id), "fp")
 if again then return {0, id, again} end
@@ -24,7 +29,7 @@ if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
 redis.call("ZADD", P .. ":idx:all", NOW, id)
 redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
 redis.call("SADD", P .. ":idx:kinds", kind)
-for i = 16, #A do
+for i = 17, #A do
   redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id)
   redis.call("SADD", P .. ":idx:labels", A[i])
 end

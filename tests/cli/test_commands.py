@@ -19,10 +19,13 @@ from tests.support import ROOT, eventually
 TASKCAST = [sys.executable, "-m", "taskcast.cli.main"]
 
 
-def run(*args: str, server: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, server: str, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TASKCAST_SERVER": server, "COLUMNS": "200"}
     return subprocess.run(
         [*TASKCAST, *args],
+        input=stdin,
         env=env,
         capture_output=True,
         text=True,

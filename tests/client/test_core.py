@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from taskcast.client import (
     Event,
+    InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
     RpcError,
@@ -20,6 +21,8 @@ from taskcast.client import (
     TaskCancelledError,
     TaskFailedError,
     UnavailableError,
+    _batch,
+    _group,
     _requests,
 )
 from taskcast.client._errors import error_class
@@ -105,7 +108,7 @@ def test_watch_hands_on_events_and_resumes_after_the_last_sequence() -> None:
     event = watch.receive(progress)
     assert event is not None and event.type == "progress"
     assert watch.receive(pb.TaskEvent(task_id="t1")) is None  # a keep-alive, not asked for
-    assert watch.request().after_sequence == 5
+    assert watch.request() == pb.WatchTaskRequest(task_id="t1", after_sequence=5)
     seen = _requests.Watch("t1", 0, reconnect_for=60, keep_alives=True)
     kept = seen.receive(pb.TaskEvent(task_id="t1"))
     assert kept is not None and kept.type == "keep_alive"
@@ -193,3 +196,52 @@ def test_an_event_inside_a_pydantic_model_serialises_through_to_dict() -> None:
     assert reply.model_dump(mode="json") == {"event": event.to_dict()}
     assert json.loads(reply.model_dump_json()) == {"event": event.to_dict()}
     assert Reply.model_json_schema()["properties"]["event"]["type"] == "object"
+
+
+def test_group_watch_keeps_a_cursor_per_task_and_resumes_with_all_of_them() -> None:
+    watch = _group.GroupWatch("batch=7", {"a": 2}, True, reconnect_for=60)
+    for task_id, seq in (("b", 1), ("a", 3), ("b", 2)):
+        assert watch.receive(pb.TaskEvent(task_id=task_id, sequence=seq)) is not None
+    assert watch.receive(pb.TaskEvent()) is None  # a keep-alive moves no cursor
+    assert watch.request() == pb.WatchTasksRequest(
+        label="batch=7",
+        cursors=[
+            pb.TaskCursor(task_id="a", after_sequence=3),
+            pb.TaskCursor(task_id="b", after_sequence=2),
+        ],
+        end_when_done=True,
+    )
+
+
+def test_batches_are_cut_at_1000_items_and_about_1_mib() -> None:
+    calls = list(_batch.calls([{"kind": "k"}] * 2500))
+    assert [n for _, n in calls] == [1000, 1000, 500]
+    big = _batch.TaskSpec("k", "x" * 400_000)
+    assert [n for _, n in _batch.calls([big] * 5)] == [2, 2, 1]
+    req = calls[0][0].request
+    assert isinstance(req, pb.SubmitTasksRequest)
+    keys = {t.idempotency_key for t in req.tasks}
+    assert len(keys) == 1000  # each item its own fresh key: a retried call duplicates nothing
+    with pytest.raises(TypeError):
+        list(_batch.calls([{"kind": "k", "colour": "red"}]))
+
+
+def test_a_batch_item_error_becomes_its_typed_exception_with_violations() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="kind", description="x")
+        ]
+    )
+    box = any_pb2.Any()
+    box.Pack(bad)
+    code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    reply = pb.SubmitTasksResponse(
+        results=[
+            pb.SubmitTasksResult(task=pb.SubmitTaskResponse(task=pb.Task(id="t1"), created=True)),
+            pb.SubmitTasksResult(error=status_pb2.Status(code=code, message="m", details=[box])),
+        ]
+    )
+    task, err = _batch.decode(reply)
+    assert isinstance(task, Task) and task.id == "t1"
+    assert isinstance(err, InvalidArgumentError)
+    assert err.violations == [("kind", "x")] and err.message == "m"

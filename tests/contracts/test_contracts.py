@@ -16,6 +16,7 @@ from tests.support import ROOT
 
 RPC_TO_METHOD = {
     "SubmitTask": "submit",
+    "SubmitTasks": "submit_many",
     "GetTask": "get",
     "CancelTask": "cancel",
     "RetryTask": "retry",
@@ -23,6 +24,7 @@ RPC_TO_METHOD = {
     "GetStats": "stats",
     "ListKinds": "kinds",
     "WatchTask": "watch",
+    "WatchTasks": "watch_group",
 }
 
 
@@ -80,6 +82,7 @@ def test_client_public_names_are_pinned() -> None:
         "Stats",
         "Task",
         "TaskError",
+        "TaskSpec",
         "TaskState",
         "WorkerStats",
         "AbortedError",

@@ -44,6 +44,7 @@ def test_full_token_may_do_everything(grpc_addr: str) -> None:
 def test_read_token_reads_but_may_not_write(grpc_addr: str) -> None:
     with TaskClient(grpc_addr, token=FULL) as writer:
         task_id = writer.submit("test.echo", {}).id
+        labelled = writer.submit("test.echo", {}, labels={"auth": task_id}).id
     with TaskClient(grpc_addr, token=READ) as reader:
         assert reader.wait(task_id, timeout=20)["attempt"] == 1
         assert any(t.id == task_id for t in reader.list(kind="test.echo"))
@@ -54,6 +55,11 @@ def test_read_token_reads_but_may_not_write(grpc_addr: str) -> None:
             reader.submit("test.echo", {})
         with pytest.raises(PermissionDeniedError):
             reader.cancel(task_id)
+        # a batch refused as a whole: each item carries the refusal, nothing raised
+        [refused] = reader.submit_many([{"kind": "test.echo"}])
+        assert isinstance(refused, PermissionDeniedError)
+        with reader.watch_group(f"auth={task_id}") as group:  # a read: allowed
+            assert next(group).task_id == labelled
 
 
 def test_health_needs_no_token(grpc_channel: grpc.Channel) -> None:

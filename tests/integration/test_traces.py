@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import TaskClient
+from taskcast.client import TaskClient, TaskHandle, TaskSpec
 from taskcast.core.layout import Layout
 from taskcast.v1 import tasks_pb2 as pb
 from tests.support import WorkerProcess, eventually
@@ -211,3 +211,25 @@ def test_a_submit_outside_any_trace_or_with_a_bad_traceparent_starts_one(
         assert send.parent is None and send.context is not None
         (run,) = attempts(spans_file, task_id, 1)
         assert run["context"]["trace_id"] == hex_id(send.context.trace_id, 32)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_batch_is_one_producer_span_that_each_of_its_tasks_continues(
+    client: TaskClient, spans: InMemorySpanExporter, spans_file: Path
+) -> None:
+    with trace.get_tracer("tests").start_as_current_span("api request") as root:
+        handles = client.submit_many([TaskSpec("test.echo", {"n": n}) for n in range(3)])
+    ids = [h.id for h in handles if isinstance(h, TaskHandle)]
+    assert len(ids) == 3
+    (send,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "send batch" and s.parent is not None
+        and s.parent.span_id == root.get_span_context().span_id
+    ]  # fmt: skip
+    assert send.kind is SpanKind.PRODUCER and send.context is not None
+    assert (send.attributes or {})["messaging.batch.message_count"] == 3
+    for task_id in ids:
+        (run,) = attempts(spans_file, task_id, 1)
+        assert run["parent_id"] == hex_id(send.context.span_id, 16)
+        assert run["context"]["trace_id"] == hex_id(root.get_span_context().trace_id, 32)

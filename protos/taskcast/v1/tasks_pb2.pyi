@@ -21,17 +21,20 @@ google.rpc.* from google/rpc/error_details.proto:
   NOT_FOUND            unknown task id, or a finished task past its retention
                        (7 days by default). Carries a ResourceInfo with
                        resource_type "taskcast.v1.Task" and resource_name the id.
-  ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
-                       request. No details.
+  ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
+                       belongs to a different request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
-                       subject "taskcast.v1.Task/<id>".
+                       subject "taskcast.v1.Task/<id>". Also WatchTasks on a
+                       group of more than 10,000 tasks: type "GROUP_SIZE",
+                       subject "label/<key=value>".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
                        watcher that fell behind the live events, or the task
                        store (Redis) is full. Carries a RetryInfo: retry
                        after retry_delay (a WatchTask resumes with
-                       after_sequence = the last sequence received). Also
+                       after_sequence = the last sequence received, a
+                       WatchTasks with the cursors of what it received). Also
                        sent by gRPC itself, without details, for a request
                        larger than the server accepts (the payload limit,
                        1 MiB by default, plus 64 KiB).
@@ -42,8 +45,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
-                       No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask
+                       or RetryTask. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -73,6 +76,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1190,3 +1194,160 @@ class WatchTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTaskRequest: _TypeAlias = WatchTaskRequest  # noqa: Y015
+
+@_typing.final
+class SubmitTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitTaskRequest]:
+        """1 to 1,000 items, each checked as a SubmitTaskRequest (see SubmitTask and
+        SubmitTasks). The whole request is bounded by the server's message limit
+        (TASKCAST_MAX_PAYLOAD_BYTES + 64 KiB, 1,088 KiB by default).
+        """
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___SubmitTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitTasksRequest: _TypeAlias = SubmitTasksRequest  # noqa: Y015
+
+@_typing.final
+class SubmitTasksResult(_message.Message):
+    """One item's outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___SubmitTaskResponse:
+        """The item was recorded (created = true) or is a repeat of an earlier
+        submission with the same idempotency key (created = false).
+        """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The item's own error, as SubmitTask would have answered it: code,
+        message and details (a BadRequest with the field violations for
+        INVALID_ARGUMENT, the same bounds as the STATUSES above). Fields are
+        named as in a SubmitTaskRequest ("payload_json.seconds"), not by index:
+        the result's position says which item it is.
+        """
+
+    def __init__(
+        self,
+        *,
+        task: Global___SubmitTaskResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["task", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SubmitTasksResult: _TypeAlias = SubmitTasksResult  # noqa: Y015
+
+@_typing.final
+class SubmitTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitTasksResult]:
+        """One per request item, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SubmitTasksResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitTasksResponse: _TypeAlias = SubmitTasksResponse  # noqa: Y015
+
+@_typing.final
+class TaskCursor(_message.Message):
+    """Where a group watch left off for one task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """A task of the group; a cursor naming a task not in the group (or expired)
+    is ignored.
+    """
+    after_sequence: _builtins.int
+    """As WatchTaskRequest.after_sequence for this task: the last sequence
+    received (0: everything). Negative or past the task's last event is
+    INVALID_ARGUMENT.
+    """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskCursor: _TypeAlias = TaskCursor  # noqa: Y015
+
+@_typing.final
+class WatchTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    CURSORS_FIELD_NUMBER: _builtins.int
+    END_WHEN_DONE_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """The group: exactly one label as "key=value" (see NAMES for the key and
+    value rules). Required.
+    """
+    end_when_done: _builtins.bool
+    """End the stream once the group has at least one task and every task in it
+    has ended (its terminal event sent, or already received per the cursors).
+    Tasks given the label after that are not waited for.
+    """
+    @_builtins.property
+    def cursors(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskCursor]:
+        """The resume cursor: per task, the last sequence already received. A task
+        of the group not listed here is replayed from its first event. At most
+        10,000 entries, each task once. The clients keep this map as events
+        arrive (task_id -> its last sequence) and send it back when they resume,
+        so a resumed stream repeats and skips nothing.
+        """
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        cursors: _abc.Iterable[Global___TaskCursor] | None = ...,
+        end_when_done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursors", b"cursors", "end_when_done", b"end_when_done", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTasksRequest: _TypeAlias = WatchTasksRequest  # noqa: Y015

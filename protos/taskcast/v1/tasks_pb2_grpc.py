@@ -40,6 +40,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTaskRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTaskResponse.FromString,
                 _registered_method=True)
+        self.SubmitTasks = channel.unary_unary(
+                '/taskcast.v1.TaskService/SubmitTasks',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTasksRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/taskcast.v1.TaskService/GetTask',
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.GetTaskRequest.SerializeToString,
@@ -75,6 +80,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/taskcast.v1.TaskService/WatchTasks',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -96,6 +106,26 @@ class TaskServiceServicer:
         unset ones (so an explicit value equal to the kind's default is the same
         request as leaving it unset). A key is remembered for as long as its task
         is kept (until retention after it finishes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTasks(self, request, context):
+        """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
+        enqueued on its own, exactly as SubmitTask would (its own idempotency key,
+        schema check and ALREADY_EXISTS), and answered in its own result, in the
+        request's order: one bad item never fails the others, and nothing is
+        rolled back when another item fails. Two items of one call with the same
+        idempotency_key: the later one is a repeat of the earlier (created =
+        false) when the requests are the same, else its own ALREADY_EXISTS.
+        The call itself fails only as a whole: no items or more than 1,000
+        (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
+        too few replicas confirming (UNAVAILABLE: resend the whole batch, the
+        idempotency keys make that safe), or a request larger than the server
+        accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
+        by the same message limit as one SubmitTask, the payload limit plus
+        64 KiB, 1,088 KiB by default; split larger batches).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +195,26 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        task by task in creation order (the label's index), each task's stored
+        events after its cursor, then streams the live events of those tasks and
+        of tasks that get the label later (a task created after the stream opened
+        is picked up within about a second, from its first event). Events of one
+        task arrive exactly once and in sequence order; events of different tasks
+        interleave. A KeepAlive (task_id empty) is sent on an idle stream. The
+        stream never ends by itself unless end_when_done is set. Counts as one
+        watcher against the server's limit and follows WatchTask's rules: a
+        client that falls behind gets RESOURCE_EXHAUSTED, a server going away
+        UNAVAILABLE; resume with the cursors of what was received.
+        A group of more than 10,000 tasks is FAILED_PRECONDITION (type
+        "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
+        that during the stream: narrow the label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +222,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.SubmitTask,
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTaskRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTaskResponse.SerializeToString,
+            ),
+            'SubmitTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTasks,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTasksRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.SubmitTasksResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -208,6 +263,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.SerializeToString,
             ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'taskcast.v1.TaskService', rpc_method_handlers)
@@ -237,6 +297,33 @@ class TaskService:
             '/taskcast.v1.TaskService/SubmitTask',
             taskcast_dot_v1_dot_tasks__pb2.SubmitTaskRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.SubmitTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskcast.v1.TaskService/SubmitTasks',
+            taskcast_dot_v1_dot_tasks__pb2.SubmitTasksRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.SubmitTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -425,6 +512,33 @@ class TaskService:
             target,
             '/taskcast.v1.TaskService/WatchTask',
             taskcast_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskcast.v1.TaskService/WatchTasks',
+            taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
             options,
             channel_credentials,

@@ -21,17 +21,20 @@ google.rpc.* from google/rpc/error_details.proto:
   NOT_FOUND            unknown task id, or a finished task past its retention
                        (7 days by default). Carries a ResourceInfo with
                        resource_type "taskcast.v1.Task" and resource_name the id.
-  ALREADY_EXISTS       SubmitTask: the idempotency_key belongs to a different
-                       request. No details.
+  ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
+                       belongs to a different request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
-                       subject "taskcast.v1.Task/<id>".
+                       subject "taskcast.v1.Task/<id>". Also WatchTasks on a
+                       group of more than 10,000 tasks: type "GROUP_SIZE",
+                       subject "label/<key=value>".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
                        watcher that fell behind the live events, or the task
                        store (Redis) is full. Carries a RetryInfo: retry
                        after retry_delay (a WatchTask resumes with
-                       after_sequence = the last sequence received). Also
+                       after_sequence = the last sequence received, a
+                       WatchTasks with the cursors of what it received). Also
                        sent by gRPC itself, without details, for a request
                        larger than the server accepts (the payload limit,
                        1 MiB by default, plus 64 KiB).
@@ -42,8 +45,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
-                       No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask
+                       or RetryTask. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -112,6 +115,22 @@ class TaskServiceStub:
     request as leaving it unset). A key is remembered for as long as its task
     is kept (until retention after it finishes).
     """
+    SubmitTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]
+    """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
+    enqueued on its own, exactly as SubmitTask would (its own idempotency key,
+    schema check and ALREADY_EXISTS), and answered in its own result, in the
+    request's order: one bad item never fails the others, and nothing is
+    rolled back when another item fails. Two items of one call with the same
+    idempotency_key: the later one is a repeat of the earlier (created =
+    false) when the requests are the same, else its own ALREADY_EXISTS.
+    The call itself fails only as a whole: no items or more than 1,000
+    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
+    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
+    idempotency keys make that safe), or a request larger than the server
+    accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
+    by the same message limit as one SubmitTask, the payload limit plus
+    64 KiB, 1,088 KiB by default; split larger batches).
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]
     """Returns one task."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
@@ -145,6 +164,22 @@ class TaskServiceStub:
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
+    WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]
+    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    task by task in creation order (the label's index), each task's stored
+    events after its cursor, then streams the live events of those tasks and
+    of tasks that get the label later (a task created after the stream opened
+    is picked up within about a second, from its first event). Events of one
+    task arrive exactly once and in sequence order; events of different tasks
+    interleave. A KeepAlive (task_id empty) is sent on an idle stream. The
+    stream never ends by itself unless end_when_done is set. Counts as one
+    watcher against the server's limit and follows WatchTask's rules: a
+    client that falls behind gets RESOURCE_EXHAUSTED, a server going away
+    UNAVAILABLE; resume with the cursors of what was received.
+    A group of more than 10,000 tasks is FAILED_PRECONDITION (type
+    "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
+    that during the stream: narrow the label.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -166,6 +201,22 @@ class TaskServiceAsyncStub(TaskServiceStub):
     unset ones (so an explicit value equal to the kind's default is the same
     request as leaving it unset). A key is remembered for as long as its task
     is kept (until retention after it finishes).
+    """
+    SubmitTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]  # type: ignore[assignment]
+    """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
+    enqueued on its own, exactly as SubmitTask would (its own idempotency key,
+    schema check and ALREADY_EXISTS), and answered in its own result, in the
+    request's order: one bad item never fails the others, and nothing is
+    rolled back when another item fails. Two items of one call with the same
+    idempotency_key: the later one is a repeat of the earlier (created =
+    false) when the requests are the same, else its own ALREADY_EXISTS.
+    The call itself fails only as a whole: no items or more than 1,000
+    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
+    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
+    idempotency keys make that safe), or a request larger than the server
+    accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
+    by the same message limit as one SubmitTask, the payload limit plus
+    64 KiB, 1,088 KiB by default; split larger batches).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Returns one task."""
@@ -200,6 +251,22 @@ class TaskServiceAsyncStub(TaskServiceStub):
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
+    WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]  # type: ignore[assignment]
+    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    task by task in creation order (the label's index), each task's stored
+    events after its cursor, then streams the live events of those tasks and
+    of tasks that get the label later (a task created after the stream opened
+    is picked up within about a second, from its first event). Events of one
+    task arrive exactly once and in sequence order; events of different tasks
+    interleave. A KeepAlive (task_id empty) is sent on an idle stream. The
+    stream never ends by itself unless end_when_done is set. Counts as one
+    watcher against the server's limit and follows WatchTask's rules: a
+    client that falls behind gets RESOURCE_EXHAUSTED, a server going away
+    UNAVAILABLE; resume with the cursors of what was received.
+    A group of more than 10,000 tasks is FAILED_PRECONDITION (type
+    "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
+    that during the stream: narrow the label.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService accepts tasks, reports on them and streams their events."""
@@ -224,6 +291,28 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         unset ones (so an explicit value equal to the kind's default is the same
         request as leaving it unset). A key is remembered for as long as its task
         is kept (until retention after it finishes).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitTasks(
+        self,
+        request: _tasks_pb2.SubmitTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.SubmitTasksResponse, _abc.Awaitable[_tasks_pb2.SubmitTasksResponse]]:
+        """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
+        enqueued on its own, exactly as SubmitTask would (its own idempotency key,
+        schema check and ALREADY_EXISTS), and answered in its own result, in the
+        request's order: one bad item never fails the others, and nothing is
+        rolled back when another item fails. Two items of one call with the same
+        idempotency_key: the later one is a repeat of the earlier (created =
+        false) when the requests are the same, else its own ALREADY_EXISTS.
+        The call itself fails only as a whole: no items or more than 1,000
+        (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
+        too few replicas confirming (UNAVAILABLE: resend the whole batch, the
+        idempotency keys make that safe), or a request larger than the server
+        accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
+        by the same message limit as one SubmitTask, the payload limit plus
+        64 KiB, 1,088 KiB by default; split larger batches).
         """
 
     @_abc_1.abstractmethod
@@ -299,6 +388,28 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Replays the stored events after `after_sequence`, then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
         RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTasks(
+        self,
+        request: _tasks_pb2.WatchTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tasks_pb2.TaskEvent], _abc.AsyncIterator[_tasks_pb2.TaskEvent]]:
+        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        task by task in creation order (the label's index), each task's stored
+        events after its cursor, then streams the live events of those tasks and
+        of tasks that get the label later (a task created after the stream opened
+        is picked up within about a second, from its first event). Events of one
+        task arrive exactly once and in sequence order; events of different tasks
+        interleave. A KeepAlive (task_id empty) is sent on an idle stream. The
+        stream never ends by itself unless end_when_done is set. Counts as one
+        watcher against the server's limit and follows WatchTask's rules: a
+        client that falls behind gets RESOURCE_EXHAUSTED, a server going away
+        UNAVAILABLE; resume with the cursors of what was received.
+        A group of more than 10,000 tasks is FAILED_PRECONDITION (type
+        "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
+        that during the stream: narrow the label.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,112 @@
+"""Many tasks at once: `taskcast submit KIND --jsonl FILE` (SubmitTasks) and `taskcast watch
+--label KEY=VALUE` (WatchTasks).
+
+`submit --jsonl`: one task per line, submitted in batches.
+Each non-blank line is a JSON object: the task's payload, or the per-line form
+`{"payload": {...}, "labels": {...}, "idempotency_key": "...", ...}`. A line is the per-line form
+when it has a `payload` key holding an object and every other key is one of `LINE_KEYS`;
+anything else is the payload itself (wrap a payload that looks like the per-line form in
+`{"payload": ...}`). A line that is not JSON is sent as it is, and the server's error for it is
+printed like any other item's. The command's own options apply to every line; a line's labels
+are added to `--label`'s, and `--idempotency-key K` gives line n the key `K-n`, so running the
+same file again submits nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from taskcast.client import RpcError, TaskHandle, TaskSpec
+
+LINE_KEYS = frozenset(
+    {"payload", "labels", "idempotency_key", "queue", "delay", "max_attempts", "timeout"}
+)
+
+
+def submit_file(client: Any, args: Any, common: dict[str, Any]) -> int:
+    """Submit the lines of `args.jsonl` ("-": stdin) and print each one's outcome; how many
+    failed."""
+    if args.jsonl == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        with open(args.jsonl) as f:
+            lines = f.read().splitlines()
+    numbered = list(specs(args.kind, lines, common, args.idempotency_key))
+    results = client.submit_many([spec for _, spec in numbered])
+    return report([n for n, _ in numbered], results, args.output == "json", sys.stdout)
+
+
+def specs(
+    kind: str, lines: Iterable[str], common: dict[str, Any], key: str | None
+) -> Iterator[tuple[int, TaskSpec]]:
+    """(line number, its task) for each non-blank line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            yield number, _spec(kind, line, common, f"{key}-{number}" if key else None)
+
+
+def _spec(kind: str, line: str, common: dict[str, Any], key: str | None) -> TaskSpec:
+    options = {**common, "idempotency_key": key}
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return TaskSpec(kind, line.strip(), **options)  # the server says what is wrong with it
+    if not _per_line(value):
+        return TaskSpec(kind, line.strip(), **options)
+    labels = {**(common.get("labels") or {}), **value.get("labels", {})}
+    return TaskSpec(kind, **{**options, **value, "labels": labels})
+
+
+def _per_line(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("payload"), dict)
+        and set(value) <= LINE_KEYS
+    )
+
+
+def report(
+    numbers: list[int], results: list[TaskHandle | RpcError], as_json: bool, out: IO[str]
+) -> int:
+    """Print one line per item (its id, or its error); the number of items that failed."""
+    failed = 0
+    for number, result in zip(numbers, results, strict=True):
+        if isinstance(result, RpcError):
+            failed += 1
+            out.write(_error_line(number, result, as_json) + "\n")
+        elif as_json:
+            out.write(json.dumps({"line": number, "id": result.id}) + "\n")
+        else:
+            out.write(f"{result.id}\n")
+    return failed
+
+
+def _error_line(number: int, err: RpcError, as_json: bool) -> str:
+    if as_json:
+        violations = [{"field": f, "description": d} for f, d in err.violations]
+        return json.dumps(
+            {
+                "line": number,
+                "error": {"code": err.code.name, "message": err.message, "violations": violations},
+            }
+        )
+    return f"error: line {number}: {err}"
+
+
+def follow_group(client: Any, label: str, until_done: bool, as_json: bool) -> int:
+    """Print every event of the group, one line each (`-o json`: one object per line), until
+    interrupted, or with `until_done` until every task of the group has ended."""
+    from taskcast.cli import show
+
+    with client.watch_group(label, end_when_done=until_done) as events:
+        for event in events:
+            if as_json:
+                show.console.out(event.to_json(), highlight=False)
+            elif event.type == "output":
+                show.console.out(f"{event.task_id} #{event.sequence} output {event.text!r}")
+            elif (line := show.event_line(event)) is not None:
+                show.console.print(f"{event.task_id} {line}")
+    return 0
