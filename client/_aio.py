@@ -266,9 +266,8 @@ class AsyncTaskClient(_requests.Settings):
         """The task's result; see `TaskClient.wait`."""
         try:
             async with self.watch(task_id, timeout=timeout) as events:
-                async for event in events:
-                    if event.terminal:
-                        break
+                async for _ in events:  # to the stream's end (see TaskClient.wait)
+                    pass
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(await self.get(task_id))

@@ -373,10 +373,11 @@ class TaskClient(_requests.Settings):
             WaitTimeoutError: `timeout` seconds passed first (the task goes on).
         """
         try:
+            # To the stream's end, not the first terminal event: after a RetryTask the replay
+            # holds an earlier series' end, and the server ends the stream after the last one.
             with self.watch(task_id, timeout=timeout) as events:
-                for event in events:
-                    if event.terminal:
-                        break
+                for _ in events:
+                    pass
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(self.get(task_id))

@@ -103,6 +103,14 @@ def test_each_retry_gets_a_fresh_budget_of_attempts(client: TaskClient) -> None:
     assert states(list(handle.watch()))[-2:] == [("RUNNING", 5), ("SUCCEEDED", 5)]
 
 
+def test_wait_after_a_retry_waits_for_the_new_end(client: TaskClient) -> None:
+    """`wait` reads to the stream's end: the replay's earlier terminal event is not the end."""
+    handle = client.submit("test.block", {"seconds": 1}, delay=60)
+    handle.cancel()
+    handle.retry()  # PENDING again at once; its attempt blocks for a second
+    assert handle.wait(timeout=20) == "finished"
+
+
 def test_retry_keeps_the_task_until_it_ends_again(
     client: TaskClient, rdb: redis.Redis, prefix: str
 ) -> None:
