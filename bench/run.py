@@ -7,7 +7,18 @@ import subprocess
 import sys
 import time
 
-ALL = ("submit", "e2e", "batch", "handoff", "fanout", "scaling", "llm", "slots", "observability")
+ALL = (
+    "submit",
+    "e2e",
+    "batch",
+    "handoff",
+    "fanout",
+    "scaling",
+    "llm",
+    "slots",
+    "observability",
+    "memory",
+)
 
 
 def main() -> int:

@@ -421,6 +421,17 @@ def prune_reply(reply: Any) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
 
 
+# compact
+def compact(layout: Layout, window_ms: int, count: int) -> Call:
+    """Compact up to `count` tasks that finished more than `window_ms` ago (Redis's clock)."""
+    return Call("compact", [layout.finished()], [*layout.common_args(), window_ms, count])
+
+
+def compact_reply(reply: Any) -> tuple[int, int]:
+    """Ids looked at, tasks compacted."""
+    return int(reply[0]), int(reply[1])
+
+
 # wake
 def wake(layout: Layout, queue: str) -> Call:
     """Drop a wake-up token for the idle consumers of `queue` (the rule is `wake()` in Lua)."""

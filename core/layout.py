@@ -50,6 +50,7 @@ class Layout:
         """The stream of one task's events; entry id `<sequence>-0`."""
         return self._key("e", task_id)
 
+    # A task's hash also keeps, once compacted (compact.lua), its terminal event as `tail`.
     def once(self, task_id: str, key: str) -> str:
         """The stored result of a side effect a task runs once (`TaskContext.once`)."""
         return self._key("once", task_id, key)
@@ -108,6 +109,10 @@ class Layout:
     def live_channel(self) -> str:
         """The pub/sub channel that carries every event as it is written."""
         return self._key("live")
+
+    def finished(self) -> str:
+        """The sorted set of finished tasks not yet compacted, scored by finish time (Redis ms)."""
+        return self._key("fin")
 
     def prune_lock(self) -> str:
         """The lock that lets one worker per interval sweep the indexes."""

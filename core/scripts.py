@@ -27,6 +27,7 @@ NAMES = (
     "renew",
     "expired",
     "prune",
+    "compact",
     "wake",
 )
 

@@ -279,16 +279,40 @@ class ServerStore:
     async def events_after(
         self, task_id: str, after: int, batch: int = 500
     ) -> AsyncIterator[EventRecord]:
-        """Stored events with a sequence greater than `after`, in order."""
+        """Stored events with a sequence greater than `after`, in order. A compacted task
+        (compact.lua) has only its terminal event left, kept in its hash as `tail`."""
         key, start = self.layout.events(task_id), f"({after}-0"
         while True:
             reply = await self.client.xrange(key, min=start, max="+", count=batch)
             entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
             for entry_id, fields in entries:
+                after = int(entry_id.split(b"-", 1)[0])
                 yield EventRecord.from_stream(task_id, entry_id, fields)
+            if not entries:
+                tail = await self._tail(task_id)
+                if tail is not None and tail.sequence > after:
+                    yield tail
+                return
             if len(entries) < batch:
                 return
             start = f"({entries[-1][0].decode()}"
+
+    async def _tail(self, task_id: str) -> EventRecord | None:
+        """The terminal event a compacted task keeps in its hash (compact.lua), if any: its
+        sequence alone when the event is the hash's state, attempt, outcome and finish time."""
+        names = ("tail", "state", "attempt", "finished", "result", "error", "cancel_reason")
+        reply = await self.client.hmget(self.layout.task(task_id), *names)
+        tail, state, attempt, finished, result, error, reason = (
+            v.decode() if v is not None else None for v in cast("list[bytes | None]", reply)
+        )
+        if tail is None or state is None:
+            return None
+        if " " in tail:
+            return EventRecord.from_live(task_id, tail.encode())
+        outcome = {"SUCCEEDED": ("result", result), "FAILED": ("error", error)}
+        name, value = outcome.get(state, ("reason", reason))
+        fields = {"type": "state", "state": state, "attempt": attempt or "0", "ts": finished or "0"}
+        return EventRecord(task_id, int(tail), {**fields, name: value or ""})
 
     async def page(
         self,

@@ -173,7 +173,8 @@ class Registrar(Loop):
 
 
 class Pruner(Loop):
-    """Sweeps expired tasks out of the list indexes (one worker per interval does it)."""
+    """Sweeps expired tasks out of the list indexes and compacts finished ones (one worker per
+    interval does it)."""
 
     name = "pruner"
     at_once = True
@@ -183,9 +184,12 @@ class Pruner(Loop):
     ) -> None:
         super().__init__(stopping, settings.prune_interval)
         self.store = store
+        self.compact_after = settings.compact_after
 
     def step(self) -> None:
-        self.store.prune_indexes(self.interval)
+        if self.store.sweep_lock(self.interval):
+            self.store.compact(self.compact_after)
+            self.store.prune_indexes()
 
 
 class CancelListener(Loop):

@@ -28,6 +28,11 @@ class WorkerSettings(CommonSettings):
     prune_interval: float = Field(
         60.0, gt=0, description="seconds between sweeps of expired tasks out of the list indexes"
     )
+    compact_after: float = Field(
+        3600.0,
+        ge=0,
+        description="seconds after a task finishes until its events are compacted to the last one",
+    )
     poll_interval_ms: int = Field(100, ge=1, description="longest idle pause between queue polls")
     # At most 10: servers count a worker silent for 30 s (core.capacity.LIVE_MS) as gone.
     register_interval: float = Field(

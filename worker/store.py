@@ -141,8 +141,13 @@ class WorkerStore:
         raw = cast("bytes | None", self.client.hget(self.layout.kinds(), kind))
         return KindInfo.from_json(raw).seen_ms if raw else 0
 
-    def prune_indexes(self, interval: float, budget: int = 5000) -> int:
-        """Drop the index entries of tasks that expired; one worker per `interval` does it.
+    def sweep_lock(self, interval: float) -> bool:
+        """Whether this worker sweeps (prunes and compacts) this interval: one worker does."""
+        lock = self.layout.prune_lock()
+        return bool(self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)))
+
+    def prune_indexes(self, budget: int = 5000) -> int:
+        """Drop the index entries of tasks that expired (the caller holds `sweep_lock`).
 
         Only entries created before now - retention (Redis's clock, as `created` is) can belong
         to an expired task (a task expires `retention` after it finished, and finished after it
@@ -150,9 +155,6 @@ class WorkerStore:
         call. A kind or label index left empty leaves the set that lists it (`prune.lua`), so
         neither set grows with every label ever used. Returns how many entries were dropped.
         """
-        lock = self.layout.prune_lock()
-        if not self.client.set(lock, 1, nx=True, px=max(int(interval * 900), 100)):
-            return 0
         removed = 0
         kinds = cast("set[bytes]", self.client.smembers(self.layout.indexed_kinds()))
         labels = cast("set[bytes]", self.client.smembers(self.layout.indexed_labels()))
@@ -168,6 +170,21 @@ class WorkerStore:
                 if checked < 200:
                     break
         return removed
+
+    def compact(self, window: float, budget: int = 50_000) -> int:
+        """Compact the tasks that finished more than `window` seconds ago (`compact.lua`), up to
+        `budget` per call, 500 per script call; returns how many. Called by the pruner, under
+        its lock, so one worker per interval does it."""
+        done = 0
+        while budget > 0:
+            looked, compacted = calls.compact_reply(
+                self.run(calls.compact(self.layout, int(window * 1000), min(500, budget)))
+            )
+            done += compacted
+            budget -= looked
+            if looked < 500:
+                break
+        return done
 
     def now(self) -> int:
         """Redis's clock in epoch ms: the one clock of every stored or compared time."""

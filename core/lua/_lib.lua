@@ -49,7 +49,11 @@ local function move(id, from, to)
   if to == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, 1) end
   redis.call("HSET", t, "state", to, "updated", NOW)
   if from == "RUNNING" then redis.call("ZREM", P .. ":leases", id) end
+  -- Finished tasks wait in `fin` (by finish time) until the compactor (compact.lua) folds their
+  -- events into the hash; a task run again (RetryTask) leaves it, and returns when it ends.
+  if from and TERMINAL[from] then redis.call("ZREM", P .. ":fin", id) end
   if TERMINAL[to] then
+    redis.call("ZADD", P .. ":fin", NOW, id)
     redis.call("HSET", t, "finished", NOW)
     redis.call("EXPIRE", t, RETENTION)
     redis.call("EXPIRE", P .. ":e:" .. id, RETENTION)

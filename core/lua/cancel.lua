@@ -16,6 +16,7 @@ if mq and string.sub(mq, -3) == ".DQ" then
   redis.call("HDEL", mq_msgs(mq), rid)
   redis.call("LREM", mq_queue(mq), 1, rid)
 end
+redis.call("HSET", t, "cancel_reason", reason)
 move(id, state, "CANCELLED")
 emit(id, {"type", "state", "state", "CANCELLED", "attempt", attempt, "reason", reason})
 return {"cancelled"}
