@@ -16,6 +16,7 @@ from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.kinds import Kind
+from taskcast.server.redrive import RedriveRequest
 from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import SubmitRequest
 from taskcast.server.validation import Problems
@@ -60,6 +61,30 @@ def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
         not_before=pair("not_before"),
         max_attempts=r.max_attempts,
         timeout=pair("timeout"),
+    )
+
+
+def redrive_from_pb(r: pb.RedriveTasksRequest, p: Problems) -> RedriveRequest:
+    """The request as plain values; an unknown or unspecified state becomes None."""
+    f = r.filter
+
+    def pair(name: str) -> tuple[int, int] | None:
+        if not f.HasField(name):  # type: ignore[arg-type]  # one of two Timestamp fields
+            return None
+        value = getattr(f, name)
+        return value.seconds, value.nanos
+
+    return RedriveRequest(
+        states=[state_from_pb(v, p) for v in f.states],
+        kind=f.kind,
+        labels=dict(f.labels),
+        error_type=f.error_type,
+        finished_after=pair("finished_after"),
+        finished_before=pair("finished_before"),
+        max_per_second=r.max_per_second,
+        dry_run=r.dry_run,
+        sample_size=r.sample_size,
+        request_id=r.request_id,
     )
 
 

@@ -1,0 +1,168 @@
+"""The built-in kind `taskcast.redrive`: one RedriveTasks operation, run on the slot loop.
+
+The server snapshotted the selected ids into the operation's list and its progress hash (cursor
+0). Each tick here takes the next batch at the cursor and sends one pipeline of `retry.lua` steps,
+each of which checks and advances the cursor atomically with its retry (`calls.redrive_step`): a
+step sent twice, by a resent pipeline or by the next attempt after this worker was lost, changes
+nothing, so no task is retried twice and a new attempt simply goes on from the cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aredis
+
+from taskcast.core import calls, scripts
+from taskcast.core.calls import REDRIVE_KIND, REDRIVE_QUEUE, StepResult
+from taskcast.core.layout import Layout
+from taskcast.worker.context import TaskContext
+from taskcast.worker.registry import task
+
+__all__ = ["Pacer", "configure"]
+
+MAX_BATCH = 500  # steps per pipeline: a few ms of Redis time, so other clients still get in
+# Added to the one-second window: event times are whole Redis milliseconds, so two retries
+# 1000.4 ms apart can read 1000 ms apart; 5 ms keeps every measured window within the limit.
+MARGIN_S = 0.005
+REPORT_EVERY_S = 0.5  # progress events at most this often (and one at the end)
+
+
+class Pacer:
+    """At most `cap` retries in any window of `window` seconds, spread evenly within it.
+
+    The window check counts every batch that ended within one window before this batch starts, so
+    any window, wherever it falls, holds at most `cap`. A rate of 1 or more allows floor(rate) in
+    any second; under 1, one retry per 1/rate seconds. Batches are about 100 ms of the rate, and
+    start at least (previous batch's retries / rate) apart, so the limit is not spent in a burst.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.window = (1.0 if rate >= 1 else 1.0 / rate) + MARGIN_S
+        self.cap = max(1, math.floor(rate))
+        self.batch = max(1, min(self.cap, math.ceil(rate / 10), MAX_BATCH))
+        self._clock = clock
+        self._ended: collections.deque[tuple[float, int]] = collections.deque()
+        self._next = 0.0
+
+    def delay(self, n: int) -> float:
+        """Seconds to wait before a batch of up to `n` retries may start (0: now)."""
+        now = self._clock()
+        while self._ended and self._ended[0][0] <= now - self.window:
+            self._ended.popleft()
+        wait = self._next - now
+        excess = sum(count for _, count in self._ended) + n - self.cap
+        for end, count in self._ended:
+            if excess <= 0:
+                break
+            wait = max(wait, end + self.window - now)
+            excess -= count
+        return max(0.0, wait)
+
+    def done(self, retried: int) -> None:
+        """Record a batch that just ended with `retried` retries."""
+        now = self._clock()
+        if retried:
+            self._ended.append((now, retried))
+        self._next = now + retried / self.rate
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the handler needs from its worker process."""
+
+    client: aredis.Redis
+    layout: Layout
+
+
+_env: Env | None = None
+
+
+def configure(client: aredis.Redis, layout: Layout) -> None:
+    """Give the handler its Redis client and layout (worker boot, in each worker process)."""
+    global _env  # one per process, set once at boot like Dramatiq's broker
+    _env = Env(client, layout)
+
+
+class Operation:
+    """One operation's state in Redis, stepped a batch at a time."""
+
+    def __init__(self, env: Env, op_id: str) -> None:
+        self.client, self.layout, self.op_id = env.client, env.layout, op_id
+        self._scripts = scripts.register(env.client)
+        self.counts = {"total": 0, "cursor": 0, "retried": 0, "skipped": 0}
+
+    async def read(self) -> None:
+        """Load the progress hash (the cursor a previous attempt left)."""
+        values = await self.client.hmget(self.layout.redrive(self.op_id), *self.counts)
+        if values[0] is None:
+            raise RuntimeError(f"redrive {self.op_id}: its snapshot is gone (expired?)")
+        self.counts = {k: int(v or 0) for k, v in zip(self.counts, values, strict=True)}
+
+    @property
+    def left(self) -> int:
+        """Ids not yet stepped."""
+        return self.counts["total"] - self.counts["cursor"]
+
+    async def step(self, n: int) -> int:
+        """Step the next `n` ids in one pipeline; how many were retried."""
+        cursor = self.counts["cursor"]
+        raw = await self.client.lrange(self.layout.redrive_ids(self.op_id), cursor, cursor + n - 1)
+        ids = [i.decode() for i in cast("list[bytes]", raw)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.layout.task(task_id), *calls.RETRY_FIELDS)
+            fields = await pipe.execute()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for i, (task_id, values) in enumerate(zip(ids, fields, strict=True)):
+                call = calls.redrive_step(self.layout, self.op_id, cursor + i, task_id, values)
+                await self._scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+            pipe.hmget(self.layout.redrive(self.op_id), *self.counts)
+            *replies, counts = await pipe.execute()
+        self.counts = {k: int(v or 0) for k, v in zip(self.counts, counts, strict=True)}
+        return sum(calls.redrive_step_reply(r) is StepResult.RETRIED for r in replies)
+
+    async def finish(self) -> None:
+        """Drop the ids: the operation is done (a cancelled one keeps them, so a RetryTask of
+        the operation goes on from its cursor)."""
+        await self.client.delete(self.layout.redrive_ids(self.op_id))
+
+    def summary(self) -> dict[str, int]:
+        """The operation's result: its counts."""
+        return {k: self.counts[k] for k in ("retried", "skipped", "total")}
+
+
+@task(REDRIVE_KIND, queue=REDRIVE_QUEUE, max_attempts=20, retry_backoff=(0.5, 5.0))
+async def redrive(payload: dict[str, Any], ctx: TaskContext) -> dict[str, int]:
+    """Retry the operation's tasks from its cursor at no more than `max_per_second`."""
+    if _env is None:
+        raise RuntimeError(f"{REDRIVE_KIND} runs only in a taskcast worker (worker/boot.py)")
+    op = Operation(_env, ctx.task_id)
+    await op.read()
+    pacer = Pacer(float(payload["max_per_second"]))
+    reported = time.monotonic()
+    while op.left > 0:
+        n = min(pacer.batch, op.left)
+        # ASYNC110: the pace itself has no event to wait for; re-checked: asyncio may wake early
+        while (wait := pacer.delay(n)) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        pacer.done(await op.step(n))
+        if time.monotonic() - reported >= REPORT_EVERY_S and op.left:
+            reported = time.monotonic()
+            _report(op, ctx)
+    _report(op, ctx)
+    await op.finish()
+    return op.summary()
+
+
+def _report(op: Operation, ctx: TaskContext) -> None:
+    c = op.counts
+    fraction = c["cursor"] / c["total"] if c["total"] else 1.0
+    ctx.progress(fraction, f"retried {c['retried']}, skipped {c['skipped']} of {c['total']}")
