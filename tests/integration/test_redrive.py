@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -43,11 +43,8 @@ def failed_tasks(client: TaskClient, batch: str, n: int, **payload: Any) -> list
 
 def retries(rdb: redis.Redis, layout: Layout, task_id: str) -> list[int]:
     """Redis times (ms) of the task's "retry" events."""
-    return [
-        int(fields[b"ts"])
-        for _, fields in rdb.xrange(layout.events(task_id))
-        if fields.get(b"reason") == b"retry"
-    ]
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", rdb.xrange(layout.events(task_id)))
+    return [int(f[b"ts"]) for _, f in entries if f.get(b"reason") == b"retry"]
 
 
 def most_in_one_second(times: list[int]) -> int:

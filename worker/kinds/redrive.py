@@ -38,9 +38,11 @@ class Pacer:
     """At most `cap` retries in any window of `window` seconds, spread evenly within it.
 
     The window check counts every batch that ended within one window before this batch starts, so
-    any window, wherever it falls, holds at most `cap`. A rate of 1 or more allows floor(rate) in
+    any window, wherever it falls, holds at most `cap`; a batch's end is taken when its reply
+    arrived, after Redis ran its last retry. A rate of 1 or more allows floor(rate) in
     any second; under 1, one retry per 1/rate seconds. Batches are about 100 ms of the rate, and
-    start at least (previous batch's retries / rate) apart, so the limit is not spent in a burst.
+    start at least (previous batch's retries / rate) apart, so the limit is not spent in a burst
+    at the start of each second.
     """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -50,10 +52,10 @@ class Pacer:
         self.batch = max(1, min(self.cap, math.ceil(rate / 10), MAX_BATCH))
         self._clock = clock
         self._ended: collections.deque[tuple[float, int]] = collections.deque()
-        self._next = 0.0
+        self._next = self._started = 0.0
 
     def delay(self, n: int) -> float:
-        """Seconds to wait before a batch of up to `n` retries may start (0: now)."""
+        """Seconds to wait before a batch of up to `n` retries may start; 0: it starts now."""
         now = self._clock()
         while self._ended and self._ended[0][0] <= now - self.window:
             self._ended.popleft()
@@ -64,14 +66,15 @@ class Pacer:
                 break
             wait = max(wait, end + self.window - now)
             excess -= count
+        if wait <= 0:
+            self._started = now
         return max(0.0, wait)
 
     def done(self, retried: int) -> None:
-        """Record a batch that just ended with `retried` retries."""
-        now = self._clock()
+        """Record that the batch that started last ended now, with `retried` retries."""
         if retried:
-            self._ended.append((now, retried))
-        self._next = now + retried / self.rate
+            self._ended.append((self._clock(), retried))
+        self._next = self._started + retried / self.rate
 
 
 @dataclass(frozen=True)
