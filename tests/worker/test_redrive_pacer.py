@@ -21,9 +21,13 @@ class Clock:
         return self.now
 
 
+REDIS_AHEAD = 1000.0  # Redis's clock runs this far ahead of the worker's monotonic clock
+
+
 def run(rate: float, total: int, seed: int, stalls: float = 0.05) -> list[float]:
     """Times of `total` retries paced at `rate`, each batch taking 0-30 ms and stalling now and
-    then, some of its ids skipped; the retries of a batch happen anywhere inside it."""
+    then, some of its ids skipped; the retries of a batch happen anywhere inside it, and its
+    reply is read 0-50 ms after its end (a worker busy elsewhere)."""
     rng, clock = random.Random(seed), Clock()
     pacer, times = Pacer(rate, clock), list[float]()
     while len(times) < total:
@@ -34,7 +38,9 @@ def run(rate: float, total: int, seed: int, stalls: float = 0.05) -> list[float]
         clock.now += rng.uniform(0, 0.03) + (rng.random() < stalls) * rng.uniform(0, 2)
         retried = n - rng.randrange(0, max(1, n // 4))
         times += sorted(rng.uniform(start, clock.now) for _ in range(retried))
-        pacer.done(retried)
+        end = clock.now + REDIS_AHEAD
+        clock.now += rng.uniform(0, 0.05) * (rng.random() < 0.5)
+        pacer.done(retried, end)
     return times[:total]
 
 

@@ -1,10 +1,11 @@
 """The built-in kind `taskcast.redrive`: one RedriveTasks operation, run on the slot loop.
 
 The server snapshotted the selected ids into the operation's list and its progress hash (cursor
-0). Each tick here takes the next batch at the cursor and sends one pipeline of `retry.lua` steps,
-each of which checks and advances the cursor atomically with its retry (`calls.redrive_step`): a
-step sent twice, by a resent pipeline or by the next attempt after this worker was lost, changes
-nothing, so no task is retried twice and a new attempt simply goes on from the cursor.
+0). Each tick here reads the next batch at the cursor, waits for the pacer, then sends one
+pipeline of `retry.lua` steps, each of which checks and advances the cursor atomically with its
+retry (`calls.redrive_step`): a step sent twice, by a resent pipeline or by the next attempt after
+this worker was lost, changes nothing, so no task is retried twice and a new attempt simply goes
+on from the cursor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from taskcast.core import calls, scripts
 from taskcast.core.calls import REDRIVE_KIND, REDRIVE_QUEUE, StepResult
 from taskcast.core.layout import Layout
 from taskcast.worker.context import TaskContext
+from taskcast.worker.errors import NonRetryableError
 from taskcast.worker.registry import task
 
 __all__ = ["Pacer", "configure"]
@@ -38,11 +40,17 @@ class Pacer:
     """At most `cap` retries in any window of `window` seconds, spread evenly within it.
 
     The window check counts every batch that ended within one window before this batch starts, so
-    any window, wherever it falls, holds at most `cap`; a batch's end is taken when its reply
-    arrived, after Redis ran its last retry. A rate of 1 or more allows floor(rate) in
+    any window, wherever it falls, holds at most `cap`. A rate of 1 or more allows floor(rate) in
     any second; under 1, one retry per 1/rate seconds. Batches are about 100 ms of the rate, and
     start at least (previous batch's retries / rate) apart, so the limit is not spent in a burst
     at the start of each second.
+
+    A batch's end is Redis's clock after its last retry (`TIME` at the end of its pipeline), not
+    when the reply was read: on a busy worker the reply can wait tens of ms for the GIL, and with
+    the limit fully used every ms a window starts late is lost for good (10,000 at 500/s took
+    22.7 s with local end times on a loaded machine). Redis's clock is turned into this one's by
+    the largest (Redis time - local time at reading its reply) seen, which never exceeds the true
+    offset: a window may start late by the quickest reply's latency, never early.
     """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -51,29 +59,35 @@ class Pacer:
         self.cap = max(1, math.floor(rate))
         self.batch = max(1, min(self.cap, math.ceil(rate / 10), MAX_BATCH))
         self._clock = clock
-        self._ended: collections.deque[tuple[float, int]] = collections.deque()
+        self._ended: collections.deque[tuple[float, int]] = collections.deque()  # Redis clock
+        self._offset = -math.inf  # Redis clock - this clock, a lower bound
         self._next = self._started = 0.0
 
     def delay(self, n: int) -> float:
         """Seconds to wait before a batch of up to `n` retries may start; 0: it starts now."""
         now = self._clock()
-        while self._ended and self._ended[0][0] <= now - self.window:
+        while self._ended and self._ended[0][0] - self._offset <= now - self.window:
             self._ended.popleft()
         wait = self._next - now
         excess = sum(count for _, count in self._ended) + n - self.cap
         for end, count in self._ended:
             if excess <= 0:
                 break
-            wait = max(wait, end + self.window - now)
+            wait = max(wait, end - self._offset + self.window - now)
             excess -= count
         if wait <= 0:
             self._started = now
         return max(0.0, wait)
 
-    def done(self, retried: int) -> None:
-        """Record that the batch that started last ended now, with `retried` retries."""
+    def done(self, retried: int, end: float | None = None) -> None:
+        """Record that the batch that started last has ended, with `retried` retries, its last
+        at `end` by Redis's clock (None: now, by this clock)."""
+        now = self._clock()
+        if end is None:
+            end, self._offset = now, max(self._offset, 0.0)
+        self._offset = max(self._offset, end - now)
         if retried:
-            self._ended.append((self._clock(), retried))
+            self._ended.append((end, retried))
         self._next = self._started + retried / self.rate
 
 
@@ -106,7 +120,7 @@ class Operation:
         """Load the progress hash (the cursor a previous attempt left)."""
         values = await self.client.hmget(self.layout.redrive(self.op_id), *self.counts)
         if values[0] is None:
-            raise RuntimeError(f"redrive {self.op_id}: its snapshot is gone (expired?)")
+            raise NonRetryableError(f"redrive {self.op_id}: its snapshot expired; start it anew")
         self.counts = {k: int(v or 0) for k, v in zip(self.counts, values, strict=True)}
 
     @property
@@ -114,8 +128,9 @@ class Operation:
         """Ids not yet stepped."""
         return self.counts["total"] - self.counts["cursor"]
 
-    async def step(self, n: int) -> int:
-        """Step the next `n` ids in one pipeline; how many were retried."""
+    async def prepare(self, n: int) -> list[calls.Call]:
+        """The steps of the next `n` ids (their fields read now, before the pacer's wait, so a
+        batch costs one round trip inside the paced window)."""
         cursor = self.counts["cursor"]
         raw = await self.client.lrange(self.layout.redrive_ids(self.op_id), cursor, cursor + n - 1)
         ids = [i.decode() for i in cast("list[bytes]", raw)]
@@ -123,14 +138,24 @@ class Operation:
             for task_id in ids:
                 pipe.hmget(self.layout.task(task_id), *calls.RETRY_FIELDS)
             fields = await pipe.execute()
+        return [
+            calls.redrive_step(self.layout, self.op_id, cursor + i, task_id, values)
+            for i, (task_id, values) in enumerate(zip(ids, fields, strict=True))
+        ]
+
+    async def send(self, steps: list[calls.Call]) -> tuple[int, float]:
+        """Send the steps in one pipeline and read the counts back; how many were retried and
+        Redis's time (s) after the last (a task that changed since `prepare` stops the batch
+        there: the next one reads it again)."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for i, (task_id, values) in enumerate(zip(ids, fields, strict=True)):
-                call = calls.redrive_step(self.layout, self.op_id, cursor + i, task_id, values)
+            for call in steps:
                 await self._scripts[call.script](keys=call.keys, args=call.args, client=pipe)
             pipe.hmget(self.layout.redrive(self.op_id), *self.counts)
-            *replies, counts = await pipe.execute()
+            pipe.time()
+            *replies, counts, (seconds, micros) = await pipe.execute()
         self.counts = {k: int(v or 0) for k, v in zip(self.counts, counts, strict=True)}
-        return sum(calls.redrive_step_reply(r) is StepResult.RETRIED for r in replies)
+        retried = sum(calls.redrive_step_reply(r) is StepResult.RETRIED for r in replies)
+        return retried, seconds + micros / 1e6
 
     async def finish(self) -> None:
         """Drop the ids: the operation is done (a cancelled one keeps them, so a RetryTask of
@@ -152,11 +177,11 @@ async def redrive(payload: dict[str, Any], ctx: TaskContext) -> dict[str, int]:
     pacer = Pacer(float(payload["max_per_second"]))
     reported = time.monotonic()
     while op.left > 0:
-        n = min(pacer.batch, op.left)
+        steps = await op.prepare(min(pacer.batch, op.left))
         # ASYNC110: the pace itself has no event to wait for; re-checked: asyncio may wake early
-        while (wait := pacer.delay(n)) > 0:  # noqa: ASYNC110
+        while (wait := pacer.delay(len(steps))) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
-        pacer.done(await op.step(n))
+        pacer.done(*await op.send(steps))
         if time.monotonic() - reported >= REPORT_EVERY_S and op.left:
             reported = time.monotonic()
             _report(op, ctx)
