@@ -245,9 +245,9 @@ class AsyncTaskClient(_requests.Settings):
         """The task's result; see `TaskClient.wait`."""
         try:
             async with self.watch(task_id, timeout=timeout) as events:
-                async for event in events:
-                    if event.terminal:
-                        break
+                async for event in events:  # past a terminal event a retry followed (see sync)
+                    if event.terminal and (task := await self.get(task_id)).state.terminal:
+                        return _requests.outcome(task)
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(await self.get(task_id))

@@ -335,8 +335,10 @@ class TaskClient(_requests.Settings):
         try:
             with self.watch(task_id, timeout=timeout) as events:
                 for event in events:
-                    if event.terminal:
-                        break
+                    # A terminal event a RetryTask (or a redrive) has since followed with a new
+                    # attempt series is not the end: the task is no longer terminal.
+                    if event.terminal and (task := self.get(task_id)).state.terminal:
+                        return _requests.outcome(task)
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(self.get(task_id))
