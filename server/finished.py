@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from taskcast.core.calls import REDRIVE_KIND
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 
@@ -112,6 +113,8 @@ def _matches(values: list[bytes | None], f: Filter) -> bool:
     state, kind, labels, error, finished = (v.decode() if v else "" for v in values)
     if state not in {s.value for s in f.states} or (f.kind and kind != f.kind):
         return False
+    if kind == REDRIVE_KIND and f.kind != REDRIVE_KIND:
+        return False  # a cancelled operation is resumed only when asked for by its kind
     if f.labels and not f.labels.items() <= json.loads(labels or "{}").items():
         return False
     done = int(finished or 0)

@@ -142,6 +142,10 @@ def test_cancel_stops_the_operation(client: TaskClient, rdb: redis.Redis, prefix
     assert int(counts[b"retried"]) == len(retried) == int(counts[b"cursor"])
     left = set(ids) - set(retried)
     assert all(client.get(i).state is TaskState.FAILED for i in left)
+    # Redriving "every CANCELLED task" does not resume the operation; naming its kind does.
+    assert client.redrive(states=["CANCELLED"], dry_run=True).count == 0
+    resume = client.redrive(states=["CANCELLED"], kind="taskcast.redrive", dry_run=True)
+    assert resume.sample_task_ids == [op.id]
 
 
 def test_bad_requests_name_each_field(client: TaskClient) -> None:

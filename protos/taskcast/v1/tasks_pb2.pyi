@@ -804,7 +804,11 @@ class RedriveFilter(_message.Message):
     FINISHED_AFTER_FIELD_NUMBER: _builtins.int
     FINISHED_BEFORE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """Only tasks of this kind (rules under NAMES); empty: any kind."""
+    """Only tasks of this kind (rules under NAMES); empty: any kind.
+    RedriveTasks operations themselves (kind "taskcast.redrive": a cancelled
+    or failed one goes on from where it stopped when retried) are selected
+    only when this names their kind.
+    """
     error_type: _builtins.str
     """Only tasks whose error has exactly this TaskError.type (e.g.
     "RuntimeError", "WorkerLost"); at most 256 characters. A CANCELLED task
