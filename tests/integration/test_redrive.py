@@ -123,10 +123,12 @@ def test_the_rate_holds_in_every_second(client: TaskClient, rdb: redis.Redis, pr
     assert most_in_one_second(times) <= 8
 
 
-def test_cancel_stops_the_operation(client: TaskClient, rdb: redis.Redis, prefix: str) -> None:
+def test_cancel_stops_the_operation_and_retry_resumes_it(
+    client: TaskClient, rdb: redis.Redis, prefix: str
+) -> None:
     batch = uuid.uuid4().hex
-    ids = failed_tasks(client, batch, 20)
-    started = client.redrive(labels={"batch": batch}, max_per_second=2)
+    ids = failed_tasks(client, batch, 16)
+    started = client.redrive(labels={"batch": batch}, max_per_second=4)
     assert started.operation is not None
     op = client.handle(started.operation.id)
     with op.watch() as events:
@@ -138,7 +140,7 @@ def test_cancel_stops_the_operation(client: TaskClient, rdb: redis.Redis, prefix
     layout = Layout(prefix)
     retried = [i for i in ids if retries(rdb, layout, i)]
     counts = rdb.hgetall(layout.redrive(op.id))
-    assert 0 < len(retried) < 20
+    assert 0 < len(retried) < 16
     assert int(counts[b"retried"]) == len(retried) == int(counts[b"cursor"])
     left = set(ids) - set(retried)
     assert all(client.get(i).state is TaskState.FAILED for i in left)
@@ -146,6 +148,10 @@ def test_cancel_stops_the_operation(client: TaskClient, rdb: redis.Redis, prefix
     assert client.redrive(states=["CANCELLED"], dry_run=True).count == 0
     resume = client.redrive(states=["CANCELLED"], kind="taskcast.redrive", dry_run=True)
     assert resume.sample_task_ids == [op.id]
+    # RetryTask of the operation goes on from its cursor: every task retried once in all.
+    op.retry()
+    assert op.wait(timeout=30) == {"retried": 16, "skipped": 0, "total": 16}
+    assert [len(retries(rdb, layout, i)) for i in ids] == [1] * 16
 
 
 def test_bad_requests_name_each_field(client: TaskClient) -> None:
