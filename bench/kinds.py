@@ -11,3 +11,11 @@ from taskcast.worker import TaskContext, task
 def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Do nothing: what is left is taskcast's own cost."""
     return None
+
+
+@task("bench.fail_once", queue="default", max_attempts=1)
+def fail_once(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Fail the first attempt (a FAILED task to redrive), succeed on the next."""
+    if ctx.attempt == 1:
+        raise RuntimeError("upstream was down")
+    return ctx.attempt

@@ -18,6 +18,7 @@ ALL = (
     "slots",
     "observability",
     "memory",
+    "redrive",
 )
 
 

@@ -43,7 +43,8 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "worker": (("worker",), "worker"),
     "dev": (("server", "worker", "cli"), "all"),
 }
-#: The client commands (submit, watch, get, cancel, ls, stats, kinds) print with rich.
+#: The client commands (submit, watch, get, cancel, retry, redrive, ls, stats, kinds) print with
+#: rich.
 CLIENT_COMMAND_NEEDS = (("cli",), "cli")
 
 

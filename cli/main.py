@@ -1,5 +1,5 @@
-"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, retry, ls, stats,
-kinds."""
+"""The `taskcast` command: server, worker, dev, submit, watch, get, cancel, retry, redrive, ls,
+stats, kinds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from taskcast.cli import extras
+from taskcast.cli import extras, redrive
 
 EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
 
@@ -38,6 +38,7 @@ def _worker(args: argparse.Namespace) -> int:
     from taskcast.cli import flags
     from taskcast.cli.supervise import supervise
     from taskcast.core import logs
+    from taskcast.core.calls import REDRIVE_QUEUE
     from taskcast.worker.settings import WorkerSettings
 
     settings = flags.build(WorkerSettings, args)
@@ -53,8 +54,8 @@ def _worker(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "dramatiq", "taskcast.worker.boot:setup", *args.modules]
     argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
     argv += ["--worker-shutdown-timeout", str(int(settings.shutdown_timeout * 1000))]
-    if args.queues:
-        argv += ["--queues", *args.queues]
+    if args.queues:  # built-in operations (RedriveTasks) must run on every worker
+        argv += ["--queues", *dict.fromkeys([*args.queues, REDRIVE_QUEUE])]
     if not settings.metrics_port:
         return supervise(argv, env, restart=args.restart)
     import shutil
@@ -187,6 +188,19 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    from taskcast.cli import redrive, show
+
+    with _client(args) as client:
+        result = redrive.run(client, args, _labels(args.label))
+        as_json = args.output == "json"
+        if not (as_json and args.watch):
+            show.console.out(redrive.describe(result, as_json))
+        if args.watch and result.operation is not None:
+            return _follow(client, result.operation.id, 0, as_json)
+    return 0
+
+
 def _ls(args: argparse.Namespace) -> int:
     from taskcast.cli import show
 
@@ -285,7 +299,12 @@ def parser() -> argparse.ArgumentParser:
         default=8,
         help="threads per process, for sync kinds (default 8)",
     )
-    p.add_argument("--queues", "-Q", nargs="*", help="consume only these queues (default: all)")
+    p.add_argument(
+        "--queues",
+        "-Q",
+        nargs="*",
+        help="consume only these queues (default: all); the built-in queue taskcast always",
+    )
     p.add_argument(
         "--restart",
         action=argparse.BooleanOptionalAction,
@@ -365,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("--request-id", help="sending the same one again does not run it twice")
     p.set_defaults(fn=_retry)
+
+    redrive.add(client_parser, _redrive)
 
     p = client_parser("ls", "list tasks, newest first")
     p.add_argument("--state")

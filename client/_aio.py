@@ -11,7 +11,7 @@ import grpc.aio
 
 from taskcast.client import _batch, _group, _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, RpcError, WrongLoopError, translated
-from taskcast.client._types import Event, Kind, Stats, Task
+from taskcast.client._types import Event, Kind, Redrive, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -220,6 +220,10 @@ class AsyncTaskClient(_requests.Settings):
     async def retry(self, task_id: str, request_id: str | None = None) -> Task:
         """Run a FAILED or CANCELLED task again; see `TaskClient.retry`."""
         return await self._call(_requests.retry(task_id, request_id))
+
+    async def redrive(self, **options: Unpack[_requests.RedriveOptions]) -> Redrive:
+        """Retry the FAILED or CANCELLED tasks a filter selects; see `TaskClient.redrive`."""
+        return await self._call(_requests.redrive(**options))
 
     async def list(self, **options: Unpack[_requests.ListOptions]) -> AsyncIterator[Task]:
         """Tasks, newest first, page by page; see `TaskClient.list`."""

@@ -10,7 +10,7 @@ import grpc
 
 from taskcast.client import _batch, _group, _requests, _tls
 from taskcast.client._errors import DeadlineExceededError, RpcError, translated
-from taskcast.client._types import Event, Kind, Stats, Task
+from taskcast.client._types import Event, Kind, Redrive, Stats, Task
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -271,6 +271,31 @@ class TaskClient(_requests.Settings):
             NotFoundError: Unknown or expired id.
         """
         return self._call(_requests.retry(task_id, request_id))
+
+    def redrive(self, **options: Unpack[_requests.RedriveOptions]) -> Redrive:
+        """Retry every FAILED or CANCELLED task a filter selects, at a bounded rate, as one
+        operation the server answers at once (workers run it): watch, wait for or cancel
+        `result.operation` like any task; its result is {"retried", "skipped", "total"}.
+
+        Args:
+            **options: Filters, all optional and all matching: `states` ("FAILED" and/or
+                "CANCELLED"; default both), `kind`, `labels` (all must match), `error_type`
+                (`TaskError.type`, exact), `finished_after` / `finished_before` (aware
+                datetimes; the task's finish time). `max_per_second` (0.1 to 10,000) is
+                required unless `dry_run`, which only counts and samples (`sample_size`, 1 to
+                100, default 10). `request_id` (default: a fresh one) makes a resent call
+                answer the operation it started.
+
+        Returns:
+            The count selected (at most 100,000, oldest first; `truncated` when more matched)
+            and the sample (dry run) or the operation task.
+
+        Raises:
+            InvalidArgumentError: A bad filter or rate.
+            FailedPreconditionError: No live worker serves `taskcast.redrive`.
+            AlreadyExistsError: The request_id started a different request.
+        """
+        return self._call(_requests.redrive(**options))
 
     def list(self, **options: Unpack[_requests.ListOptions]) -> Iterator[Task]:
         """Tasks, newest first, fetched page by page as you iterate.

@@ -14,7 +14,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
@@ -29,7 +29,7 @@ from taskcast.client._errors import (
     from_grpc,
     retry_delay,
 )
-from taskcast.client._types import Event, Kind, Stats, Task, TaskState
+from taskcast.client._types import Event, Kind, Redrive, Stats, Task, TaskState
 from taskcast.v1 import tasks_pb2 as pb
 
 T = TypeVar("T")
@@ -59,6 +59,7 @@ SERVICE_CONFIG = json.dumps(
                         "ListTasks",
                         "GetStats",
                         "ListKinds",
+                        "RedriveTasks",  # carries a request_id
                     )
                 ],
                 "retryPolicy": _RETRY,
@@ -122,6 +123,21 @@ class ListOptions(TypedDict, total=False):
     limit: int | None
     page_size: int
     include_payloads: bool
+
+
+class RedriveOptions(TypedDict, total=False):
+    """The keyword arguments of `redrive`; see `TaskClient.redrive` for each."""
+
+    states: Sequence[str] | None
+    kind: str | None
+    labels: Mapping[str, str] | None
+    error_type: str | None
+    finished_after: dt.datetime | None
+    finished_before: dt.datetime | None
+    max_per_second: float | None
+    dry_run: bool
+    sample_size: int | None
+    request_id: str | None
 
 
 class WatchOptions(TypedDict, total=False):
@@ -214,6 +230,31 @@ def retry(task_id: str, request_id: str | None) -> Unary[Task]:
     """RetryTask; the reply is the task after the retry (PENDING when this call retried it)."""
     request = pb.RetryTaskRequest(task_id=task_id, request_id=request_id or "")
     return Unary("RetryTask", request, _task)
+
+
+def redrive(**options: Unpack[RedriveOptions]) -> Unary[Redrive]:
+    """RedriveTasks; a fresh request_id when none is given, so a resent call starts one
+    operation. States by name ("FAILED")."""
+    dry_run = bool(options.get("dry_run"))
+    f = pb.RedriveFilter(
+        states=[pb.TaskState.Value(f"TASK_STATE_{s.upper()}") for s in options.get("states") or ()],
+        kind=options.get("kind") or "",
+        labels=dict(options.get("labels") or {}),
+        error_type=options.get("error_type") or "",
+    )
+    if (after := options.get("finished_after")) is not None:
+        f.finished_after.FromDatetime(after)
+    if (before := options.get("finished_before")) is not None:
+        f.finished_before.FromDatetime(before)
+    auto = "" if dry_run else f"auto-{uuid.uuid4().hex}"
+    request = pb.RedriveTasksRequest(
+        filter=f,
+        max_per_second=options.get("max_per_second") or 0.0,
+        dry_run=dry_run,
+        sample_size=options.get("sample_size") or 0,
+        request_id=options.get("request_id") or auto,
+    )
+    return Unary("RedriveTasks", request, Redrive.from_pb)
 
 
 def stats() -> Unary[Stats]:

@@ -275,6 +275,29 @@ class Kind:
 
 
 @dataclass(frozen=True)
+class Redrive:
+    """What `redrive` answered: a dry run's count and sample, or the operation it started."""
+
+    count: int  #: tasks selected (at most 100,000, the oldest first)
+    truncated: bool  #: more matched than were selected: run the same filter again afterwards
+    sample_task_ids: list[str]  #: dry run only: up to `sample_size` selected ids, oldest first
+    #: not a dry run: the operation, a task of kind "taskcast.redrive" to watch, wait or cancel
+    operation: Task | None
+    created: bool  #: False when the same request_id had already started this operation
+
+    @classmethod
+    def from_pb(cls, r: pb.RedriveTasksResponse) -> Redrive:
+        """From the proto message."""
+        return cls(
+            count=r.count,
+            truncated=r.truncated,
+            sample_task_ids=list(r.sample_task_ids),
+            operation=Task.from_pb(r.operation) if r.HasField("operation") else None,
+            created=r.created,
+        )
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One queue's figures."""
 

@@ -195,6 +195,62 @@ def retry_reply(reply: Any) -> Retried:
     return Retried(result)
 
 
+# redrive: one RedriveTasks step is `retry` with the operation's cursor (retry.lua)
+REDRIVE_KIND = "taskcast.redrive"  # the built-in kind of RedriveTasks operations
+REDRIVE_QUEUE = "taskcast"  # the queue of built-in operations; every worker consumes it
+
+
+class StepResult(enum.Enum):
+    """What one redrive step did with the id at the cursor."""
+
+    RETRIED = "retried"  # retried; the cursor moved on
+    SKIPPED = "skipped"  # no longer FAILED or CANCELLED, or gone; the cursor moved on
+    MOVED = "moved"  # the task changed since its fields were read: read them and step again
+    CURSOR = "cursor"  # the cursor was not at this position: another step did it
+
+
+def redrive_request(op_id: str) -> str:
+    """The retry request id of an operation's steps (so RetryTask's `same` check sees them)."""
+    return f"redrive/{op_id}"
+
+
+def redrive_step(
+    layout: Layout, op_id: str, position: int, task_id: str, fields: list[bytes | None]
+) -> Call:
+    """Retry the task at `position` of operation `op_id`, given its `RETRY_FIELDS` (None when
+    the task is gone), and advance the cursor with it atomically."""
+    message: tuple[Any, ...] = ("", "", "")
+    attempt = ""
+    if fields[0] is not None:
+        attempt, kind, queue, timeout_ms = (f.decode() if f else "" for f in fields)
+        msg = mqlayout.encode(
+            task_id=task_id,
+            kind=kind,
+            queue=queue,
+            attempt=int(attempt) + 1,
+            timeout_ms=int(timeout_ms or 0),
+        )
+        message = (msg.queue, msg.redis_id, msg.data)
+    return _about(
+        layout,
+        "retry",
+        task_id,
+        attempt,
+        redrive_request(op_id),
+        *message,
+        layout.redrive(op_id),
+        position,
+    )
+
+
+def redrive_step_reply(reply: Any) -> StepResult:
+    """Read one redrive step's reply."""
+    text = _text(reply[0])
+    if text in ("missing", "same", "state"):
+        return StepResult.SKIPPED
+    return StepResult(text)
+
+
 # begin
 @dataclass(frozen=True)
 class Started:

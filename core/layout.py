@@ -59,6 +59,15 @@ class Layout:
         """The string `<task id>|<fingerprint>` a client's idempotency key points to."""
         return self._key("idem", key)
 
+    # Bulk operations
+    def redrive(self, op_id: str) -> str:
+        """The hash of a RedriveTasks operation's progress: total, cursor, retried, skipped."""
+        return self._key("redrive", op_id)
+
+    def redrive_ids(self, op_id: str) -> str:
+        """The list of task ids a RedriveTasks operation selected, oldest first."""
+        return self._key("redrive", op_id, "ids")
+
     # Indexes: sorted sets of task ids scored by creation time
     def index_all(self) -> str:
         """Every task."""

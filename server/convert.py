@@ -11,6 +11,7 @@ import base64
 import binascii
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
@@ -18,6 +19,7 @@ from taskcast.core.states import State
 from taskcast.server.errors import InvalidArgument, ServiceError, status_of
 from taskcast.server.group import GroupRequest
 from taskcast.server.kinds import Kind
+from taskcast.server.redrive import RedriveRequest
 from taskcast.server.stats import KindFigures, QueueFigures
 from taskcast.server.submit import Outcome, SubmitRequest
 from taskcast.server.validation import Problems
@@ -43,25 +45,43 @@ def dur(ms: int | None) -> duration_pb2.Duration | None:
     return out
 
 
+def _pair(message: Message, name: str) -> tuple[int, int] | None:
+    """A Timestamp or Duration field as (seconds, nanos); None when unset."""
+    if not message.HasField(name):
+        return None
+    value = getattr(message, name)
+    return value.seconds, value.nanos
+
+
 def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
     """The request as plain values; unset Timestamps and Durations as None."""
-
-    def pair(name: str) -> tuple[int, int] | None:
-        if not r.HasField(name):  # type: ignore[arg-type]  # one of three message fields
-            return None
-        value = getattr(r, name)
-        return value.seconds, value.nanos
-
     return SubmitRequest(
         kind=r.kind,
         payload_json=r.payload_json,
         queue=r.queue,
         idempotency_key=r.idempotency_key,
         labels=dict(r.labels),
-        delay=pair("delay"),
-        not_before=pair("not_before"),
+        delay=_pair(r, "delay"),
+        not_before=_pair(r, "not_before"),
         max_attempts=r.max_attempts,
-        timeout=pair("timeout"),
+        timeout=_pair(r, "timeout"),
+    )
+
+
+def redrive_from_pb(r: pb.RedriveTasksRequest, p: Problems) -> RedriveRequest:
+    """The request as plain values; an unknown or unspecified state becomes None."""
+    f = r.filter
+    return RedriveRequest(
+        states=[state_from_pb(v, p) for v in f.states],
+        kind=f.kind,
+        labels=dict(f.labels),
+        error_type=f.error_type,
+        finished_after=_pair(f, "finished_after"),
+        finished_before=_pair(f, "finished_before"),
+        max_per_second=r.max_per_second,
+        dry_run=r.dry_run,
+        sample_size=r.sample_size,
+        request_id=r.request_id,
     )
 
 

@@ -2,6 +2,7 @@
 
 Requests become plain values through `convert` and are checked by `validation`; the logic lives in
 plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` checking payloads),
+`redrive` (RedriveTasks' rules) with `finished` (selecting finished tasks),
 `watch` (the watch state machine), `stats` (figures and percentiles), `kinds` (ListKinds) and
 `store` (Redis). Domain errors become statuses in `errors.guard`.
 """
@@ -13,7 +14,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from taskcast.core import tracing
-from taskcast.server import convert, group, kinds, metrics, submit, traces, validation
+from taskcast.server import (
+    convert,
+    finished,
+    group,
+    kinds,
+    metrics,
+    redrive,
+    submit,
+    traces,
+    validation,
+)
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, guard
 from taskcast.server.fanout import Fanout
@@ -91,6 +102,28 @@ class TaskService(pb_grpc.TaskServiceServicer):
         p.check()
         record, retried = await self.store.retry(request.task_id, request.request_id)
         return pb.RetryTaskResponse(task=convert.task_to_pb(record), retried=retried)
+
+    @guard
+    async def RedriveTasks(
+        self, request: pb.RedriveTasksRequest, context: Context
+    ) -> pb.RedriveTasksResponse:
+        p = validation.Problems()
+        r = convert.redrive_from_pb(request, p)
+        f = redrive.check(r, p)
+        p.check()
+        if r.dry_run:
+            selection = await finished.select(self.store, f, redrive.MAX_SELECTED)
+            sample = selection.ids[: r.sample_size or redrive.DEFAULT_SAMPLE]
+            return pb.RedriveTasksResponse(
+                count=len(selection.ids), truncated=selection.truncated, sample_task_ids=sample
+            )
+        started = await redrive.start(self.store, f, r.max_per_second, r.request_id)
+        return pb.RedriveTasksResponse(
+            count=started.count,
+            truncated=started.truncated,
+            operation=convert.task_to_pb(started.operation),
+            created=started.created,
+        )
 
     @guard
     async def ListTasks(

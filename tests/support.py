@@ -115,6 +115,7 @@ class WorkerProcess:
         shutdown_timeout: float = 10.0,
         modules: tuple[str, ...] = ("tests.kinds",),
         log_file: Path | None = None,
+        queues: tuple[str, ...] = (),
     ) -> None:
         self.redis_url, self.prefix = redis_url, prefix
         env = {
@@ -143,6 +144,7 @@ class WorkerProcess:
             str(threads),
             "--shutdown-timeout",
             str(shutdown_timeout),
+            *(("--queues", *queues) if queues else ()),
         ]
         self.env = env
         self.log_file = log_file  # where its stderr (every process's log lines) goes, if given

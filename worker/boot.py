@@ -15,6 +15,7 @@ from taskcast.core import logs, redisurl, tracing
 from taskcast.worker import transport
 from taskcast.worker.aio import AsyncAttempts
 from taskcast.worker.housekeeping import Housekeeping
+from taskcast.worker.kinds import redrive
 from taskcast.worker.logs import AttemptFilter
 from taskcast.worker.metrics import Metrics
 from taskcast.worker.middleware import Lifecycle
@@ -30,6 +31,7 @@ BUILTIN_KINDS = (
     "taskcast.worker.kinds.ai",
     "taskcast.worker.kinds.http",
     "taskcast.worker.kinds.email",
+    "taskcast.worker.kinds.redrive",
 )
 
 
@@ -55,6 +57,7 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
     slots = Slots(settings.slots)
     aio = AsyncAttempts(slots)
     writer = Writer(_async_client(settings.redis_url), aio.loop)
+    redrive.configure(_async_client(settings.redis_url), layout)  # its own pipelines, same loop
     tracer = tracing.setup("taskcast-worker")  # in this process, after Dramatiq forked it
     lifecycle = Lifecycle(store, registry, settings, aio, writer, tracer)
     # Lost attempts are recovered by taskcast's leases; Dramatiq's own redelivery of a dead

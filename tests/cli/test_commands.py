@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,22 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     assert not answers(f"redis://127.0.0.1:{own_redis}/0")
     assert run("stats", server=address, timeout=30).returncode == 4  # nobody listens there now
     assert (tmp_path / "data" / "redis" / "appendonlydir").exists()  # AOF persistence on
+
+
+@pytest.mark.usefixtures("worker")
+def test_redrive_dry_run_then_watch_the_operation(grpc_addr: str) -> None:
+    label = f"batch=cli-{uuid.uuid4().hex}"
+    failed = run(
+        "submit", "demo.fail", "--json", '{"fatal": true}', "-l", label, "--watch",
+        server=grpc_addr,
+    )  # fmt: skip
+    task_id = failed.stdout.splitlines()[0]
+    flags = ["--state", "failed", "--kind", "demo.fail", "-l", label, "--since", "1h"]
+    preview = run("redrive", *flags, "--error-type", "NonRetryableError", "--dry-run",
+                  server=grpc_addr)  # fmt: skip
+    assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.splitlines() == ["1 tasks would be retried", task_id]
+    assert "--rate is required" in run("redrive", *flags, server=grpc_addr).stderr
+    out = run("redrive", *flags, "--rate", "50", "--watch", server=grpc_addr)
+    assert out.returncode == 0, out.stderr
+    assert "redriving 1 tasks" in out.stdout and "retried 1, skipped 0 of 1" in out.stdout

@@ -22,13 +22,17 @@ google.rpc.* from google/rpc/error_details.proto:
                        (7 days by default). Carries a ResourceInfo with
                        resource_type "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
-                       belongs to a different request. No details.
+                       belongs to a different request; RedriveTasks: the
+                       request_id belongs to a different request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
                        subject "taskcast.v1.Task/<id>". Also WatchTasks on a
                        group of more than 10,000 tasks: type "GROUP_SIZE",
-                       subject "label/<key=value>".
+                       subject "label/<key=value>"; and RedriveTasks (not a
+                       dry run) when no live worker serves the built-in kind
+                       "taskcast.redrive": violation type "WORKER", subject
+                       "taskcast.v1.Kind/taskcast.redrive".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
                        watcher that fell behind the live events, or the task
                        store (Redis) is full. Carries a RetryInfo: retry
@@ -45,8 +49,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask
-                       or RetryTask. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
+                       RetryTask or RedriveTasks (a dry run included). No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -770,6 +774,179 @@ class RetryTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetryTaskResponse: _TypeAlias = RetryTaskResponse  # noqa: Y015
+
+@_typing.final
+class RedriveFilter(_message.Message):
+    """Which finished tasks a RedriveTasks selects; every field given must match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    ERROR_TYPE_FIELD_NUMBER: _builtins.int
+    FINISHED_AFTER_FIELD_NUMBER: _builtins.int
+    FINISHED_BEFORE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """Only tasks of this kind (rules under NAMES); empty: any kind.
+    RedriveTasks operations themselves (kind "taskcast.redrive": a cancelled
+    or failed one goes on from where it stopped when retried) are selected
+    only when this names their kind.
+    """
+    error_type: _builtins.str
+    """Only tasks whose error has exactly this TaskError.type (e.g.
+    "RuntimeError", "WorkerLost"); at most 256 characters. A CANCELLED task
+    has no error, so it never matches a non-empty error_type.
+    """
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___TaskState.ValueType]:
+        """TASK_STATE_FAILED and/or TASK_STATE_CANCELLED; empty means both. Any
+        other state is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only tasks carrying every one of these labels (rules under NAMES)."""
+
+    @_builtins.property
+    def finished_after(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks whose finish_time (when they last became FAILED or CANCELLED,
+        by the task store's clock) is at or after this time.
+        """
+
+    @_builtins.property
+    def finished_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks whose finish_time is before this time; after finished_after
+        when both are given, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___TaskState.ValueType] | None = ...,
+        kind: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        error_type: _builtins.str = ...,
+        finished_after: _timestamp_pb2.Timestamp | None = ...,
+        finished_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_after", b"finished_after", "finished_before", b"finished_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_type", b"error_type", "finished_after", b"finished_after", "finished_before", b"finished_before", "kind", b"kind", "labels", b"labels", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveFilter: _TypeAlias = RedriveFilter  # noqa: Y015
+
+@_typing.final
+class RedriveTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    MAX_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    max_per_second: _builtins.float
+    """The most tasks retried in any one second (at most floor(max_per_second)
+    in any one-second window; under 1, one task every 1/max_per_second
+    seconds). 0.1 to 10,000; required unless dry_run.
+    """
+    dry_run: _builtins.bool
+    """Only count and sample the selection; nothing is queued."""
+    sample_size: _builtins.int
+    """Ids in a dry run's sample: 1 to 100; 0 means 10."""
+    request_id: _builtins.str
+    """Optional, at most 256 printable characters. The same request_id with the
+    same request answers the operation it started (created false); with a
+    different request it is ALREADY_EXISTS. Remembered as long as the
+    operation task is kept. Ignored by a dry run.
+    """
+    @_builtins.property
+    def filter(self) -> Global___RedriveFilter: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___RedriveFilter | None = ...,
+        max_per_second: _builtins.float = ...,
+        dry_run: _builtins.bool = ...,
+        sample_size: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter", "max_per_second", b"max_per_second", "request_id", b"request_id", "sample_size", b"sample_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveTasksRequest: _TypeAlias = RedriveTasksRequest  # noqa: Y015
+
+@_typing.final
+class RedriveTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    SAMPLE_TASK_IDS_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Tasks selected: at most 100,000. The oldest (by create_time) are taken
+    first; more matching tasks set `truncated` (run the same filter again
+    after this operation for the rest).
+    """
+    truncated: _builtins.bool
+    """More than 100,000 tasks matched, or more than 1,000,000 candidates would
+    have had to be examined; `count` covers what was selected.
+    """
+    created: _builtins.bool
+    """False when the same request_id had already started this operation."""
+    @_builtins.property
+    def sample_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dry run only: up to sample_size of the selected ids, oldest first."""
+
+    @_builtins.property
+    def operation(self) -> Global___Task:
+        """Not a dry run: the operation, a task of kind "taskcast.redrive" (PENDING
+        when just created). Watch, get or cancel it by its id.
+        """
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+        sample_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        operation: Global___Task | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "created", b"created", "operation", b"operation", "sample_task_ids", b"sample_task_ids", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveTasksResponse: _TypeAlias = RedriveTasksResponse  # noqa: Y015
 
 @_typing.final
 class ListTasksRequest(_message.Message):

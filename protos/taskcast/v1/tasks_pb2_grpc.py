@@ -60,6 +60,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
                 _registered_method=True)
+        self.RedriveTasks = channel.unary_unary(
+                '/taskcast.v1.TaskService/RedriveTasks',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.RedriveTasksRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.RedriveTasksResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/taskcast.v1.TaskService/ListTasks',
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
@@ -163,6 +168,27 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedriveTasks(self, request, context):
+        """Retries every FAILED or CANCELLED task a filter selects, at no more than
+        max_per_second, as one operation. The server selects the tasks and
+        snapshots their ids, then answers at once: the operation is itself a task
+        of the built-in kind "taskcast.redrive" (queue "taskcast", which every
+        worker consumes), so WatchTask streams its progress (Progress.message
+        "retried R, skipped S of T"), CancelTask stops it (no task is retried
+        after the cancel is seen), GetTask shows it, and its result_json is
+        {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
+        it goes on across server restarts, and a worker lost mid-way is reaped
+        and the next attempt goes on from where it stopped, each selected task
+        retried at most once (RetryTask's script, with an atomic cursor). A task
+        that is no longer FAILED or CANCELLED when its turn comes (retried
+        meanwhile, expired) is skipped. With dry_run it only counts: the answer
+        carries the count and a sample of ids, and nothing is queued.
+        Idempotent through `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTasks(self, request, context):
         """Lists tasks, newest first, filtered by state, kind and labels.
         """
@@ -242,6 +268,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RetryTask,
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'RedriveTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveTasks,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.RedriveTasksRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.RedriveTasksResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -405,6 +436,33 @@ class TaskService:
             '/taskcast.v1.TaskService/RetryTask',
             taskcast_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskcast.v1.TaskService/RedriveTasks',
+            taskcast_dot_v1_dot_tasks__pb2.RedriveTasksRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.RedriveTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

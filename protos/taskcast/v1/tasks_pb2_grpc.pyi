@@ -22,13 +22,17 @@ google.rpc.* from google/rpc/error_details.proto:
                        (7 days by default). Carries a ResourceInfo with
                        resource_type "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
-                       belongs to a different request. No details.
+                       belongs to a different request; RedriveTasks: the
+                       request_id belongs to a different request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
                        subject "taskcast.v1.Task/<id>". Also WatchTasks on a
                        group of more than 10,000 tasks: type "GROUP_SIZE",
-                       subject "label/<key=value>".
+                       subject "label/<key=value>"; and RedriveTasks (not a
+                       dry run) when no live worker serves the built-in kind
+                       "taskcast.redrive": violation type "WORKER", subject
+                       "taskcast.v1.Kind/taskcast.redrive".
   RESOURCE_EXHAUSTED   a limit was hit: too many watchers on this server, a
                        watcher that fell behind the live events, or the task
                        store (Redis) is full. Carries a RetryInfo: retry
@@ -45,8 +49,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask
-                       or RetryTask. No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
+                       RetryTask or RedriveTasks (a dry run included). No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -150,6 +154,23 @@ class TaskServiceStub:
     other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
     Idempotent through `request_id`.
     """
+    RedriveTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]
+    """Retries every FAILED or CANCELLED task a filter selects, at no more than
+    max_per_second, as one operation. The server selects the tasks and
+    snapshots their ids, then answers at once: the operation is itself a task
+    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
+    worker consumes), so WatchTask streams its progress (Progress.message
+    "retried R, skipped S of T"), CancelTask stops it (no task is retried
+    after the cancel is seen), GetTask shows it, and its result_json is
+    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
+    it goes on across server restarts, and a worker lost mid-way is reaped
+    and the next attempt goes on from where it stopped, each selected task
+    retried at most once (RetryTask's script, with an atomic cursor). A task
+    that is no longer FAILED or CANCELLED when its turn comes (retried
+    meanwhile, expired) is skipped. With dry_run it only counts: the answer
+    carries the count and a sample of ids, and nothing is queued.
+    Idempotent through `request_id`.
+    """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
     """Lists tasks, newest first, filtered by state, kind and labels."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]
@@ -235,6 +256,23 @@ class TaskServiceAsyncStub(TaskServiceStub):
     latest series'). The attempt counter keeps counting; max_attempts grows
     by the task's attempt budget, so the series gets a fresh budget. Any
     other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+    Idempotent through `request_id`.
+    """
+    RedriveTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]  # type: ignore[assignment]
+    """Retries every FAILED or CANCELLED task a filter selects, at no more than
+    max_per_second, as one operation. The server selects the tasks and
+    snapshots their ids, then answers at once: the operation is itself a task
+    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
+    worker consumes), so WatchTask streams its progress (Progress.message
+    "retried R, skipped S of T"), CancelTask stops it (no task is retried
+    after the cancel is seen), GetTask shows it, and its result_json is
+    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
+    it goes on across server restarts, and a worker lost mid-way is reaped
+    and the next attempt goes on from where it stopped, each selected task
+    retried at most once (RetryTask's script, with an atomic cursor). A task
+    that is no longer FAILED or CANCELLED when its turn comes (retried
+    meanwhile, expired) is skipped. With dry_run it only counts: the answer
+    carries the count and a sample of ids, and nothing is queued.
     Idempotent through `request_id`.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
@@ -349,6 +387,29 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         latest series'). The attempt counter keeps counting; max_attempts grows
         by the task's attempt budget, so the series gets a fresh budget. Any
         other state is FAILED_PRECONDITION; an unknown or expired id NOT_FOUND.
+        Idempotent through `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def RedriveTasks(
+        self,
+        request: _tasks_pb2.RedriveTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.RedriveTasksResponse, _abc.Awaitable[_tasks_pb2.RedriveTasksResponse]]:
+        """Retries every FAILED or CANCELLED task a filter selects, at no more than
+        max_per_second, as one operation. The server selects the tasks and
+        snapshots their ids, then answers at once: the operation is itself a task
+        of the built-in kind "taskcast.redrive" (queue "taskcast", which every
+        worker consumes), so WatchTask streams its progress (Progress.message
+        "retried R, skipped S of T"), CancelTask stops it (no task is retried
+        after the cancel is seen), GetTask shows it, and its result_json is
+        {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
+        it goes on across server restarts, and a worker lost mid-way is reaped
+        and the next attempt goes on from where it stopped, each selected task
+        retried at most once (RetryTask's script, with an atomic cursor). A task
+        that is no longer FAILED or CANCELLED when its turn comes (retried
+        meanwhile, expired) is skipped. With dry_run it only counts: the answer
+        carries the count and a sample of ids, and nothing is queued.
         Idempotent through `request_id`.
         """
 
