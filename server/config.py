@@ -72,6 +72,21 @@ class ServerSettings(CommonSettings):
     )
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
 
+    http_port: int = Field(
+        0, ge=0, le=65535, description="port of the HTTP/SSE gateway for web apps (0: off)"
+    )
+    http_host: str = Field("127.0.0.1", description="address the HTTP gateway binds")
+    http_cors_origins: str = Field(
+        "",
+        description="comma-separated origins the gateway allows cross-origin (e.g. "
+        "https://app.example.com; * for any; empty: none)",
+    )
+    token_secret: str = Field(
+        "",
+        description="key that signs watch tokens, the same on every replica (empty: a random "
+        "key kept in Redis)",
+    )
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from taskcast.core import tracing
 from taskcast.server import convert, kinds, metrics, submit, traces, validation
 from taskcast.server.config import ServerSettings
-from taskcast.server.errors import InvalidArgument, guard
+from taskcast.server.errors import guard
 from taskcast.server.fanout import Fanout
 from taskcast.server.store import ServerStore
 from taskcast.server.watch import WatchSession
@@ -59,9 +59,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        _check_id(request.task_id)
-        if len(request.reason) > 1024:
-            raise InvalidArgument([("reason", "must be at most 1024 characters")])
+        p = validation.Problems()
+        validation.task_id(request.task_id, p)
+        validation.reason(request.reason, p)
+        p.check()
         record = await self.store.cancel(request.task_id, request.reason or "cancelled by request")
         return pb.CancelTaskResponse(task=convert.task_to_pb(record))
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -64,8 +64,14 @@ class WatchSession:
         # simultaneous opens through a limit of 3.
         self.open = 0
 
-    async def stream(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+    async def stream(
+        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncGenerator[Item, None]:
         """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
+
+        `started` is awaited once the stream is admitted and the task and cursor checked, before
+        the first item: the HTTP gateway sends its response headers there, so every refusal
+        below comes before them (a 404 for an unknown task, not an empty stream).
 
         Raises:
             InvalidArgument: `after` is negative or past the task's last event.
@@ -88,7 +94,7 @@ class WatchSession:
         ended = "cancelled"  # by the caller, or a BaseException such as GeneratorExit
         try:
             # aclosing: a cancelled stream leaves the fan-out at once, not when GC finds it.
-            async with contextlib.aclosing(self._admitted(task_id, after)) as items:
+            async with contextlib.aclosing(self._admitted(task_id, after, started)) as items:
                 async for item in items:
                     yield item
             ended = "ended"
@@ -99,7 +105,9 @@ class WatchSession:
             self.open -= 1
             log.debug("watch %s closed: %s (%d open)", task_id, ended, self.open)
 
-    async def _admitted(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+    async def _admitted(
+        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None
+    ) -> AsyncGenerator[Item, None]:
         """`stream` once its slot is reserved: the cursor checked, then the items."""
         task = await self.store.get(task_id)  # NOT_FOUND before the stream starts
         if after > task.last_sequence:
@@ -114,6 +122,8 @@ class WatchSession:
                     )
                 ]
             )
+        if started is not None:
+            await started()
         if after:
             metrics.WATCH_RESUMED.inc()
         metrics.WATCH_OPEN.inc()

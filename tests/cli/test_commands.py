@@ -8,6 +8,8 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
             server=address,
         )
         assert out.returncode == 0 and "SUCCEEDED" in out.stdout
+        gateway = re.search(r"(http://127\.0\.0\.1:\d+/v1/tasks/)<id>/events", text)
+        assert gateway is not None, text
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(gateway.group(1) + "nope", timeout=10)
+        assert missing.value.code == 404 and b'"NOT_FOUND"' in missing.value.read()
         os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in its terminal
         assert dev.wait(60) == 0
     finally:
