@@ -208,6 +208,13 @@ def retry(task_id: str, request_id: str | None) -> Unary[Task]:
     return Unary("RetryTask", request, _task)
 
 
+def watch_token(task_id: str, ttl: float | dt.timedelta, cancel: bool) -> Unary[str]:
+    """CreateWatchToken; the reply is the token."""
+    request = pb.CreateWatchTokenRequest(task_id=task_id, allow_cancel=cancel)
+    _duration(ttl, request.ttl)
+    return Unary("CreateWatchToken", request, lambda r: str(r.token))
+
+
 def stats() -> Unary[Stats]:
     """GetStats; the reply is the whole `Stats`."""
     return Unary("GetStats", pb.GetStatsRequest(), Stats.from_pb)

@@ -9,6 +9,7 @@ import signal
 from dataclasses import dataclass
 
 import grpc
+import redis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -149,8 +150,14 @@ async def _start_gateway(
     settings: ServerSettings, service: TaskService, access: Access
 ) -> tuple[web.AppRunner, int]:
     """The HTTP gateway over the service's own store and watch session (one watcher budget)."""
+    try:  # read the watch-token key now; when Redis is not up yet, at the first token
+        await service.tokens.key()
+    except redis.RedisError as exc:
+        log.warning("watch-token key not read yet (%s); reading it on first use", exc)
+    # The gateway's Access reads watch tokens too; gRPC's never does.
+    with_tokens = Access(access.full, access.read, service.tokens)
     routes = gateway.Gateway(
-        service.store, service.watches, access, parse_tokens(settings.http_cors_origins)
+        service.store, service.watches, with_tokens, parse_tokens(settings.http_cors_origins)
     )
     return await gateway.start(routes, settings.http_host, settings.http_port)
 

@@ -95,6 +95,13 @@ class ServerSettings(CommonSettings):
             raise ValueError("must be host:port, e.g. 127.0.0.1:50051 or [::]:50051")
         return value
 
+    @field_validator("token_secret")
+    @classmethod
+    def _long_secret(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("tls_cert", "tls_key", "tls_client_ca")
     @classmethod
     def _pem_file(cls, value: str) -> str:

@@ -9,16 +9,17 @@ plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from taskcast.core import tracing
-from taskcast.server import convert, kinds, metrics, submit, traces, validation
+from taskcast.server import convert, kinds, metrics, submit, traces, validation, watchtokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import guard
 from taskcast.server.fanout import Fanout
 from taskcast.server.store import ServerStore
 from taskcast.server.watch import WatchSession
+from taskcast.server.watchtokens import WatchTokens
 from taskcast.v1 import tasks_pb2 as pb
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -36,6 +37,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self.watches = WatchSession(
             store, fanout, keepalive=settings.keepalive, max_watchers=settings.max_watchers
         )
+        secret = settings.token_secret.encode()
+        self.tokens = WatchTokens(_constant(secret) if secret else store.watch_token_key)
 
     @guard
     async def SubmitTask(
@@ -120,12 +123,32 @@ class TaskService(pb_grpc.TaskServiceServicer):
         )
 
     @guard
+    async def CreateWatchToken(
+        self, request: pb.CreateWatchTokenRequest, context: Context
+    ) -> pb.CreateWatchTokenResponse:
+        p = validation.Problems()
+        validation.task_id(request.task_id, p)
+        given = (request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
+        ttl = watchtokens.ttl_ms(validation.duration_ms(given, "ttl", p), p)
+        p.check()
+        await self.store.get(request.task_id)  # NOT_FOUND: no token for a task that is not there
+        token, expires = await self.tokens.issue(request.task_id, ttl, request.allow_cancel)
+        return pb.CreateWatchTokenResponse(token=token, expire_time=convert.ts(expires))
+
+    @guard
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
         _check_id(request.task_id)
         async for item in self.watches.stream(request.task_id, request.after_sequence):
             yield convert.watch_item_to_pb(item)
+
+
+def _constant(key: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def load() -> bytes:
+        return key
+
+    return load
 
 
 def _check_id(task_id: str) -> None:

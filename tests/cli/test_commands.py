@@ -85,6 +85,18 @@ def test_retry_runs_a_failed_task_again_and_refuses_a_pending_one(grpc_addr: str
 
 
 @pytest.mark.usefixtures("worker")
+def test_token_prints_a_watch_token_and_refuses_a_ttl_out_of_bounds(grpc_addr: str) -> None:
+    pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
+    out = run("token", pending, "--ttl", "2h", "--cancel", server=grpc_addr)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\n", out.stdout)
+    refused = run("token", pending, "--ttl", "25h", server=grpc_addr)
+    assert refused.returncode == 4 and "ttl: must be 1 second to 24 hours" in refused.stderr
+    assert run("token", pending, "--ttl", "soon", server=grpc_addr).returncode == 2
+    run("cancel", pending, server=grpc_addr)
+
+
+@pytest.mark.usefixtures("worker")
 def test_bad_payload_exits_4_with_the_field(grpc_addr: str) -> None:
     out = run("submit", "demo.sleep", "--json", "[1]", server=grpc_addr)
     assert out.returncode == 4

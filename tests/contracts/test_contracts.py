@@ -23,6 +23,7 @@ RPC_TO_METHOD = {
     "GetStats": "stats",
     "ListKinds": "kinds",
     "WatchTask": "watch",
+    "CreateWatchToken": "watch_token",
 }
 
 

@@ -42,8 +42,8 @@ google.rpc.* from google/rpc/error_details.proto:
   UNAUTHENTICATED      the server requires tokens and the call carries no
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
-  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask or RetryTask.
-                       No details.
+  PERMISSION_DENIED    a read-only token on SubmitTask, CancelTask, RetryTask or
+                       CreateWatchToken. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -145,6 +145,17 @@ class TaskServiceStub:
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
+    CreateWatchToken: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateWatchTokenRequest, _tasks_pb2.CreateWatchTokenResponse]
+    """Issues a watch token: a short-lived signed token a backend hands to a
+    browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+    stream and (with allow_cancel) its cancel, for this one task and nothing
+    else. Another task is 403 there, an expired or altered token 401; the
+    token is not accepted on gRPC. It needs a full-access token (it grants
+    access): read-only is PERMISSION_DENIED. An unknown or expired task is
+    NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+    against the verifying server's clock (keep hosts on NTP). Tokens are not
+    stored: one cannot be revoked, only left to expire.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -199,6 +210,17 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Replays the stored events after `after_sequence`, then streams live ones,
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
+    """
+    CreateWatchToken: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateWatchTokenRequest, _tasks_pb2.CreateWatchTokenResponse]  # type: ignore[assignment]
+    """Issues a watch token: a short-lived signed token a backend hands to a
+    browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+    stream and (with allow_cancel) its cancel, for this one task and nothing
+    else. Another task is 403 there, an expired or altered token 401; the
+    token is not accepted on gRPC. It needs a full-access token (it grants
+    access): read-only is PERMISSION_DENIED. An unknown or expired task is
+    NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+    against the verifying server's clock (keep hosts on NTP). Tokens are not
+    stored: one cannot be revoked, only left to expire.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -299,6 +321,23 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Replays the stored events after `after_sequence`, then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
         RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWatchToken(
+        self,
+        request: _tasks_pb2.CreateWatchTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.CreateWatchTokenResponse, _abc.Awaitable[_tasks_pb2.CreateWatchTokenResponse]]:
+        """Issues a watch token: a short-lived signed token a backend hands to a
+        browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+        stream and (with allow_cancel) its cancel, for this one task and nothing
+        else. Another task is 403 there, an expired or altered token 401; the
+        token is not accepted on gRPC. It needs a full-access token (it grants
+        access): read-only is PERMISSION_DENIED. An unknown or expired task is
+        NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+        against the verifying server's clock (keep hosts on NTP). Tokens are not
+        stored: one cannot be revoked, only left to expire.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
