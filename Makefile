@@ -41,9 +41,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: venv          ## mypy --strict on the packages as installed, then tests/ (relaxed)
+typecheck: venv          ## mypy --strict on the packages as installed, tests/ (relaxed), examples
 	$(BIN)/mypy -p taskcast.core -p taskcast.server -p taskcast.worker -p taskcast.client -p taskcast.cli
 	$(BIN)/mypy tests
+	$(BIN)/mypy examples/fastapi/app.py
 
 gen: venv                ## regenerate protos/taskcast/v1/*_pb2*.py after editing a .proto
 	$(BIN)/python scripts/gen_protos.py

@@ -1,0 +1,282 @@
+"""examples/fastapi in a real browser: ask, watch the answer stream in, reload, cancel, close.
+
+Every part is real: the session's redis-server, the server with its HTTP gateway, a worker whose
+`ai.chat` calls the stand-in model server at RATE tokens/s, the example app under uvicorn (a
+child process that creates its client at import time, as FastAPI apps do), and the system
+Chromium driven by Playwright. The page is on the app's origin and reads the gateway on another
+port, as a deployment without a shared reverse proxy would, so CORS is exercised too.
+
+Each test asks its own question, so each answer is known exactly (`reply_text`) and the stand-in's
+record of each model request can be told apart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from taskcast.cli.llm_standin import StandIn, reply_text
+from taskcast.cli.redis_proc import RedisProcess
+from taskcast.client import TaskClient, TaskState
+from taskcast.server.config import ServerSettings
+from tests.support import ROOT, STARTED, WorkerProcess, eventually
+
+BACKEND_TOKEN = f"backend-{uuid.uuid4().hex}"  # the app's full-access token, never the page's
+RATE = 20.0  # tokens/s: one event per token (the worker writes at most one per 50 ms)
+TOKENS = 60  # 3 s per answer: time to reload, cancel or close mid-stream
+# The brief's flags: no first-run, sync, update or other traffic off loopback.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Every text the answer box shows, in order, each change once (installed before the page runs).
+RECORD_ANSWERS = """
+window.__answers = [];
+new MutationObserver(() => {
+  const text = document.getElementById("answer")?.textContent;
+  if (text && text !== window.__answers.at(-1)) window.__answers.push(text);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+pytestmark = pytest.mark.usefixtures("ai_worker")
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The system Chromium; its absence fails the tests with the fix (`make test` installs it)."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(
+            "no `chromium` on PATH: the browser tests drive the system Chromium. `make test` "
+            "installs it when run as root on Debian or Ubuntu; otherwise run "
+            "`sudo apt-get install chromium` (or your system's package) and try again"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_socket() -> Iterator[socket.socket]:
+    """The app's listening socket, made first: the gateway must know the page's origin."""
+    sock = _listening_socket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(app_socket: socket.socket) -> str:
+    """The example app's origin."""
+    return f"http://127.0.0.1:{app_socket.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def server_settings(redis_server: RedisProcess, prefix: str, app_url: str) -> ServerSettings:
+    """The conftest's settings plus tokens (so the page can only use its watch token) and the
+    gateway, open to the app's origin."""
+    return ServerSettings(
+        redis_url=redis_server.url,
+        redis_prefix=prefix,
+        listen="127.0.0.1:0",
+        keepalive=0.3,
+        grace=1.0,
+        auth_tokens=BACKEND_TOKEN,
+        http_port=_free_port(),
+        http_cors_origins=app_url,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(grpc_addr: str) -> Iterator[TaskClient]:
+    """The conftest's client, with the backend's token."""
+    with TaskClient(grpc_addr, reconnect_for=20, token=BACKEND_TOKEN) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[StandIn]:
+    """The stand-in model server, streaming slowly enough to act mid-answer."""
+    with StandIn(rate=RATE, tokens=TOKENS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ai_worker(redis_server: RedisProcess, prefix: str, llm: StandIn) -> Iterator[WorkerProcess]:
+    """A real worker whose `ai.chat` calls the stand-in."""
+    env = {"TASKCAST_AI_BASE_URL": llm.url, "TASKCAST_AI_API_KEY": "sk-example"}
+    proc = WorkerProcess(redis_server.url, prefix, extra_env=env).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def webapp(
+    app_socket: socket.socket, app_url: str, grpc_addr: str, server_settings: ServerSettings
+) -> Iterator[str]:
+    """`uvicorn app:app` from examples/fastapi on the app's socket; its origin."""
+    env = {
+        **os.environ,
+        "TASKCAST_SERVER": grpc_addr,
+        "TASKCAST_TOKEN": BACKEND_TOKEN,
+        "GATEWAY_URL": f"http://127.0.0.1:{server_settings.http_port}",
+    }
+    fd = app_socket.fileno()
+    args = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "examples/fastapi"]
+    proc = subprocess.Popen(
+        [*args, "--fd", str(fd), "--log-level", "warning"],
+        env=env,
+        cwd=ROOT,
+        pass_fds=[fd],
+        start_new_session=True,
+    )
+    STARTED.append(proc)
+    try:
+        # The socket already listens: this waits in its backlog until uvicorn serves it.
+        with urllib.request.urlopen(app_url, timeout=30) as reply:
+            assert reply.status == 200
+        yield app_url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Browser]:
+    """The system Chromium, headless."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, webapp: str) -> Iterator[Page]:
+    """A fresh tab (its own sessionStorage) on the example's page, recording the answer box."""
+    context = browser.new_context()
+    context.add_init_script(RECORD_ANSWERS)
+    tab = context.new_page()
+    tab.goto(webapp)
+    yield tab
+    context.close()
+
+
+def _ask(page: Page, question: str) -> str:
+    """Ask on the page; the task id the app answered."""
+    page.fill("#question", question)
+    with page.expect_response(lambda r: r.url.endswith("/ask")) as response:
+        page.click("#ask")
+    body: dict[str, Any] = response.value.json()
+    return str(body["task_id"])
+
+
+def _answers(page: Page) -> list[str]:
+    return list(page.evaluate("window.__answers"))
+
+
+def _wait_answers(page: Page, count: int) -> list[str]:
+    page.wait_for_function(f"window.__answers.length >= {count}", timeout=20_000)
+    return _answers(page)
+
+
+def _proper_prefixes(texts: list[str], whole: str) -> bool:
+    return all(whole.startswith(t) and len(t) < len(whole) for t in texts)
+
+
+def test_the_answer_streams_in_and_a_reload_resumes_it_exactly(
+    page: Page, client: TaskClient
+) -> None:
+    question = "Why does a reload lose nothing?"
+    answer = reply_text(question, TOKENS)
+    task_id = _ask(page, question)
+    partials = _wait_answers(page, 3)
+    assert len(set(partials)) == len(partials) >= 3, partials
+    assert _proper_prefixes(partials, answer), partials
+
+    resumed: list[str] = []
+    page.on("request", lambda r: resumed.append(r.url) if "/events" in r.url else None)
+    page.reload()
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=20_000)
+    assert page.inner_text("#answer") == answer  # nothing lost, nothing twice
+    after_reload = _answers(page)
+    # The reloaded page showed the text it had kept, then more of the answer arrived.
+    assert len(after_reload) >= 2 and after_reload[-1] == answer, after_reload
+    assert _proper_prefixes(after_reload[:-1], answer), after_reload
+    # It asked for what follows the last event it had kept, not for everything again.
+    cursors = [parse_qs(urlsplit(u).query).get("after", ["0"])[0] for u in resumed]
+    assert cursors and int(cursors[0]) > 0, resumed
+    assert client.get(task_id).state == TaskState.SUCCEEDED
+
+
+def test_cancel_stops_the_task_and_the_model_request(
+    page: Page, client: TaskClient, llm: StandIn
+) -> None:
+    question = "Can a cancel reach the model?"
+    answer = reply_text(question, TOKENS)
+    task_id = _ask(page, question)
+    _wait_answers(page, 1)
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=20_000)
+    assert client.get(task_id).state == TaskState.CANCELLED
+    assert _proper_prefixes([page.inner_text("#answer")], answer)
+    expect(page.locator("#cancel")).to_be_disabled()
+
+    def closed() -> bool:
+        mine = [r for r in llm.records() if question in str(r.body.get("messages"))]
+        return bool(mine) and mine[-1].outcome == "disconnected"
+
+    eventually(closed, what="the model request closed by the cancel")
+
+
+def test_closing_the_tab_frees_the_watcher_slot_at_once(page: Page, client: TaskClient) -> None:
+    eventually(lambda: client.stats().watch_streams_open == 0, what="no stream open before")
+    task_id = _ask(page, "Who notices a closed tab?")
+    _wait_answers(page, 1)
+    assert client.stats().watch_streams_open == 1  # the page's EventSource, and nothing else
+    page.close()
+    # Keep-alives are 15 s apart: a slot freed within a second was freed by the disconnect.
+    eventually(lambda: client.stats().watch_streams_open == 0, 1.0, "the watcher slot freed in 1 s")
+    assert client.get(task_id).state == TaskState.RUNNING  # a closed tab is not a cancel
+    client.cancel(task_id)
+
+
+def test_a_refused_stream_is_shown_and_the_page_can_ask_again(
+    page: Page, client: TaskClient, server_settings: ServerSettings
+) -> None:
+    handle = client.submit("test.echo", {"web": True}, delay=3600)
+    token = client.watch_token(handle.id, cancel=True)
+    # What a tab kept while it was away, with a token gone bad since (here: altered).
+    events = f"http://127.0.0.1:{server_settings.http_port}/v1/tasks/{handle.id}/events"
+    kept: dict[str, Any] = {"task_id": handle.id, "events_url": f"{events}?token=x{token}"}
+    kept |= {"cancel_url": "", "seq": 1, "text": "", "state": "PENDING", "done": False}
+    page.evaluate("t => sessionStorage.setItem('taskcast-example-task', JSON.stringify(t))", kept)
+    page.reload()
+    expect(page.locator("#problem")).to_contain_text("refused")
+    expect(page.locator("#ask")).to_be_enabled()
+    handle.cancel()
