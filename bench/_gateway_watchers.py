@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import time
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aredis
 
-from bench._fanout_watchers import Stats
+from bench._fanout_watchers import Stats, until_done
 
 
 async def watch(http: aiohttp.ClientSession, url: str, stats: Stats, coord: aredis.Redis) -> None:
@@ -62,15 +61,7 @@ async def watch(http: aiohttp.ClientSession, url: str, stats: Stats, coord: ared
                     return
                 raise aiohttp.ClientPayloadError("stream closed without its end event")
         except (aiohttp.ClientError, OSError) as exc:
-            name = type(exc).__name__
-            stats.errors[name] = stats.errors.get(name, 0) + 1
-            if got_any:
-                stats.drops += 1
-                backoff = 0.1
-            else:
-                stats.open_retries += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 2.0)
+            backoff = await stats.failed(type(exc).__name__, got_any, backoff)
 
 
 async def run(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
@@ -84,15 +75,7 @@ async def run(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
             url = f"http://127.0.0.1:{args.port}/v1/tasks/{task_id}/events"
             tasks.append(asyncio.create_task(watch(http, url, stats, coord)))
             await asyncio.sleep(1 / args.open_rate)  # open gradually
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and not all(t.done() for t in tasks):
-            if await coord.exists("bench:stop"):
-                break
-            await asyncio.sleep(0.2)  # checking the driver's stop flag
-        unfinished = sum(not t.done() for t in tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        unfinished = await until_done(tasks, coord, args.timeout)
     await coord.aclose()
     return {"streams": len(ids), "unfinished": unfinished, **vars(stats)}
 
