@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -20,10 +20,10 @@ import redis
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskHandle
 from taskcast.core.layout import Layout
-from taskcast.server.app import Running, create_server
+from taskcast.server.app import create_server
 from taskcast.server.config import ServerSettings
 from tests.sse import Frame, frames, read_all
-from tests.support import LoopThread, eventually
+from tests.support import LoopThread, eventually, settings_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 MAX_WATCHERS = 3
@@ -33,29 +33,14 @@ ORIGIN = "http://127.0.0.1:5173"
 @pytest.fixture(scope="module")
 def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     """The conftest's settings with the gateway on, 3 watchers and one allowed origin."""
-    return ServerSettings(
-        redis_url=redis_server.url,
-        redis_prefix=prefix,
-        listen="127.0.0.1:0",
+    return settings_for(
+        redis_server,
+        prefix,
         keepalive=60,
-        grace=1.0,
         max_watchers=MAX_WATCHERS,
         http_port=free_port(),
         http_cors_origins=ORIGIN,
     )
-
-
-@pytest.fixture(scope="module")
-def base(grpc_server: Running) -> str:
-    """The gateway's root URL."""
-    return f"http://127.0.0.1:{grpc_server.http_port}/v1/tasks"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A real HTTP client."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 @pytest.fixture

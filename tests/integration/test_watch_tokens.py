@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -28,7 +28,7 @@ from taskcast.client import (
 from taskcast.server.app import Running, create_server
 from taskcast.server.config import ServerSettings
 from tests.sse import read_all
-from tests.support import LoopThread, eventually
+from tests.support import LoopThread, eventually, settings_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 FULL, READ = "s3cret-full", "s3cret-read"
@@ -38,22 +38,9 @@ BEARER_FULL = {"Authorization": f"Bearer {FULL}"}
 @pytest.fixture(scope="module")
 def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     """This module's server requires tokens and serves the gateway."""
-    return ServerSettings(
-        redis_url=redis_server.url,
-        redis_prefix=prefix,
-        listen="127.0.0.1:0",
-        keepalive=0.3,
-        grace=1.0,
-        auth_tokens=FULL,
-        read_tokens=READ,
-        http_port=free_port(),
+    return settings_for(
+        redis_server, prefix, auth_tokens=FULL, read_tokens=READ, http_port=free_port()
     )
-
-
-@pytest.fixture(scope="module")
-def base(grpc_server: Running) -> str:
-    """The gateway's root URL."""
-    return f"http://127.0.0.1:{grpc_server.http_port}/v1/tasks"
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +48,6 @@ def writer(grpc_addr: str) -> Iterator[TaskClient]:
     """A client with the full-access token."""
     with TaskClient(grpc_addr, token=FULL, reconnect_for=20) as c:
         yield c
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A real HTTP client."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 @pytest.fixture
