@@ -27,10 +27,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from taskcast.cli.llm_standin import StandIn, reply_text
-from taskcast.cli.redis_proc import RedisProcess
+from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
+from taskcast.server.app import Running
 from taskcast.server.config import ServerSettings
-from tests.support import ROOT, STARTED, WorkerProcess, eventually
+from tests.support import ROOT, STARTED, WorkerProcess, eventually, settings_for
 
 BACKEND_TOKEN = f"backend-{uuid.uuid4().hex}"  # the app's full-access token, never the page's
 RATE = 20.0  # tokens/s: one event per token (the worker writes at most one per 50 ms)
@@ -57,19 +58,6 @@ new MutationObserver(() => {
 pytestmark = pytest.mark.usefixtures("ai_worker")
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """The system Chromium; its absence fails the tests with the fix (`make test` installs it)."""
@@ -86,9 +74,10 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def app_socket() -> Iterator[socket.socket]:
     """The app's listening socket, made first: the gateway must know the page's origin."""
-    sock = _listening_socket()
-    yield sock
-    sock.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        yield sock
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +90,11 @@ def app_url(app_socket: socket.socket) -> str:
 def server_settings(redis_server: RedisProcess, prefix: str, app_url: str) -> ServerSettings:
     """The conftest's settings plus tokens (so the page can only use its watch token) and the
     gateway, open to the app's origin."""
-    return ServerSettings(
-        redis_url=redis_server.url,
-        redis_prefix=prefix,
-        listen="127.0.0.1:0",
-        keepalive=0.3,
-        grace=1.0,
+    return settings_for(
+        redis_server,
+        prefix,
         auth_tokens=BACKEND_TOKEN,
-        http_port=_free_port(),
+        http_port=free_port(),
         http_cors_origins=app_url,
     )
 
@@ -138,14 +124,14 @@ def ai_worker(redis_server: RedisProcess, prefix: str, llm: StandIn) -> Iterator
 
 @pytest.fixture(scope="module")
 def webapp(
-    app_socket: socket.socket, app_url: str, grpc_addr: str, server_settings: ServerSettings
+    app_socket: socket.socket, app_url: str, grpc_addr: str, grpc_server: Running
 ) -> Iterator[str]:
     """`uvicorn app:app` from examples/fastapi on the app's socket; its origin."""
     env = {
         **os.environ,
         "TASKCAST_SERVER": grpc_addr,
         "TASKCAST_TOKEN": BACKEND_TOKEN,
-        "GATEWAY_URL": f"http://127.0.0.1:{server_settings.http_port}",
+        "GATEWAY_URL": f"http://127.0.0.1:{grpc_server.http_port}",
     }
     fd = app_socket.fileno()
     args = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "examples/fastapi"]
@@ -267,12 +253,12 @@ def test_closing_the_tab_frees_the_watcher_slot_at_once(page: Page, client: Task
 
 
 def test_a_refused_stream_is_shown_and_the_page_can_ask_again(
-    page: Page, client: TaskClient, server_settings: ServerSettings
+    page: Page, client: TaskClient, base: str
 ) -> None:
     handle = client.submit("test.echo", {"web": True}, delay=3600)
     token = client.watch_token(handle.id, cancel=True)
     # What a tab kept while it was away, with a token gone bad since (here: altered).
-    events = f"http://127.0.0.1:{server_settings.http_port}/v1/tasks/{handle.id}/events"
+    events = f"{base}/{handle.id}/events"
     kept: dict[str, Any] = {"task_id": handle.id, "events_url": f"{events}?token=x{token}"}
     kept |= {"cancel_url": "", "seq": 1, "text": "", "state": "PENDING", "done": False}
     page.evaluate("t => sessionStorage.setItem('taskcast-example-task', JSON.stringify(t))", kept)
