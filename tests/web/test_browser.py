@@ -36,6 +36,8 @@ from tests.support import ROOT, STARTED, WorkerProcess, eventually, settings_for
 BACKEND_TOKEN = f"backend-{uuid.uuid4().hex}"  # the app's full-access token, never the page's
 RATE = 20.0  # tokens/s: one event per token (the worker writes at most one per 50 ms)
 TOKENS = 60  # 3 s per answer: time to reload, cancel or close mid-stream
+KEEPALIVE = 15.0  # seconds, the default
+STORAGE_KEY = "taskcast-example-task"  # where the page keeps its task (index.html)
 # The brief's flags: no first-run, sync, update or other traffic off loopback.
 CHROMIUM_ARGS = [
     "--headless",
@@ -88,11 +90,13 @@ def app_url(app_socket: socket.socket) -> str:
 
 @pytest.fixture(scope="module")
 def server_settings(redis_server: RedisProcess, prefix: str, app_url: str) -> ServerSettings:
-    """The conftest's settings plus tokens (so the page can only use its watch token) and the
-    gateway, open to the app's origin."""
+    """The conftest's settings plus tokens (so the page can only use its watch token), the
+    gateway, open to the app's origin, and the default 15 s between keep-alives (so a slot freed
+    sooner on an idle stream was freed by the disconnect, not by a failed keep-alive write)."""
     return settings_for(
         redis_server,
         prefix,
+        keepalive=KEEPALIVE,
         auth_tokens=BACKEND_TOKEN,
         http_port=free_port(),
         http_cors_origins=app_url,
@@ -240,29 +244,53 @@ def test_cancel_stops_the_task_and_the_model_request(
     eventually(closed, what="the model request closed by the cancel")
 
 
-def test_closing_the_tab_frees_the_watcher_slot_at_once(page: Page, client: TaskClient) -> None:
+def _keep(page: Page, client: TaskClient, base: str, *, bad_token: bool = False) -> str:
+    """Leave in the tab's storage what the page keeps for a task (one that stays PENDING, so
+    its stream is idle), as if it had asked and been reloaded; the task id."""
+    handle = client.submit("test.echo", {"web": True}, delay=3600)
+    token = ("x" if bad_token else "") + client.watch_token(handle.id, cancel=True)
+    url = f"{base}/{handle.id}/events?token={token}"
+    kept: dict[str, Any] = {"task_id": handle.id, "events_url": url, "cancel_url": ""}
+    kept |= {"seq": 0, "text": "", "state": "PENDING", "done": False}
+    page.evaluate("([k, t]) => sessionStorage.setItem(k, JSON.stringify(t))", [STORAGE_KEY, kept])
+    return handle.id
+
+
+def _slot_freed_within_a_second(client: TaskClient, page: Page) -> None:
+    assert client.stats().watch_streams_open == 1  # the page's EventSource, and nothing else
+    page.close()
+    eventually(lambda: client.stats().watch_streams_open == 0, 1.0, "the watcher slot freed in 1 s")
+
+
+def test_closing_the_tab_mid_answer_frees_the_watcher_slot_at_once(
+    page: Page, client: TaskClient
+) -> None:
     eventually(lambda: client.stats().watch_streams_open == 0, what="no stream open before")
     task_id = _ask(page, "Who notices a closed tab?")
     _wait_answers(page, 1)
-    assert client.stats().watch_streams_open == 1  # the page's EventSource, and nothing else
-    page.close()
-    # Keep-alives are 15 s apart: a slot freed within a second was freed by the disconnect.
-    eventually(lambda: client.stats().watch_streams_open == 0, 1.0, "the watcher slot freed in 1 s")
+    _slot_freed_within_a_second(client, page)
     assert client.get(task_id).state == TaskState.RUNNING  # a closed tab is not a cancel
+    client.cancel(task_id)
+
+
+def test_closing_a_tab_on_an_idle_stream_frees_its_slot_at_once(
+    page: Page, client: TaskClient, base: str
+) -> None:
+    eventually(lambda: client.stats().watch_streams_open == 0, what="no stream open before")
+    task_id = _keep(page, client, base)
+    page.reload()
+    expect(page.locator("#status")).to_have_text("pending")
+    eventually(lambda: client.stats().watch_streams_open == 1, what="the page's stream open")
+    # Nothing is written to this stream for KEEPALIVE s: only the disconnect can free it sooner.
+    _slot_freed_within_a_second(client, page)
     client.cancel(task_id)
 
 
 def test_a_refused_stream_is_shown_and_the_page_can_ask_again(
     page: Page, client: TaskClient, base: str
 ) -> None:
-    handle = client.submit("test.echo", {"web": True}, delay=3600)
-    token = client.watch_token(handle.id, cancel=True)
-    # What a tab kept while it was away, with a token gone bad since (here: altered).
-    events = f"{base}/{handle.id}/events"
-    kept: dict[str, Any] = {"task_id": handle.id, "events_url": f"{events}?token=x{token}"}
-    kept |= {"cancel_url": "", "seq": 1, "text": "", "state": "PENDING", "done": False}
-    page.evaluate("t => sessionStorage.setItem('taskcast-example-task', JSON.stringify(t))", kept)
+    task_id = _keep(page, client, base, bad_token=True)  # expired, or altered as here
     page.reload()
     expect(page.locator("#problem")).to_contain_text("refused")
     expect(page.locator("#ask")).to_be_enabled()
-    handle.cancel()
+    client.cancel(task_id)
