@@ -154,9 +154,10 @@ async def test_last_event_id_resumes_exactly_once_in_order(
 async def test_a_cursor_that_is_not_a_sequence_is_400(
     http: aiohttp.ClientSession, base: str, pending: TaskHandle
 ) -> None:
-    async with http.get(f"{base}/{pending.id}/events", headers={"Last-Event-ID": "x"}) as r:
-        assert r.status == 400
-        assert (await r.json())["error"]["violations"][0]["field"] == "Last-Event-ID"
+    for bad in ("x", "\u00b2", "-1", "9" * 20):
+        async with http.get(f"{base}/{pending.id}/events", headers={"Last-Event-ID": bad}) as r:
+            assert r.status == 400, bad
+            assert (await r.json())["error"]["violations"][0]["field"] == "Last-Event-ID"
     async with http.get(f"{base}/{pending.id}/events?after=99") as r:  # past its last event
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "INVALID_ARGUMENT"
