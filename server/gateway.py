@@ -200,11 +200,17 @@ def _cursor(request: web.Request) -> int:
     return int(text)
 
 
-async def start(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `gateway` on host:port on the running loop; returns the runner and the port."""
+async def start(gateway: Gateway, host: str, port: int, grace: float) -> tuple[web.AppRunner, int]:
+    """Serve `gateway` on host:port on the running loop; returns the runner and the port.
+
+    `runner.cleanup()` stops listening, gives requests still running `grace` seconds, then
+    cancels them (event streams have ended by then: the fan-out stopped first).
+    """
     # handler_cancellation: a client that goes (a tab closed) cancels its handler at once, so
     # its watcher slot is free at once, not at the next keep-alive write that fails.
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        gateway.app(), handler_cancellation=True, access_log=None, shutdown_timeout=grace
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
