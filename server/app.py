@@ -159,7 +159,7 @@ async def _start_gateway(
     routes = gateway.Gateway(
         service.store, service.watches, with_tokens, parse_tokens(settings.http_cors_origins)
     )
-    return await gateway.start(routes, settings.http_host, settings.http_port)
+    return await gateway.start(routes, settings.http_host, settings.http_port, settings.grace)
 
 
 async def serve(settings: ServerSettings) -> None:

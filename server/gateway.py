@@ -77,9 +77,10 @@ def error_response(exc: BaseException) -> web.Response:
     retry_after = getattr(err, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return web.json_response(
-        {"error": body}, status=HTTP_STATUS.get(err.code, 500), headers=headers
-    )
+    status = HTTP_STATUS.get(err.code, 500)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return web.json_response({"error": body}, status=status, headers=headers)
 
 
 class Gateway:
@@ -193,17 +194,23 @@ class Gateway:
 def _cursor(request: web.Request) -> int:
     """The sequence to resume after: `Last-Event-ID` (a browser reconnecting), else `?after=`."""
     text = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         field = "Last-Event-ID" if "Last-Event-ID" in request.headers else "after"
         raise InvalidArgument([(field, "must be a sequence number (0 or more)")])
     return int(text)
 
 
-async def start(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `gateway` on host:port on the running loop; returns the runner and the port."""
+async def start(gateway: Gateway, host: str, port: int, grace: float) -> tuple[web.AppRunner, int]:
+    """Serve `gateway` on host:port on the running loop; returns the runner and the port.
+
+    `runner.cleanup()` stops listening, gives requests still running `grace` seconds, then
+    cancels them (event streams have ended by then: the fan-out stopped first).
+    """
     # handler_cancellation: a client that goes (a tab closed) cancels its handler at once, so
     # its watcher slot is free at once, not at the next keep-alive write that fails.
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        gateway.app(), handler_cancellation=True, access_log=None, shutdown_timeout=grace
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -154,9 +154,10 @@ async def test_last_event_id_resumes_exactly_once_in_order(
 async def test_a_cursor_that_is_not_a_sequence_is_400(
     http: aiohttp.ClientSession, base: str, pending: TaskHandle
 ) -> None:
-    async with http.get(f"{base}/{pending.id}/events", headers={"Last-Event-ID": "x"}) as r:
-        assert r.status == 400
-        assert (await r.json())["error"]["violations"][0]["field"] == "Last-Event-ID"
+    for bad in ("x", "\u00b2", "-1", "9" * 20):
+        async with http.get(f"{base}/{pending.id}/events", headers={"Last-Event-ID": bad}) as r:
+            assert r.status == 400, bad
+            assert (await r.json())["error"]["violations"][0]["field"] == "Last-Event-ID"
     async with http.get(f"{base}/{pending.id}/events?after=99") as r:  # past its last event
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "INVALID_ARGUMENT"
@@ -180,6 +181,34 @@ async def test_an_idle_stream_sends_keep_alive_comments(
                 assert frame.retry == 1000 or frame.json["state"] == "PENDING"
     finally:
         loop_thread.run(running.stop(0.5))
+
+
+async def test_server_stop_cuts_streams_without_the_end_event(
+    http: aiohttp.ClientSession,
+    server_settings: ServerSettings,
+    loop_thread: LoopThread,
+    pending: TaskHandle,
+) -> None:
+    changes = {"http_port": free_port(), "grace": 5.0}
+    running = loop_thread.run(create_server(server_settings.model_copy(update=changes)))
+    url = f"http://127.0.0.1:{running.http_port}/v1/tasks/{pending.id}/events"
+    stopped = False
+    try:
+        async with http.get(url) as response:
+            seen = []
+            async for frame in frames(response):
+                seen.append(frame)
+                if frame.data:
+                    break
+            stopping = asyncio.to_thread(loop_thread.run, running.stop(5.0))
+            cut, _ = await asyncio.gather(read_all(response), stopping)  # the server closes it
+            stopped = True
+    finally:
+        if not stopped:
+            loop_thread.run(running.stop(0.5))
+    seen += cut
+    assert [f.json["state"] for f in seen if f.data] == ["PENDING"]
+    assert all(f.event != "end" for f in seen)  # cut, not ended: the browser resumes
 
 
 async def test_trimmed_history_is_announced(

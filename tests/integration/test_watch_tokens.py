@@ -220,6 +220,8 @@ async def test_gateway_takes_the_grpc_tokens_in_the_header_only(
 ) -> None:
     url = f"{base}/{pending.id}"
     assert await _status(http, "GET", url) == (401, "UNAUTHENTICATED")
+    async with http.get(url) as response:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
     assert await _status(http, "GET", url, headers={"Authorization": "Bearer x"}) == (
         401,
         "UNAUTHENTICATED",
