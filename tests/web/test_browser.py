@@ -12,21 +12,23 @@ record of each model request can be told apart.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from taskcast.cli.llm_standin import StandIn, reply_text
+from taskcast.cli.llm_standin import StandIn, Step, reply_text
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
 from taskcast.server.app import Running
@@ -36,6 +38,7 @@ from tests.support import ROOT, STARTED, WorkerProcess, eventually, settings_for
 BACKEND_TOKEN = f"backend-{uuid.uuid4().hex}"  # the app's full-access token, never the page's
 RATE = 20.0  # tokens/s: one event per token (the worker writes at most one per 50 ms)
 TOKENS = 60  # 3 s per answer: time to reload, cancel or close mid-stream
+MODEL = "web"  # the worker's default model: the app's payloads name none
 KEEPALIVE = 15.0  # seconds, the default
 STORAGE_KEY = "taskcast-example-task"  # where the page keeps its task (index.html)
 # The brief's flags: no first-run, sync, update or other traffic off loopback.
@@ -57,7 +60,6 @@ new MutationObserver(() => {
   if (text && text !== window.__answers.at(-1)) window.__answers.push(text);
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
-pytestmark = pytest.mark.usefixtures("ai_worker")
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +120,25 @@ def llm() -> Iterator[StandIn]:
 
 
 @pytest.fixture(scope="module")
-def ai_worker(redis_server: RedisProcess, prefix: str, llm: StandIn) -> Iterator[WorkerProcess]:
-    """A real worker whose `ai.chat` calls the stand-in."""
-    env = {"TASKCAST_AI_BASE_URL": llm.url, "TASKCAST_AI_API_KEY": "sk-example"}
-    proc = WorkerProcess(redis_server.url, prefix, extra_env=env).start()
-    yield proc
-    proc.stop()
+def ai_worker(
+    redis_server: RedisProcess, prefix: str, llm: StandIn
+) -> Iterator[Future[WorkerProcess]]:
+    """A real worker whose `ai.chat` calls the stand-in. It boots in the background while the
+    server, the app and the browser start (seconds each on a busy machine); `page` waits."""
+    env = {
+        "TASKCAST_AI_BASE_URL": llm.url,
+        "TASKCAST_AI_API_KEY": "sk-example",
+        "TASKCAST_AI_MODEL": MODEL,
+    }
+    proc = WorkerProcess(redis_server.url, prefix, extra_env=env)
+    with ThreadPoolExecutor(1, thread_name_prefix="worker-boot") as pool:
+        booted = pool.submit(proc.start)
+        try:
+            yield booted
+        finally:
+            with contextlib.suppress(Exception):  # a failed boot was reported by `page`
+                booted.result(60)
+            proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +162,10 @@ def webapp(
         start_new_session=True,
     )
     STARTED.append(proc)
+    # Ours closed, uvicorn's open: a page that connects before uvicorn serves waits in the
+    # backlog (no readiness poll: the browser launches meanwhile); if uvicorn died, it is refused.
+    app_socket.close()
     try:
-        # The socket already listens: this waits in its backlog until uvicorn serves it.
-        with urllib.request.urlopen(app_url, timeout=30) as reply:
-            assert reply.status == 200
         yield app_url
     finally:
         proc.terminate()
@@ -167,8 +182,9 @@ def browser(chromium: str) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, webapp: str) -> Iterator[Page]:
+def page(ai_worker: Future[WorkerProcess], webapp: str, browser: Browser) -> Iterator[Page]:
     """A fresh tab (its own sessionStorage) on the example's page, recording the answer box."""
+    ai_worker.result(60)
     context = browser.new_context()
     context.add_init_script(RECORD_ANSWERS)
     tab = context.new_page()
@@ -242,6 +258,19 @@ def test_cancel_stops_the_task_and_the_model_request(
         return bool(mine) and mine[-1].outcome == "disconnected"
 
     eventually(closed, what="the model request closed by the cancel")
+
+
+def test_a_retry_midway_starts_the_answer_over_on_the_page(
+    page: Page, client: TaskClient, llm: StandIn
+) -> None:
+    question = "What if the model hangs up?"
+    llm.script(MODEL, Step("drop", after=5), Step(tokens=20))  # a short second answer
+    task_id = _ask(page, question)
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=20_000)
+    assert page.inner_text("#answer") == reply_text(question, 20)  # no token of attempt 1 left
+    assert client.get(task_id).attempt == 2
+    shown = _answers(page)
+    assert any(len(b) < len(a) for a, b in itertools.pairwise(shown)), shown  # the reset shown
 
 
 def _keep(page: Page, client: TaskClient, base: str, *, bad_token: bool = False) -> str:
