@@ -29,7 +29,7 @@ TOKEN_TTL = 15 * 60.0  # seconds: a page reloaded within this time resumes its s
 ANSWER_TIMEOUT = 120.0  # seconds one attempt of the model call may take
 
 # Created at import time, as FastAPI apps do: the channel is made on first use, in uvicorn's loop.
-client = AsyncTaskClient()  # TASKCAST_SERVER, else 127.0.0.1:50051
+client = AsyncTaskClient()  # TASKCAST_SERVER (else 127.0.0.1:50051), TASKCAST_TOKEN if tokens
 
 
 @asynccontextmanager
