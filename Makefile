@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS := all,dev
 
-.PHONY: venv dev test lint typecheck gen gen-check check bench clean FORCE
+.PHONY: venv chromium dev test lint typecheck gen gen-check check bench clean FORCE
 
 # The development install is setuptools' strict editable mode: a tree of symlinks to the sources
 # under build/__editable__.*, on the venv's path, that mypy, Pyright and readers follow like any
@@ -31,16 +31,20 @@ venv: $(BIN)/.installed
 dev: venv                ## Redis (found or started), server and worker in the foreground
 	$(BIN)/taskcast dev
 
-test: venv               ## the whole suite against real processes
+test: venv chromium      ## the whole suite against real processes
 	$(BIN)/pytest
+
+chromium:                ## the system Chromium tests/web drives: installed when missing and root
+	@scripts/chromium.sh
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: venv          ## mypy --strict on the packages as installed, then tests/ (relaxed)
+typecheck: venv          ## mypy --strict on the packages as installed, tests/ (relaxed), examples
 	$(BIN)/mypy -p taskcast.core -p taskcast.server -p taskcast.worker -p taskcast.client -p taskcast.cli
 	$(BIN)/mypy tests
+	$(BIN)/mypy examples/fastapi/app.py
 
 gen: venv                ## regenerate protos/taskcast/v1/*_pb2*.py after editing a .proto
 	$(BIN)/python scripts/gen_protos.py

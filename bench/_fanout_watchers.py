@@ -36,6 +36,18 @@ class Stats:
         self.events = 0
         self.errors: dict[str, int] = {}
 
+    async def failed(self, error: str, got_any: bool, backoff: float) -> float:
+        """Count a stream that failed (a drop once it had delivered events), wait with jittered
+        backoff, and return the next backoff."""
+        self.errors[error] = self.errors.get(error, 0) + 1
+        if got_any:
+            self.drops += 1
+            backoff = 0.1
+        else:
+            self.open_retries += 1
+        await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+        return min(backoff * 2, 2.0)
+
 
 async def watch(method: Any, task_id: str, stats: Stats, coord: aredis.Redis, echo: bool) -> None:
     """One stream until its terminal event (or cancellation)."""
@@ -65,15 +77,22 @@ async def watch(method: Any, task_id: str, stats: Stats, coord: aredis.Redis, ec
             stats.ended += 1
             return
         except grpc.aio.AioRpcError as exc:
-            name = exc.code().name
-            stats.errors[name] = stats.errors.get(name, 0) + 1
-            if got_any:
-                stats.drops += 1
-                backoff = 0.1
-            else:
-                stats.open_retries += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 2.0)
+            backoff = await stats.failed(exc.code().name, got_any, backoff)
+
+
+async def until_done(tasks: list[asyncio.Task[None]], coord: aredis.Redis, timeout: float) -> int:
+    """Wait for every stream to end, `bench:stop` or `timeout`; cancel the rest and return how
+    many did not end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(t.done() for t in tasks):
+        if await coord.exists("bench:stop"):
+            break
+        await asyncio.sleep(0.2)  # checking the driver's stop flag
+    unfinished = sum(not t.done() for t in tasks)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return unfinished
 
 
 async def run(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
@@ -98,15 +117,7 @@ async def run(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
             asyncio.create_task(watch(methods[i % len(methods)], task_id, stats, coord, args.echo))
         )
         await asyncio.sleep(1 / args.open_rate)  # open gradually
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline and not all(t.done() for t in tasks):
-        if await coord.exists("bench:stop"):
-            break
-        await asyncio.sleep(0.2)  # checking the driver's stop flag
-    unfinished = sum(not t.done() for t in tasks)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    unfinished = await until_done(tasks, coord, args.timeout)
     for ch in channels:
         await ch.close()
     await coord.aclose()

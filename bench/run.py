@@ -13,6 +13,7 @@ ALL = (
     "batch",
     "handoff",
     "fanout",
+    "gateway",
     "scaling",
     "llm",
     "slots",

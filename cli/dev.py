@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,18 @@ def _wait_kinds(url: str, kinds: str, procs: list[subprocess.Popen[bytes]], time
         client.close()
 
 
+def _free_from(host: str, port: int, tries: int = 20) -> int:
+    """`port` if nothing listens on it, else the next free one of `tries`."""
+    for candidate in range(port, port + tries):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError(f"no free port in {port}-{port + tries - 1} for the HTTP gateway")
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:  # server first: watchers are told to resume; then the worker finishes up
         if p.poll() is None:
@@ -98,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"started redis-server on port {redis_child.port} (AOF data in {redis_child.data_dir})"
         )
+    if not settings.http_port:  # the HTTP gateway, for a web app's page: 8080 or the next free
+        settings = settings.model_copy(update={"http_port": _free_from(settings.http_host, 8080)})
     env = flags.environ_with(settings)
     ai_env, standin = _model_server()
     # Metrics: the server's on the port given, the worker's on the next one.
@@ -129,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             "streams a completion token by token; a task that only sleeps and reports progress:\n\n"
             f"  {server_env}.venv/bin/taskcast submit demo.sleep "
             '--json \'{"seconds": 3, "steps": 6}\' --watch\n\n'
+            f"HTTP gateway for web apps (JSON and Server-Sent Events): "
+            f"http://{settings.http_host}:{settings.http_port}/v1/tasks/<id>/events\n\n"
             "Ctrl-C stops everything started here.\n",
             soft_wrap=True,
         )

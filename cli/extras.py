@@ -22,6 +22,7 @@ MODULES = {
         "pydantic_settings",
         "prometheus_client",
         "jsonschema",
+        "aiohttp",
     ),
     "worker": (
         "dramatiq",

@@ -1,5 +1,5 @@
 """The `taskcast` command: server, worker, dev, submit, watch, get, cancel, retry, redrive, ls,
-stats, kinds."""
+stats, kinds, token."""
 
 from __future__ import annotations
 
@@ -165,6 +165,24 @@ def _get(args: argparse.Namespace) -> int:
     with _client(args) as client:
         show.console.print_json(json.dumps(show.task_dict(client.get(args.task_id))))
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(client.watch_token(args.task_id, ttl=args.ttl, cancel=args.cancel))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    """`90`, `90s`, `15m` or `2h` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        return float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 90, 90s, 15m, 2h)"
+        ) from None
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -379,6 +397,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("--reason", default="")
     p.set_defaults(fn=_cancel)
+
+    p = client_parser(
+        "token", "print a watch token: lets a browser watch one task through the HTTP gateway"
+    )
+    p.add_argument("task_id")
+    p.add_argument("--ttl", type=_seconds, default=900.0, help="lifetime: 90s, 15m, 2h (15m)")
+    p.add_argument("--cancel", action="store_true", help="the token may also cancel the task")
+    p.set_defaults(fn=_token)
 
     p = client_parser("retry", "run a FAILED or CANCELLED task again (same id, same events)")
     p.add_argument("task_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
@@ -212,6 +213,12 @@ class AsyncTaskClient(_requests.Settings):
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         """Cancel; see `TaskClient.cancel`."""
         return await self._call(_requests.cancel(task_id, reason))
+
+    async def watch_token(
+        self, task_id: str, ttl: float | dt.timedelta = 900.0, cancel: bool = False
+    ) -> str:
+        """A token for a browser to watch one task; see `TaskClient.watch_token`."""
+        return await self._call(_requests.watch_token(task_id, ttl, cancel))
 
     async def kinds(self) -> list[Kind]:
         """The kinds workers registered; see `TaskClient.kinds`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, Unpack
@@ -245,6 +246,28 @@ class TaskClient(_requests.Settings):
             NotFoundError: Unknown id.
         """
         return self._call(_requests.cancel(task_id, reason))
+
+    def watch_token(
+        self, task_id: str, ttl: float | dt.timedelta = 900.0, cancel: bool = False
+    ) -> str:
+        """A short-lived token that lets a browser watch this one task through the server's
+        HTTP gateway (`GET /v1/tasks/{id}/events?token=...`), and cancel it when `cancel`.
+
+        It opens that task and nothing else, and is not accepted on gRPC. Hand it to the page
+        that watches; ask for a new one when it expires.
+
+        Args:
+            task_id: The task the token opens.
+            ttl: How long it is valid, in seconds or as a timedelta: 1 s to 24 h (default 15
+                minutes).
+            cancel: Whether it may also cancel the task (`POST /v1/tasks/{id}:cancel`).
+
+        Raises:
+            NotFoundError: Unknown id.
+            InvalidArgumentError: `ttl` out of bounds.
+            PermissionDeniedError: This client's token is read-only.
+        """
+        return self._call(_requests.watch_token(task_id, ttl, cancel))
 
     def kinds(self) -> list[Kind]:
         """The kinds workers registered, by name: queue, defaults, payload schema, served.

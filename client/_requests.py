@@ -257,6 +257,13 @@ def redrive(**options: Unpack[RedriveOptions]) -> Unary[Redrive]:
     return Unary("RedriveTasks", request, Redrive.from_pb)
 
 
+def watch_token(task_id: str, ttl: float | dt.timedelta, cancel: bool) -> Unary[str]:
+    """CreateWatchToken; the reply is the token."""
+    request = pb.CreateWatchTokenRequest(task_id=task_id, allow_cancel=cancel)
+    _duration(ttl, request.ttl)
+    return Unary("CreateWatchToken", request, lambda r: str(r.token))
+
+
 def stats() -> Unary[Stats]:
     """GetStats; the reply is the whole `Stats`."""
     return Unary("GetStats", pb.GetStatsRequest(), Stats.from_pb)

@@ -117,6 +117,27 @@ class Task:
             raw=t,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The task as JSON types only (no protobuf), as the HTTP gateway serves it.
+
+        Fields that are None, empty, zero or false are left out, except `result` and
+        `progress`, kept whenever they are not None (a result may be 0 or ""); times are ISO
+        8601 text, `state` its name, `error` a dict of type, message and retryable.
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "raw" or value is None:
+                continue
+            if f.name not in ("result", "progress") and value in ("", {}, 0, False):
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    def to_json(self) -> str:
+        """`to_dict` as compact JSON text on one line."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
 
 EventType: TypeAlias = Literal[
     "state",  #: the task changed state (`state`, `attempt`, `result` or `error`, ...)

@@ -123,6 +123,11 @@ class Layout:
         """The sorted set of finished tasks not yet compacted, scored by finish time (Redis ms)."""
         return self._key("fin")
 
+    def watch_token_key(self) -> str:
+        """The random key that signs watch tokens when TASKCAST_TOKEN_SECRET is not set (made
+        once, SET NX, so every server process of the deployment verifies every other's)."""
+        return self._key("watch-token-key")
+
     def prune_lock(self) -> str:
         """The lock that lets one worker per interval sweep the indexes."""
         return self._key("prune-lock")

@@ -9,12 +9,14 @@ import signal
 from dataclasses import dataclass
 
 import grpc
+import redis
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskcast.core import redisurl
-from taskcast.server import metrics
-from taskcast.server.auth import TokenAuth, parse_tokens
+from taskcast.server import gateway, metrics
+from taskcast.server.auth import Access, TokenAuth, parse_tokens
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
 from taskcast.server.fanout import Fanout
@@ -45,12 +47,16 @@ class Running:
     service: TaskService
     health: health.aio.HealthServicer
     metrics: metrics.Endpoint | None = None  # /metrics, when settings.metrics_port is set
+    http: web.AppRunner | None = None  # the HTTP gateway, when settings.http_port is set
+    http_port: int = 0
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, streams told to resume elsewhere, in-flight unary calls finish."""
         await self.health.enter_graceful_shutdown()
-        await self.service.fanout.stop()
+        await self.service.fanout.stop()  # event streams too end (the browsers resume)
         await self.server.stop(grace)
+        if self.http is not None:
+            await self.http.cleanup()
         if self.metrics is not None:  # after the calls: their last counts are still served
             await asyncio.to_thread(self.metrics.close)
         await self.service.store.client.aclose()
@@ -96,12 +102,13 @@ async def create_server(settings: ServerSettings) -> Running:
     fanout.start()
     service = TaskService(store, fanout, settings)
     full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
+    access = Access(full, read)
     server = grpc.aio.server(
         # Metrics outermost (refused calls are counted too), then the token check, so a client
         # without one is never parsed further.
         interceptors=[
             metrics.RpcMetrics(),
-            *([TokenAuth(full, read)] if full or read else []),
+            *([TokenAuth(access)] if access.enabled else []),
             StrictDecoding(),
         ],
         options=server_options(settings),
@@ -124,6 +131,9 @@ async def create_server(settings: ServerSettings) -> Running:
         collector = metrics.QueueCollector(store, asyncio.get_running_loop())
         endpoint = metrics.serve(settings.metrics_host, settings.metrics_port, [collector])
     await server.start()
+    http, http_port = None, 0
+    if settings.http_port:
+        http, http_port = await _start_gateway(settings, service, access)
     try:  # watchers are correct either way (they resync when it connects); this is for the log
         await asyncio.wait_for(fanout.connected.wait(), timeout=5)
     except TimeoutError:
@@ -133,7 +143,23 @@ async def create_server(settings: ServerSettings) -> Running:
         )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Running(server, port, service, health_servicer, endpoint)
+    return Running(server, port, service, health_servicer, endpoint, http, http_port)
+
+
+async def _start_gateway(
+    settings: ServerSettings, service: TaskService, access: Access
+) -> tuple[web.AppRunner, int]:
+    """The HTTP gateway over the service's own store and watch session (one watcher budget)."""
+    try:  # read the watch-token key now; when Redis is not up yet, at the first token
+        await service.tokens.key()
+    except redis.RedisError as exc:
+        log.warning("watch-token key not read yet (%s); reading it on first use", exc)
+    # The gateway's Access reads watch tokens too; gRPC's never does.
+    with_tokens = Access(access.full, access.read, service.tokens)
+    routes = gateway.Gateway(
+        service.store, service.watches, with_tokens, parse_tokens(settings.http_cors_origins)
+    )
+    return await gateway.start(routes, settings.http_host, settings.http_port, settings.grace)
 
 
 async def serve(settings: ServerSettings) -> None:
@@ -153,6 +179,8 @@ async def serve(settings: ServerSettings) -> None:
         describe(settings),
         redisurl.redacted(settings.redis_url),
     )
+    if running.http is not None:
+        log.info("HTTP gateway on http://%s:%d/v1/tasks/", settings.http_host, running.http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

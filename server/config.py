@@ -72,12 +72,34 @@ class ServerSettings(CommonSettings):
     )
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
 
+    http_port: int = Field(
+        0, ge=0, le=65535, description="port of the HTTP/SSE gateway for web apps (0: off)"
+    )
+    http_host: str = Field("127.0.0.1", description="address the HTTP gateway binds")
+    http_cors_origins: str = Field(
+        "",
+        description="comma-separated origins the gateway allows cross-origin (e.g. "
+        "https://app.example.com; * for any; empty: none)",
+    )
+    token_secret: str = Field(
+        "",
+        description="key that signs watch tokens, the same on every replica (empty: a random "
+        "key kept in Redis)",
+    )
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 127.0.0.1:50051 or [::]:50051")
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_secret(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("tls_cert", "tls_key", "tls_client_ca")

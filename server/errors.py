@@ -6,7 +6,9 @@ ServiceError
 ├── AlreadyExists        ALREADY_EXISTS (idempotency key reused for another request)
 ├── FailedPrecondition   FAILED_PRECONDITION + PreconditionFailure
 ├── ResourceExhausted    RESOURCE_EXHAUSTED + RetryInfo (too many watchers, slow watcher)
-└── Unavailable          UNAVAILABLE + RetryInfo (Redis down, server shutting down)
+├── Unavailable          UNAVAILABLE + RetryInfo (Redis down, server shutting down)
+├── Unauthenticated      UNAUTHENTICATED (no token, an unknown one, an expired watch token)
+└── PermissionDenied     PERMISSION_DENIED (a token that does not allow this call)
 """
 
 from __future__ import annotations
@@ -140,8 +142,21 @@ class Unavailable(_Retryable):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unauthenticated(ServiceError):
+    """The call carries no token the server knows (or a watch token expired or was altered)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    """The caller is known, and its token does not allow this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 def translate(exc: BaseException) -> ServiceError:
-    """The ServiceError `exc` stands for (a Redis failure mapped, anything else INTERNAL)."""
+    """Any error as the ServiceError it maps to (Redis failures included; anything else is
+    logged and becomes INTERNAL): for the gRPC abort here and the HTTP gateway's answers."""
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, redis.RedisError):

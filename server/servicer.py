@@ -10,7 +10,7 @@ plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from taskcast.core import tracing
@@ -24,12 +24,14 @@ from taskcast.server import (
     submit,
     traces,
     validation,
+    watchtokens,
 )
 from taskcast.server.config import ServerSettings
-from taskcast.server.errors import InvalidArgument, guard
+from taskcast.server.errors import guard
 from taskcast.server.fanout import Fanout
 from taskcast.server.store import ServerStore
 from taskcast.server.watch import WatchSession
+from taskcast.server.watchtokens import WatchTokens
 from taskcast.v1 import tasks_pb2 as pb
 from taskcast.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -47,6 +49,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self.watches = WatchSession(
             store, fanout, keepalive=settings.keepalive, max_watchers=settings.max_watchers
         )
+        secret = settings.token_secret.encode()
+        self.tokens = WatchTokens(_constant(secret) if secret else store.watch_token_key)
 
     @guard
     async def SubmitTask(
@@ -86,9 +90,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        _check_id(request.task_id)
-        if len(request.reason) > 1024:
-            raise InvalidArgument([("reason", "must be at most 1024 characters")])
+        p = validation.Problems()
+        validation.task_id(request.task_id, p)
+        validation.reason(request.reason, p)
+        p.check()
         record = await self.store.cancel(request.task_id, request.reason or "cancelled by request")
         return pb.CancelTaskResponse(task=convert.task_to_pb(record))
 
@@ -168,6 +173,19 @@ class TaskService(pb_grpc.TaskServiceServicer):
         )
 
     @guard
+    async def CreateWatchToken(
+        self, request: pb.CreateWatchTokenRequest, context: Context
+    ) -> pb.CreateWatchTokenResponse:
+        p = validation.Problems()
+        validation.task_id(request.task_id, p)
+        given = (request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
+        ttl = watchtokens.ttl_ms(validation.duration_ms(given, "ttl", p), p)
+        p.check()
+        await self.store.get(request.task_id)  # NOT_FOUND: no token for a task that is not there
+        token, expires = await self.tokens.issue(request.task_id, ttl, request.allow_cancel)
+        return pb.CreateWatchTokenResponse(token=token, expire_time=convert.ts(expires))
+
+    @guard
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
@@ -181,6 +199,13 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> AsyncIterator[pb.TaskEvent]:
         async for item in group.stream(self.watches, convert.group_from_pb(request)):
             yield convert.watch_item_to_pb(item)
+
+
+def _constant(key: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def load() -> bytes:
+        return key
+
+    return load
 
 
 def _check_id(task_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -269,6 +270,15 @@ class ServerStore:
             if done.task is not None:
                 return done.task, done.result is calls.RetryResult.RETRIED
         raise Unavailable(f"task {task_id} kept changing while it was being retried; retry")
+
+    async def watch_token_key(self) -> bytes:
+        """The deployment's watch-token key: made once by whichever server asks first (SET NX
+        of 32 random bytes), then the same for every server."""
+        key, mine = self.layout.watch_token_key(), secrets.token_bytes(32)
+        # Two commands, not SET NX GET: that needs Redis 7, and this runs once per process.
+        if await self.client.set(key, mine, nx=True):
+            return mine
+        return cast("bytes | None", await self.client.get(key)) or mine
 
     async def mark(self, task_id: str) -> tuple[State, int] | None:
         """The task's state and newest event's sequence, or None when the task is gone."""

@@ -103,6 +103,12 @@ def task_id(value: str, problems: Problems) -> None:
         problems.add("task_id", "must be at most 128 printable characters")
 
 
+def reason(value: str, problems: Problems) -> None:
+    """A cancel reason: at most 1024 characters."""
+    if len(value) > 1024:
+        problems.add("reason", "must be at most 1024 characters")
+
+
 def timestamp_ms(value: tuple[int, int] | None, field: str, problems: Problems) -> int | None:
     """Epoch milliseconds of a Timestamp given as (seconds, nanos); None when unset or invalid.
 

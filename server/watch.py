@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -64,8 +64,14 @@ class WatchSession:
         # simultaneous opens through a limit of 3.
         self.open = 0
 
-    async def stream(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+    async def stream(
+        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncGenerator[Item, None]:
         """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
+
+        `started` is awaited once the stream is admitted and the task and cursor checked, before
+        the first item: the HTTP gateway sends its response headers there, so every refusal
+        below comes before them (a 404 for an unknown task, not an empty stream).
 
         Raises:
             InvalidArgument: `after` is negative or past the task's last event.
@@ -76,7 +82,7 @@ class WatchSession:
         """
         if after < 0:
             raise InvalidArgument([("after_sequence", "must be 0 or more")])
-        counted = self.counted(task_id, f" after {after}", self._admitted(task_id, after))
+        counted = self.counted(task_id, f" after {after}", self._admitted(task_id, after, started))
         async with contextlib.aclosing(counted):  # its slot freed when this stream closes
             async for item in counted:
                 yield item
@@ -113,7 +119,9 @@ class WatchSession:
             self.open -= 1
             log.debug("watch %s closed: %s (%d open)", what, ended, self.open)
 
-    async def _admitted(self, task_id: str, after: int) -> AsyncGenerator[Item, None]:
+    async def _admitted(
+        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None
+    ) -> AsyncGenerator[Item, None]:
         """`stream` once its slot is reserved: the cursor checked, then the items."""
         task = await self.store.get(task_id)  # NOT_FOUND before the stream starts
         if after > task.last_sequence:
@@ -128,6 +136,8 @@ class WatchSession:
                     )
                 ]
             )
+        if started is not None:
+            await started()
         if after:
             metrics.WATCH_RESUMED.inc()
         metrics.WATCH_OPEN.inc()

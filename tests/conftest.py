@@ -9,9 +9,10 @@ while one stream is open. Ours runs `create_server()` on a background event-loop
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
@@ -20,7 +21,7 @@ from taskcast.client import TaskClient
 from taskcast.server.app import Running, create_server
 from taskcast.server.config import ServerSettings
 from taskcast.v1 import tasks_pb2_grpc
-from tests.support import LoopThread, WorkerGroup, WorkerProcess, kill_leftovers
+from tests.support import LoopThread, WorkerGroup, WorkerProcess, kill_leftovers, settings_for
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,13 +48,7 @@ def prefix() -> str:
 @pytest.fixture(scope="module")
 def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     """Settings for the module's server; modules may override this fixture."""
-    return ServerSettings(
-        redis_url=redis_server.url,
-        redis_prefix=prefix,
-        listen="127.0.0.1:0",
-        keepalive=0.3,
-        grace=1.0,
-    )
+    return settings_for(redis_server, prefix)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +100,19 @@ def client(grpc_addr: str) -> Iterator[TaskClient]:
     """The sync client, connected to the module's server."""
     with TaskClient(grpc_addr, reconnect_for=20) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def base(grpc_server: Running) -> str:
+    """The HTTP gateway's root URL (for modules whose server_settings set http_port)."""
+    return f"http://127.0.0.1:{grpc_server.http_port}/v1/tasks"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A real HTTP client, for the gateway."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
 
 
 @pytest.fixture

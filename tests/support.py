@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 import redis
 
+from taskcast.cli.redis_proc import RedisProcess
 from taskcast.core import redisurl
 from taskcast.core.calls import NewTask
 from taskcast.core.layout import Layout
+from taskcast.server.config import ServerSettings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,19 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def settings_for(redis_server: RedisProcess, prefix: str, **changes: Any) -> ServerSettings:
+    """A test server's settings: loopback on a free port, keep-alives every 0.3 s, 1 s grace,
+    and any `changes`."""
+    fields: dict[str, Any] = {
+        "redis_url": redis_server.url,
+        "redis_prefix": prefix,
+        "listen": "127.0.0.1:0",
+        "keepalive": 0.3,
+        "grace": 1.0,
+    }
+    return ServerSettings(**{**fields, **changes})
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:

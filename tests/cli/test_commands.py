@@ -8,6 +8,8 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -83,6 +85,18 @@ def test_retry_runs_a_failed_task_again_and_refuses_a_pending_one(grpc_addr: str
     pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
     refused = run("retry", pending, server=grpc_addr)
     assert refused.returncode == 4 and "FAILED or CANCELLED" in refused.stderr
+    run("cancel", pending, server=grpc_addr)
+
+
+@pytest.mark.usefixtures("worker")
+def test_token_prints_a_watch_token_and_refuses_a_ttl_out_of_bounds(grpc_addr: str) -> None:
+    pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
+    out = run("token", pending, "--ttl", "2h", "--cancel", server=grpc_addr)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\n", out.stdout)
+    refused = run("token", pending, "--ttl", "25h", server=grpc_addr)
+    assert refused.returncode == 4 and "ttl: must be 1 second to 24 hours" in refused.stderr
+    assert run("token", pending, "--ttl", "soon", server=grpc_addr).returncode == 2
     run("cancel", pending, server=grpc_addr)
 
 
@@ -185,6 +199,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
             server=address,
         )
         assert out.returncode == 0 and "SUCCEEDED" in out.stdout
+        gateway = re.search(r"(http://127\.0\.0\.1:\d+/v1/tasks/)<id>/events", text)
+        assert gateway is not None, text
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(gateway.group(1) + "nope", timeout=10)
+        assert missing.value.code == 404 and b'"NOT_FOUND"' in missing.value.read()
         os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in its terminal
         assert dev.wait(60) == 0
     finally:

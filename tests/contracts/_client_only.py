@@ -22,6 +22,7 @@ from types import ModuleType
 #: (the dev extra's), which `import grpc` picks up when it finds it.
 REFUSED = frozenset(
     {
+        "aiohttp",
         "anyio",
         "dramatiq",
         "grpc_health",

@@ -26,6 +26,7 @@ RPC_TO_METHOD = {
     "ListKinds": "kinds",
     "WatchTask": "watch",
     "WatchTasks": "watch_group",
+    "CreateWatchToken": "watch_token",
 }
 
 

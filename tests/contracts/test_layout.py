@@ -21,13 +21,21 @@ KEY_PIECE = re.compile(
 OUTSIDE_CORE = ("server", "worker", "cli", "client", "tests", "bench", "scripts")
 
 
+def _url(text: str) -> bool:
+    """The HTTP gateway's cancel verb (`/v1/tasks/{id}:cancel`): a path, with a `/` before its
+    `:cancel` (no key name has one), not the cancel channel's key."""
+    return all(m.group().startswith(":cancel") for m in KEY_PIECE.finditer(text)) and bool(
+        re.search(r"/[^\s'\"]*:cancel", text)
+    )
+
+
 def _spellings(path: Path) -> list[str]:
     source = path.read_text()
     name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     found = [
         f"{name}:{tok.start[0]}: {tok.string}"
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-        if tok.type == tokenize.STRING and KEY_PIECE.search(tok.string)
+        if tok.type == tokenize.STRING and KEY_PIECE.search(tok.string) and not _url(tok.string)
     ]
     # Layout.key(*parts) was the escape hatch that let any module build any key.
     found += [
@@ -54,3 +62,6 @@ def test_the_scan_finds_a_spelt_key(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text('prefix = "p"\nkey = f"{prefix}:kinds"\nq = "default.DQ"\n')
     assert len(_spellings(sample)) == 2
+    route = tmp_path / "route.py"
+    route.write_text('route = "/v1/tasks/{id}:cancel"\nkey = f"{prefix}:cancel"\n')
+    assert [s.split(": ", 1)[1] for s in _spellings(route)] == ['f"{prefix}:cancel"']

@@ -50,7 +50,8 @@ google.rpc.* from google/rpc/error_details.proto:
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
   PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
-                       RetryTask or RedriveTasks (a dry run included). No details.
+                       RetryTask, RedriveTasks (a dry run included) or
+                       CreateWatchToken. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -947,6 +948,65 @@ class RedriveTasksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveTasksResponse: _TypeAlias = RedriveTasksResponse  # noqa: Y015
+
+@_typing.final
+class CreateWatchTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    ALLOW_CANCEL_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The one task the token opens (rules under NAMES above)."""
+    allow_cancel: _builtins.bool
+    """Whether the token may also cancel the task (POST /v1/tasks/{id}:cancel)."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the token is valid: 1 second to 24 hours; unset means 15 minutes."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        allow_cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_cancel", b"allow_cancel", "task_id", b"task_id", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateWatchTokenRequest: _TypeAlias = CreateWatchTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateWatchTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token: characters of A-Z a-z 0-9 - _ and one ".", safe in a URL as is
+    (`?token=`), or sent as "Authorization: Bearer <token>". About 140
+    characters for a task id SubmitTask made; at most 800 for any id.
+    """
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stops being accepted (the issuing server's clock)."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateWatchTokenResponse: _TypeAlias = CreateWatchTokenResponse  # noqa: Y015
 
 @_typing.final
 class ListTasksRequest(_message.Message):

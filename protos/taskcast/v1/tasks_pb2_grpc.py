@@ -90,6 +90,11 @@ class TaskServiceStub:
                 request_serializer=taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
                 response_deserializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.CreateWatchToken = channel.unary_unary(
+                '/taskcast.v1.TaskService/CreateWatchToken',
+                request_serializer=taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenRequest.SerializeToString,
+                response_deserializer=taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -241,6 +246,21 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWatchToken(self, request, context):
+        """Issues a watch token: a short-lived signed token a backend hands to a
+        browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+        stream and (with allow_cancel) its cancel, for this one task and nothing
+        else. Another task is 403 there, an expired or altered token 401; the
+        token is not accepted on gRPC. It needs a full-access token (it grants
+        access): read-only is PERMISSION_DENIED. An unknown or expired task is
+        NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+        against the verifying server's clock (keep hosts on NTP). Tokens are not
+        stored: one cannot be revoked, only left to expire.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +318,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTasks,
                     request_deserializer=taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
                     response_serializer=taskcast_dot_v1_dot_tasks__pb2.TaskEvent.SerializeToString,
+            ),
+            'CreateWatchToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWatchToken,
+                    request_deserializer=taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenRequest.FromString,
+                    response_serializer=taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -598,6 +623,33 @@ class TaskService:
             '/taskcast.v1.TaskService/WatchTasks',
             taskcast_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
             taskcast_dot_v1_dot_tasks__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWatchToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskcast.v1.TaskService/CreateWatchToken',
+            taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenRequest.SerializeToString,
+            taskcast_dot_v1_dot_tasks__pb2.CreateWatchTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,7 +50,8 @@ google.rpc.* from google/rpc/error_details.proto:
                        known one in the metadata "authorization: Bearer
                        <token>". Checked before anything else. No details.
   PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
-                       RetryTask or RedriveTasks (a dry run included). No details.
+                       RetryTask, RedriveTasks (a dry run included) or
+                       CreateWatchToken. No details.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -201,6 +202,17 @@ class TaskServiceStub:
     "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
     that during the stream: narrow the label.
     """
+    CreateWatchToken: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateWatchTokenRequest, _tasks_pb2.CreateWatchTokenResponse]
+    """Issues a watch token: a short-lived signed token a backend hands to a
+    browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+    stream and (with allow_cancel) its cancel, for this one task and nothing
+    else. Another task is 403 there, an expired or altered token 401; the
+    token is not accepted on gRPC. It needs a full-access token (it grants
+    access): read-only is PERMISSION_DENIED. An unknown or expired task is
+    NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+    against the verifying server's clock (keep hosts on NTP). Tokens are not
+    stored: one cannot be revoked, only left to expire.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -304,6 +316,17 @@ class TaskServiceAsyncStub(TaskServiceStub):
     A group of more than 10,000 tasks is FAILED_PRECONDITION (type
     "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
     that during the stream: narrow the label.
+    """
+    CreateWatchToken: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateWatchTokenRequest, _tasks_pb2.CreateWatchTokenResponse]  # type: ignore[assignment]
+    """Issues a watch token: a short-lived signed token a backend hands to a
+    browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+    stream and (with allow_cancel) its cancel, for this one task and nothing
+    else. Another task is 403 there, an expired or altered token 401; the
+    token is not accepted on gRPC. It needs a full-access token (it grants
+    access): read-only is PERMISSION_DENIED. An unknown or expired task is
+    NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+    against the verifying server's clock (keep hosts on NTP). Tokens are not
+    stored: one cannot be revoked, only left to expire.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -471,6 +494,23 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         A group of more than 10,000 tasks is FAILED_PRECONDITION (type
         "GROUP_SIZE", subject "label/<k=v>"), at the start or when it grows past
         that during the stream: narrow the label.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWatchToken(
+        self,
+        request: _tasks_pb2.CreateWatchTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.CreateWatchTokenResponse, _abc.Awaitable[_tasks_pb2.CreateWatchTokenResponse]]:
+        """Issues a watch token: a short-lived signed token a backend hands to a
+        browser, which opens the HTTP gateway's GET /v1/tasks/{id}, its event
+        stream and (with allow_cancel) its cancel, for this one task and nothing
+        else. Another task is 403 there, an expired or altered token 401; the
+        token is not accepted on gRPC. It needs a full-access token (it grants
+        access): read-only is PERMISSION_DENIED. An unknown or expired task is
+        NOT_FOUND; a ttl outside its bounds INVALID_ARGUMENT. Expiry is checked
+        against the verifying server's clock (keep hosts on NTP). Tokens are not
+        stored: one cannot be revoked, only left to expire.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
