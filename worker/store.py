@@ -16,7 +16,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from taskcast.core import calls, redisurl, scripts
-from taskcast.core.calls import Call, Skipped, Started
+from taskcast.core.calls import Call, Held, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
 from taskcast.core.layout import Layout
@@ -71,9 +71,12 @@ class WorkerStore:
                 time.sleep(delay)  # a worker thread with nothing else it may do
                 delay = min(delay * 2, 2.0)
 
-    def begin(self, task_id: str, attempt: int, lease_ms: int, token: str) -> Started | Skipped:
-        """Start `attempt`; returns `Started`, or why this delivery is skipped."""
-        call = calls.begin(self.layout, task_id, attempt, lease_ms, token)
+    def begin(
+        self, task_id: str, attempt: int, lease_ms: int, token: str, turn: int = 0
+    ) -> Started | Skipped | Held:
+        """Start `attempt`; returns `Started`, why this delivery is skipped, or the limit that
+        holds it back (`turn`: the one a rate limit reserved for it earlier, 0 for none)."""
+        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, turn)
         return calls.begin_reply(self._persist("begin", lambda: self.run(call)))
 
     def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:

@@ -31,9 +31,17 @@ local function emit(id, fields)
 end
 
 -- Move a task between states: indexes, per-kind counts, per-queue running count.
+-- Leaving RUNNING releases the attempt's concurrency share (`_limits.lua`); any move ends a wait
+-- for a limit (the task started, or will never start from that wait).
 local function move(id, from, to)
   local t = tkey(id)
-  local kind, queue, created = unpack(redis.call("HMGET", t, "kind", "queue", "created"))
+  local kind, queue, created, ckey, wait = unpack(
+    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait"))
+  if from == "RUNNING" and ckey then redis.call("ZREM", P .. ":lim:c:" .. ckey, id) end
+  if wait then
+    redis.call("ZREM", P .. ":lim:w:" .. wait, id)
+    redis.call("HDEL", t, "wait")
+  end
   if from then redis.call("ZREM", P .. ":idx:state:" .. from, id) end
   redis.call("ZADD", P .. ":idx:state:" .. to, created, id)
   local stats = P .. ":stats:kind:" .. kind

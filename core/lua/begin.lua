@@ -1,13 +1,18 @@
--- A: id, attempt the message starts, lease ms, delivery token (unique per delivery).
--- Returns {"run", payload, max_attempts, traceparent or "", waited} or {"skip", reason}; waited
+-- A: id, attempt the message starts, lease ms, delivery token (unique per delivery), the turn a
+-- rate limit reserved for this message (Redis ms; 0 for none).
+-- Returns {"run", payload, max_attempts, traceparent or "", waited}, {"skip", reason} or, when a
+-- limit holds the task back (`_limits.lua`; nothing changes but the wait's one event),
+-- {"wait", "concurrency" | "rate", key, limit, wait ms (0: back off), turn}; waited
 -- is the first attempt's ms from when the task was due (created, or not_before if later) until
 -- now, else -1. Calling it again with the same token answers "run" again (waited -1: measured
 -- once), so a retried call after a lost reply is harmless.
 local id, msg_attempt, lease_ms, token = A[1], tonumber(A[2]), tonumber(A[3]), A[4]
+local turn = tonumber(A[5]) or 0
 local t = tkey(id)
-local state, attempt, payload, max_attempts, out, owner, trace, created, not_before = unpack(
+local state, attempt, payload, max_attempts, out, owner, trace, created, not_before, ckey, climit,
+      rkey, rcount, rperiod = unpack(
   redis.call("HMGET", t, "state", "attempt", "payload", "max_attempts", "out", "token", "trace",
-             "created", "not_before"))
+             "created", "not_before", "ckey", "climit", "rkey", "rcount", "rperiod"))
 trace = trace or ""
 if not state then return {"skip", "missing"} end
 if TERMINAL[state] then return {"skip", "finished " .. state} end
@@ -16,6 +21,14 @@ if state == "RUNNING" then
   return {"skip", "running elsewhere"}
 end
 if msg_attempt ~= tonumber(attempt) + 1 then return {"skip", "stale attempt " .. msg_attempt} end
+if ckey or rkey then
+  local refused = admit(id, msg_attempt, lease_ms, turn, ckey, tonumber(climit), rkey,
+                        tonumber(rcount), tonumber(rperiod))
+  if refused then
+    waiting(id, msg_attempt, refused, tonumber(rperiod))
+    return {"wait", unpack(refused)}
+  end
+end
 if out then
   emit(id, {"type", "reset", "attempt", out})
   redis.call("HDEL", t, "out", "ttfo")

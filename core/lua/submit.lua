@@ -1,11 +1,12 @@
 -- A: id, kind, queue, payload, labels_json, max_attempts, not_before (ms, the client's clock),
 --    delay (ms from now), timeout_ms, idempotency key, fingerprint, mq queue (Q or Q.DQ),
---    message id, message data, traceparent ("" for none), label keys...
+--    message id, message data, traceparent ("" for none), concurrency key, concurrency limit,
+--    rate key, rate count, rate period (ms) (""/0: none; see _limits.lua), label keys...
 -- Returns {1, id, created, not_before} when created, {0, existing id, existing fingerprint} for a
 -- known key, or for this very call run again (redis-py retrying after a lost reply: the id is new
 -- on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, timeout_ms,
-      idem, fp, mq_queue, rid, data, trace = unpack(A, 1, 15)
+      idem, fp, mq_queue, rid, data, trace, ckey, climit, rkey, rcount, rperiod = unpack(A, 1, 20)
 if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
 local again = redis.call("HGET", tkey(id), "fp")
 if again then return {0, id, again} end
@@ -21,10 +22,12 @@ redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", 
   "labels", labels, "attempt", 0, "max_attempts", max_attempts, "created", NOW, "updated", NOW,
   "not_before", not_before, "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", 0)
 if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
+if ckey ~= "" then redis.call("HSET", tkey(id), "ckey", ckey, "climit", climit) end
+if rkey ~= "" then redis.call("HSET", tkey(id), "rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
 redis.call("ZADD", P .. ":idx:all", NOW, id)
 redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
 redis.call("SADD", P .. ":idx:kinds", kind)
-for i = 16, #A do
+for i = 21, #A do
   redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id)
   redis.call("SADD", P .. ":idx:labels", A[i])
 end
