@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from taskcast.client import InvalidArgumentError, TaskClient, TaskHandle, TaskState
+from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
 from tests.support import WorkerGroup, WorkerProcess, eventually
 
@@ -120,7 +121,7 @@ def test_a_killed_workers_shares_come_back_within_the_lease_and_nothing_is_lost(
 
 def _holds(rdb: redis.Redis, prefix: str, task_id: str) -> int:
     """How often the delivery of `task_id` waiting on the delay queue has been held back."""
-    for raw in rdb.hvals(Layout(prefix).mq.msgs("default.DQ")):
+    for raw in rdb.hvals(Layout(prefix).mq.msgs(mqlayout.delayed("default"))):
         message = json.loads(raw)
         if message["message_id"] == task_id:
             return int(message["options"].get("tc_holds") or 0)
