@@ -123,7 +123,7 @@ class Layout:
         return self._key("lim", "r", key)
 
     def limit_turns(self, key: str) -> str:
-        """The next turn (Redis ms) a rate key hands to a task that must wait."""
+        """The next turn (Redis microseconds) a rate key hands to a task that must wait."""
         return self._key("lim", "n", key)
 
     def limit_waiting(self, field: str) -> str:

@@ -14,6 +14,7 @@ for i = 5, #ARGV do A[i - 4] = ARGV[i] end
 -- script's effects, not the script, so reading TIME before writing is allowed.
 local CLOCK = redis.call("TIME")
 local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
+local NOW_US = tonumber(CLOCK[1]) * 1000000 + tonumber(CLOCK[2])  -- exact in a double until 2255
 
 local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
 

@@ -5,7 +5,7 @@
 -- members are dropped first, so a killed worker's shares come back within the lease time with no
 -- reaper; leases renew them (renew.lua) and leaving RUNNING releases them (move() in _lib.lua).
 --
--- Rate, N per period: starts are spaced by step = ceil(period / N), and a sliding log per key
+-- Rate, N per period: starts are spaced by step = period / N, and a sliding log per key
 -- (P:lim:r:<key>, the admission times within the last period) is the hard bound: a start is
 -- admitted only while fewer than N were admitted within the period before NOW, so NO window of
 -- that length ever holds more than N starts, across all workers, whatever the timing. The pacing
@@ -26,7 +26,7 @@ end
 -- Admit attempt `attempt` of task `id` under its limits; nil when admitted (the shares are
 -- taken), else {reason, key, limit, wait_ms, turn}.
 local function admit(id, attempt, lease_ms, turn, ckey, climit, rkey, rcount, rperiod)
-  local step = rkey and math.ceil(rperiod / rcount)
+  local step = rkey and rperiod * 1000 / rcount  -- in microseconds: 300/s is 3333 us, not 4 ms
   local running = ckey and (P .. ":lim:c:" .. ckey)
   if ckey then
     redis.call("ZREMRANGEBYSCORE", running, "-inf", NOW)
@@ -40,20 +40,23 @@ local function admit(id, attempt, lease_ms, turn, ckey, climit, rkey, rcount, rp
     -- for the trip through the delay queue to a worker (~10-50 ms). Arriving late, it would make
     -- every start after it late too: the log admits the start N later no earlier than a period
     -- after it.
-    local lead = math.min(math.floor(step / 2), 30)
+    local lead = math.min(math.floor(step / 2000), 30)
     if turn - lead > NOW then return {"rate", rkey, rcount, turn - lead - NOW, turn} end
     redis.call("ZREMRANGEBYSCORE", log, "-inf", NOW - rperiod)
     local count = redis.call("ZCARD", log)
     local pointer = P .. ":lim:n:" .. rkey
-    local nxt = tonumber(redis.call("GET", pointer) or "0")
-    if count >= rcount or (turn == 0 and nxt > NOW) then
+    local nxt = tonumber(redis.call("GET", pointer) or "0")  -- the next free turn, in us
+    if count >= rcount or (turn == 0 and nxt > NOW_US) then
       local free_at = NOW
       if count >= rcount then
         free_at = tonumber(redis.call("ZRANGE", log, 0, 0, "WITHSCORES")[2]) + rperiod
       end
       if turn > 0 then return {"rate", rkey, rcount, free_at - NOW, turn} end
-      local at = math.max(nxt, free_at)
-      redis.call("SET", pointer, string.format("%d", at + step), "PX", at + step - NOW + rperiod)
+      local at = math.max(nxt, free_at * 1000)
+      local after = math.ceil(at + step)
+      redis.call("SET", pointer, string.format("%d", after),
+                 "PX", math.ceil(after / 1000) - NOW + rperiod)
+      at = math.ceil(at / 1000)
       return {"rate", rkey, rcount, math.max(1, at - lead - NOW), at}
     end
   end
@@ -65,7 +68,8 @@ local function admit(id, attempt, lease_ms, turn, ckey, climit, rkey, rcount, rp
     redis.call("ZADD", log, NOW, id .. ":" .. attempt)
     redis.call("PEXPIRE", log, rperiod * 2)
     if turn == 0 then  -- a start without a turn takes the current one: the next is a step on
-      redis.call("SET", P .. ":lim:n:" .. rkey, string.format("%d", NOW + step), "PX", step + rperiod)
+      redis.call("SET", P .. ":lim:n:" .. rkey, string.format("%d", math.ceil(NOW_US + step)),
+                 "PX", math.ceil(step / 1000) + rperiod)
     end
     note_key("r:" .. rkey, rcount, rperiod)
   end
