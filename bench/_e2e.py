@@ -62,17 +62,19 @@ def taskcast(
     server_command: list[str] | None = None,
     worker_setup: str | None = None,
     env: dict[str, str] | None = None,
+    kind: str = "bench.noop",
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
-    `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead.
+    `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead;
+    `kind` is the no-op kind submitted (bench.limits: one under limits).
     """
     with _procs.stack() as st:
         r = st.redis()
         workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
         server, port = st.server(r.url, command=server_command, env=env)
         client = redis.Redis.from_url(r.url)
-        key = _procs.LAYOUT.kind_counts("bench.noop")
+        key = _procs.LAYOUT.kind_counts(kind)
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target
@@ -83,7 +85,7 @@ def taskcast(
 
                 async def caller() -> None:
                     for _ in left:
-                        await tc.submit("bench.noop", "{}")
+                        await tc.submit(kind, "{}")
 
                 await asyncio.gather(*(caller() for _ in range(CALLERS)))
 
