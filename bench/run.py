@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-ALL = ("submit", "e2e", "handoff", "fanout", "scaling", "llm", "slots")
+ALL = ("submit", "e2e", "handoff", "fanout", "scaling", "llm", "slots", "limits")
 
 
 def main() -> int:

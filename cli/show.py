@@ -39,6 +39,7 @@ def task_dict(t: Task) -> dict[str, Any]:
         "progress": t.progress,
         "created_at": t.created_at and t.created_at.isoformat(),
         "finished_at": t.finished_at and t.finished_at.isoformat(),
+        **({"limits": t.limits, "waiting_for": t.waiting_for} if t.limits else {}),
     }
 
 

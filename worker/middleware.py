@@ -141,7 +141,9 @@ class Lifecycle(Middleware):
             metrics.limit_wait(message.actor_name, held.reason)
         delay = held.wait_ms or min(HOLD_MIN_MS * 2**tries, HOLD_MAX_MS)
         options = {"tc_holds": tries + 1, "tc_turn": held.turn or None}
-        broker.defer(message.queue_name, message.copy(options=options), max(1, delay))
+        again = message.copy(options=options)
+        # Through a Redis blip too: an error here would dead-letter the only message of the task.
+        self.store.persist("hold", lambda: broker.defer(message.queue_name, again, max(1, delay)))
         message.options[HELD] = True
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:

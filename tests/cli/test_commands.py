@@ -190,3 +190,34 @@ def test_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     assert not answers(f"redis://127.0.0.1:{own_redis}/0")
     assert run("stats", server=address, timeout=30).returncode == 4  # nobody listens there now
     assert (tmp_path / "data" / "redis" / "appendonlydir").exists()  # AOF persistence on
+
+
+@pytest.mark.usefixtures("worker")
+def test_watch_says_which_limit_a_task_waits_for(grpc_addr: str) -> None:
+    from taskcast.client import TaskClient, TaskState
+
+    key = f"cli-{os.getpid()}"
+    with TaskClient(grpc_addr) as client:
+        blocker = client.submit(
+            "test.block", {"seconds": 60}, concurrency_key=key, concurrency_limit=1
+        )
+        eventually(lambda: blocker.get().state is TaskState.RUNNING, 20, "the blocker running")
+        args = ["submit", "test.echo", "--concurrency-key", key, "--concurrency-limit", "1", "-w"]
+        env = {**os.environ, "TASKCAST_SERVER": grpc_addr, "COLUMNS": "200"}
+        with subprocess.Popen(
+            [*TASKCAST, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]  # id, PENDING, waiting
+            blocker.cancel()
+            assert proc.wait(60) == 0
+    assert lines[2].split()[1:] == [
+        "waiting",
+        "for",
+        "concurrency",
+        "limit",
+        f"'{key}'",
+        "(1",
+        "at",
+        "once)",
+    ]

@@ -24,7 +24,7 @@ def test_a_bad_rate_is_refused_where_the_kind_is_declared(spec: str) -> None:
     ("limit", "key"), [(0, None), (10_001, None), (3, ""), (3, "{customer}"), (3, "x" * 129)]
 )
 def test_a_bad_concurrency_is_refused(limit: int, key: str | None) -> None:
-    with pytest.raises(ValueError, match="concurrency limit|limit key"):
+    with pytest.raises(ValueError, match=r"concurrency limit|limit key"):
         Concurrency(limit, key)
 
 
