@@ -53,7 +53,7 @@ def test_a_concurrency_key_runs_at_most_its_limit_at_once_across_three_workers(
     assert task.limits["concurrency_limit"] == 3 and task.attempt == 1
 
 
-def test_a_submit_limits_a_sync_kind_and_overrides_nothing_else(
+def test_a_submits_own_concurrency_limit_holds_a_sync_kind_across_two_workers(
     client: TaskClient, workers: WorkerGroup, rdb: redis.Redis, counter: str
 ) -> None:
     start(workers, 2)
