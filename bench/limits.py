@@ -2,12 +2,12 @@
 
 1. Cost. The e2e no-op run (bench/_e2e.py) in three variants, interleaved round after round so
    that load from elsewhere hits them alike: `base`, the code this branch started from (`git
-   merge-base HEAD main`, run from an extracted copy through PYTHONPATH); `no limits`, this code
-   with `bench.noop`; `limited`, this code with `bench.noop_limited` (a concurrency and a rate
+   merge-base HEAD main`); `no limits`, HEAD with `bench.noop`; `limited`, HEAD with
+   `bench.noop_limited` (a concurrency and a rate
    limit that never hold a task back, so what is measured is their cost). Each round starts with
    the next variant, so none always runs first. Target: `no limits`
    within noise (5%) of `base` in CPU per task and throughput: a task without limits costs no
-   extra Redis call.
+   extra Redis call. Every variant runs its committed code from an extracted tree (PYTHONPATH).
 2. Rate. `bench.rated` (20/s, one key) over 3 worker processes for 30 s: the most starts in any
    one-second window (must be <= 20), per calendar second, and the rate over the run (target:
    within 5% of 20/s). Start times are the Redis time the admitting script stamped.
@@ -31,15 +31,23 @@ PACKAGES = {"core": "core", "server": "server", "worker": "worker", "client": "c
 PACKAGES |= {"cli": "cli", "v1": "protos/taskcast/v1"}
 
 
-def base_tree(root: Path) -> tuple[str, str]:
-    """The merge-base's packages under `root`, importable as `taskcast`; (PYTHONPATH, commit)."""
-    commit = subprocess.run(
+def merge_base() -> str:
+    """The commit this branch started from."""
+    return subprocess.run(
         ["git", "merge-base", "HEAD", "main"], cwd=_report.ROOT, capture_output=True, text=True
     ).stdout.strip()
+
+
+def tree(root: Path, rev: str) -> str:
+    """The packages of `rev` under `root`, importable as `taskcast`; their PYTHONPATH.
+
+    Both sides run this way: the same code ran about 10% more CPU per task (in every process,
+    even the bench's own client) from the editable install than from such a tree.
+    """
     src = root / "src"
-    src.mkdir()
+    src.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "archive", commit, "core", "server", "worker", "client", "cli", "protos"],
+        ["git", "archive", rev, "core", "server", "worker", "client", "cli", "protos"],
         cwd=_report.ROOT,
         capture_output=True,
         check=True,
@@ -49,15 +57,17 @@ def base_tree(root: Path) -> tuple[str, str]:
     pkg.mkdir(parents=True)
     for name, folder in PACKAGES.items():
         (pkg / name).symlink_to(src / folder)
-    return str(root / "pkg"), commit
+    return str(root / "pkg")
 
 
-def cost(n: int, rounds: int, processes: int, threads: int, base_path: str) -> dict[str, Any]:
+def cost(
+    n: int, rounds: int, processes: int, threads: int, base_path: str, head_path: str
+) -> dict[str, Any]:
     """The three e2e variants, interleaved."""
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "base": {"env": {"PYTHONPATH": base_path}},
-        "no limits": {},
-        "limited": {"kind": "bench.noop_limited"},
+        "no limits": {"env": {"PYTHONPATH": head_path}},
+        "limited": {"env": {"PYTHONPATH": head_path}, "kind": "bench.noop_limited"},
     }
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     names = list(variants)
@@ -66,7 +76,7 @@ def cost(n: int, rounds: int, processes: int, threads: int, base_path: str) -> d
         # more CPU per task in every process, the client's identical code included.
         for name in names[r % 3 :] + names[: r % 3]:
             kw = variants[name]
-            res = _e2e.taskcast(n, processes, threads, **kw)  # type: ignore[arg-type]
+            res = _e2e.taskcast(n, processes, threads, **kw)
             runs[name].append(res)
             print(
                 f"  round {r + 1} {name:9} {res['tasks_per_s']:8,.0f} tasks/s  "
@@ -122,11 +132,12 @@ def main() -> None:
     n = args.tasks or (1_500 if args.quick else 10_000)
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (5 if args.quick else 30)
+    commit = merge_base()
     with tempfile.TemporaryDirectory() as tmp:
-        base_path, commit = base_tree(Path(tmp))
+        base_path, head_path = tree(Path(tmp) / "base", commit), tree(Path(tmp) / "head", "HEAD")
         print(f"cost: {n} no-op tasks x {rounds} rounds, {args.processes} x {args.threads}")
-        print(f"  base = {commit[:10]} (merge-base with main)")
-        costs = cost(n, rounds, args.processes, args.threads, base_path)
+        print(f"  base = {commit[:10]} (merge-base with main), against HEAD (committed code)")
+        costs = cost(n, rounds, args.processes, args.threads, base_path, head_path)
     t0 = time.monotonic()
     print(f"rate: 20/s for {seconds} s over 3 worker processes")
     rated = rate(seconds, 3)
