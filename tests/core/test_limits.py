@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from taskcast.core.kinds import KindInfo
@@ -39,7 +41,7 @@ def test_keys_are_built_from_the_payload() -> None:
     ("payload", "field"),
     [({}, "payload_json.customer"), ({"customer": {"a": 1}}, "payload_json.customer")],
 )
-def test_a_missing_or_odd_key_field_names_the_field(payload: dict, field: str) -> None:
+def test_a_missing_or_odd_key_field_names_the_field(payload: dict[str, Any], field: str) -> None:
     with pytest.raises(LimitKeyError) as info:
         expand("{payload.customer}", "k", payload)
     assert info.value.field == field
