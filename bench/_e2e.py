@@ -65,12 +65,14 @@ def taskcast(
     env: dict[str, str] | None = None,
     server_env: dict[str, str] | None = None,
     batch: int = 0,
+    kind: str = "bench.noop",
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
     `server_command`, `worker_setup` and `env` run prototypes (bench.experiments) instead;
     `env` goes to the workers and the server, `server_env` to the server only.
     `batch` > 0: each caller submits `batch` tasks per SubmitTasks call instead of one per call.
+    `kind` is the no-op kind submitted (bench.limits: one under limits).
     """
     with _procs.stack() as st:
         r = st.redis()
@@ -79,7 +81,7 @@ def taskcast(
             r.url, command=server_command, env={**(env or {}), **(server_env or {})}
         )
         client = redis.Redis.from_url(r.url)
-        key = _procs.LAYOUT.kind_counts("bench.noop")
+        key = _procs.LAYOUT.kind_counts(kind)
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target
@@ -90,10 +92,10 @@ def taskcast(
 
                 async def caller() -> None:
                     for _ in left:
-                        await tc.submit("bench.noop", "{}")
+                        await tc.submit(kind, "{}")
 
                 async def batch_caller() -> None:
-                    spec = TaskSpec("bench.noop", "{}")
+                    spec = TaskSpec(kind, "{}")
                     while chunk := [spec for _ in itertools.islice(left, batch)]:
                         results = await tc.submit_many(chunk)
                         assert not any(isinstance(r, RpcError) for r in results), results[:3]

@@ -19,3 +19,29 @@ def fail_once(payload: dict[str, Any], ctx: TaskContext) -> int:
     if ctx.attempt == 1:
         raise RuntimeError("upstream was down")
     return ctx.attempt
+
+
+# Per-key limits (bench/limits.py). A baseline run loads this module into the code this branch
+# started from, which has no limits: the limited kinds are then simply not defined.
+try:
+    from taskcast.worker import Concurrency, Rate
+except ImportError:  # the baseline's code
+    pass
+else:
+
+    @task(
+        "bench.noop_limited",
+        queue="default",
+        max_attempts=1,
+        # Limits that never hold a task back at e2e speed: what is measured is their cost.
+        concurrency=Concurrency(10_000),
+        rate=Rate("100000/s"),
+    )
+    def noop_limited(payload: dict[str, Any], ctx: TaskContext) -> None:
+        """`bench.noop` under a concurrency and a rate limit."""
+        return None
+
+    @task("bench.rated", queue="default", max_attempts=1, rate=Rate("20/s"))
+    def rated(payload: dict[str, Any], ctx: TaskContext) -> None:
+        """A no-op limited to 20 starts per second across all workers."""
+        return None

@@ -20,6 +20,7 @@ ALL = (
     "observability",
     "memory",
     "redrive",
+    "limits",
 )
 
 

@@ -140,6 +140,8 @@ def _submit(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             timeout=args.timeout,
             idempotency_key=args.idempotency_key,
+            concurrency_key=args.concurrency_key,
+            concurrency_limit=args.concurrency_limit,
         )
         if args.output == "json" and not args.watch:
             show.console.print_json(json.dumps(show.task_dict(handle.task)))
@@ -252,6 +254,8 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     for table in show.stats_tables(stats):
         show.console.print(table)
+    if stats.limits:
+        show.console.print(show.limits_table(stats))
     show.console.print(f"watch streams open on this server: {stats.watch_streams_open}")
     return 0
 
@@ -370,6 +374,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int)
     p.add_argument("--timeout", type=float, help="time limit of one attempt, seconds")
     p.add_argument("--idempotency-key")
+    p.add_argument(
+        "--concurrency-key",
+        help="with --concurrency-limit: run at most N attempts naming it at once",
+    )
+    p.add_argument("--concurrency-limit", type=int, metavar="N")
     p.add_argument("--watch", "-w", action="store_true", help="follow its events until it ends")
     p.set_defaults(fn=_submit)
 

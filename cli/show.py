@@ -39,6 +39,7 @@ def task_dict(t: Task) -> dict[str, Any]:
         "progress": t.progress,
         "created_at": t.created_at and t.created_at.isoformat(),
         "finished_at": t.finished_at and t.finished_at.isoformat(),
+        **({"limits": t.limits, "waiting_for": t.waiting_for} if t.limits else {}),
     }
 
 
@@ -70,7 +71,17 @@ def event_line(e: Event) -> str | None:
         return f"{seq} [yellow]output of attempt {e.attempt} discarded[/]"
     if e.type == "events_trimmed":
         return f"[yellow]events before #{e.first_available_sequence} were trimmed[/]"
+    if e.type == "waiting":
+        return f"{seq} [yellow]waiting for {limit_text(e.reason, e.key, e.limit, e.period)}[/]"
     return None
+
+
+def limit_text(reason: str, key: str, limit: int, period: float | None) -> str:
+    """ "rate limit 'acme' (20/s)", "concurrency limit 'acme' (3 at once)"."""
+    if reason == "rate":
+        unit = "s" if period == 1 else "min" if period == 60 else f"{period:g}s"
+        return f"rate limit {escape(repr(key))} ({limit}/{unit})"
+    return f"{reason} limit {escape(repr(key))} ({limit} at once)"
 
 
 def print_event(e: Event, *, as_json: bool, in_output: bool) -> bool:
@@ -128,7 +139,17 @@ def stats_dict(s: Stats) -> dict[str, Any]:
             {**dataclasses.asdict(w), "last_seen": w.last_seen and w.last_seen.isoformat()}
             for w in s.workers
         ],
+        "limits": [dataclasses.asdict(x) for x in s.limits],
     }
+
+
+def limits_table(s: Stats) -> Table:
+    """`taskcast stats`: the per-key limits in use."""
+    table = Table("limit", "key", "limit", "running", "waiting", title="limits")
+    for x in s.limits:
+        unit = "" if x.period is None else "/s" if x.period == 1 else "/min"
+        table.add_row(x.reason, escape(x.key), f"{x.limit}{unit}", str(x.running), str(x.waiting))
+    return table
 
 
 def kind_dict(k: Kind) -> dict[str, Any]:

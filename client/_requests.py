@@ -112,6 +112,8 @@ class SubmitOptions(TypedDict, total=False):
     max_attempts: int | None
     timeout: float | dt.timedelta | None
     idempotency_key: str | None
+    concurrency_key: str | None
+    concurrency_limit: int | None
 
 
 class ListOptions(TypedDict, total=False):
@@ -165,6 +167,8 @@ def submit_request(
         labels=dict(options.get("labels") or {}),
         idempotency_key=options.get("idempotency_key") or f"auto-{uuid.uuid4().hex}",
         max_attempts=options.get("max_attempts") or 0,
+        concurrency_key=options.get("concurrency_key") or "",
+        concurrency_limit=options.get("concurrency_limit") or 0,
     )
     if (delay := options.get("delay")) is not None:
         _duration(delay, req.delay)

@@ -15,6 +15,7 @@ __all__ = [
     "EventType",
     "Kind",
     "KindStats",
+    "LimitStats",
     "QueueStats",
     "Stats",
     "Task",
@@ -91,6 +92,11 @@ class Task:
     finished_at: dt.datetime | None
     time_to_first_output: float | None  #: seconds from attempt start to its first output
     raw: pb.Task = field(repr=False)
+    #: Per-key limits it runs under, as {"concurrency_key", "concurrency_limit", "rate_key",
+    #: "rate_limit", "rate_period" (seconds)}; None: none.
+    limits: dict[str, Any] | None = None
+    #: While a limit holds it back: "concurrency" or "rate"; else "".
+    waiting_for: str = ""
 
     @classmethod
     def from_pb(cls, t: pb.Task) -> Task:
@@ -115,6 +121,8 @@ class Task:
             finished_at=_time(t, "finish_time"),
             time_to_first_output=_seconds(t, "time_to_first_output"),
             raw=t,
+            limits=_limits(t.limits) if t.HasField("limits") else None,
+            waiting_for=t.waiting.reason if t.HasField("waiting") else "",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +147,16 @@ class Task:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
+def _limits(lim: pb.TaskLimits) -> dict[str, Any]:
+    return {
+        "concurrency_key": lim.concurrency_key,
+        "concurrency_limit": lim.concurrency_limit,
+        "rate_key": lim.rate_key,
+        "rate_limit": lim.rate_limit,
+        "rate_period": _seconds(lim, "rate_period"),
+    }
+
+
 EventType: TypeAlias = Literal[
     "state",  #: the task changed state (`state`, `attempt`, `result` or `error`, ...)
     "progress",  #: `progress` (0 to 1) and `message`
@@ -146,6 +164,7 @@ EventType: TypeAlias = Literal[
     "output_reset",  #: the output of `attempt` so far is void (it failed; a retry follows)
     "keep_alive",  #: nothing new; the stream is alive (no sequence)
     "events_trimmed",  #: events before `first_available_sequence` are gone (retention)
+    "waiting",  #: a limit holds the task back: `reason`, `key`, `limit` (`period`: rate's)
 ]
 # Fields `to_dict` leaves out when they hold their "does not apply" value; `result` and
 # `progress` are kept whenever they are not None (a result may be 0 or "", progress 0.0).
@@ -155,6 +174,9 @@ _EMPTY_WHEN: dict[str, object] = {
     "message": "",
     "text": "",
     "first_available_sequence": 0,
+    "reason": "",
+    "key": "",
+    "limit": 0,
 }
 
 
@@ -187,6 +209,10 @@ class Event:
     error: TaskError | None = None
     next_attempt_at: dt.datetime | None = None
     first_available_sequence: int = 0
+    reason: str = ""  #: waiting: "concurrency" or "rate"
+    key: str = ""  #: waiting: the limit's key
+    limit: int = 0  #: waiting: the limit (running at once, or starts per `period`)
+    period: float | None = None  #: waiting for a rate: its period in seconds
     raw: pb.TaskEvent | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -260,6 +286,17 @@ class Event:
             return cls(type="output", text=e.output.text, attempt=e.output.attempt, **base)
         if kind == "output_reset":
             return cls(type="output_reset", attempt=e.output_reset.attempt, **base)
+        if kind == "waiting":
+            w = e.waiting
+            return cls(
+                type="waiting",
+                reason=w.reason,
+                key=w.key,
+                limit=w.limit,
+                period=_seconds(w, "period"),
+                attempt=w.attempt,
+                **base,
+            )
         if kind == "events_trimmed":
             return cls(
                 type="events_trimmed",
@@ -360,6 +397,18 @@ class KindStats:
 
 
 @dataclass(frozen=True)
+class LimitStats:
+    """One per-key limit in use."""
+
+    reason: str  #: "concurrency" or "rate"
+    key: str
+    limit: int
+    period: float | None  #: rate: seconds
+    running: int  #: concurrency: running now; rate: started within the last period
+    waiting: int  #: tasks held back by it now
+
+
+@dataclass(frozen=True)
 class Stats:
     """The answer of GetStats."""
 
@@ -368,6 +417,7 @@ class Stats:
     workers: list[WorkerStats] = field(default_factory=list)
     #: WatchTask streams open on the server process that answered (each replica counts its own)
     watch_streams_open: int = 0
+    limits: list[LimitStats] = field(default_factory=list)  #: per-key limits in use
 
     @classmethod
     def from_pb(cls, r: pb.GetStatsResponse) -> Stats:
@@ -413,4 +463,8 @@ class Stats:
                 for k in r.kinds
             ],
             watch_streams_open=r.watch_streams_open,
+            limits=[
+                LimitStats(x.reason, x.key, x.limit, _seconds(x, "period"), x.running, x.waiting)
+                for x in r.limits
+            ],
         )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskcast.core import mqlayout
 from taskcast.core.layout import Layout
+from taskcast.core.limits import TaskLimits
 from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.states import State
 
@@ -60,6 +61,8 @@ class NewTask:
     fingerprint: str
     delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
     trace: str = ""  # the W3C traceparent its attempts continue ("": not traced)
+    # The effective per-key limits (core/limits.py).
+    limits: TaskLimits = field(default_factory=TaskLimits)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def submit(layout: Layout, task_id: str, new: NewTask, *, live: bool = True) -> 
         msg.data,
         new.trace,
         "1" if live else "0",
+        *new.limits.args(),
         *labels,
     )
 
@@ -270,6 +274,18 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Held:
+    """`begin` held the task back for a limit: no attempt started; try again after `wait_ms`
+    (0: back off), bringing `turn` (the rate limit's reserved turn, Redis ms; 0 for none)."""
+
+    reason: str  # "concurrency" or "rate"
+    key: str
+    limit: int
+    wait_ms: int
+    turn: int
+
+
+@dataclass(frozen=True)
 class Ack:
     """A delivered Dramatiq message for `begin` to acknowledge, as the consumer's ack would."""
 
@@ -279,18 +295,29 @@ class Ack:
 
 
 def begin(
-    layout: Layout, task_id: str, attempt: int, lease_ms: int, token: str, ack: Ack | None = None
+    layout: Layout,
+    task_id: str,
+    attempt: int,
+    lease_ms: int,
+    token: str,
+    turn: int = 0,
+    ack: Ack | None = None,
 ) -> Call:
-    """Start `attempt` under a lease; `token` is unique per delivery. With `ack`, acknowledge
-    the delivered Dramatiq message in the same script, whether the attempt runs or is skipped."""
+    """Start `attempt` under a lease, if its limits allow; `token` is unique per delivery,
+    `turn` the one a rate limit reserved for it earlier (0: none). With `ack`, acknowledge the
+    delivered Dramatiq message in the same script when the attempt runs or the delivery is
+    skipped (a delivery a limit holds back stays Dramatiq's to ack)."""
     acked = (ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")
-    return _about(layout, "begin", task_id, attempt, lease_ms, token, *acked)
+    return _about(layout, "begin", task_id, attempt, lease_ms, token, turn, *acked)
 
 
-def begin_reply(reply: Any) -> Started | Skipped:
+def begin_reply(reply: Any) -> Started | Skipped | Held:
     """Read `begin`'s reply."""
-    if _text(reply[0]) == "run":
+    what = _text(reply[0])
+    if what == "run":
         return Started(_text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]))
+    if what == "wait":
+        return Held(_text(reply[1]), _text(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
     return Skipped(_text(reply[1]))
 
 
@@ -438,6 +465,39 @@ def expired(layout: Layout, limit: int) -> Call:
 def expired_reply(reply: Any) -> list[str]:
     """The task ids."""
     return [_text(i) for i in reply]
+
+
+# limits (GetStats)
+@dataclass(frozen=True)
+class LimitFigures:
+    """One limit key now: `busy` is running (concurrency) or starts in the last period (rate)."""
+
+    reason: str  # "concurrency" or "rate"
+    key: str
+    limit: int
+    period_ms: int  # rate only (0 for concurrency)
+    busy: int
+    waiting: int  # tasks that emitted Waiting for it and have not started
+
+
+def limits(layout: Layout, most: int) -> Call:
+    """Figures of up to `most` limit keys in use; forgets idle keys."""
+    return Call("limits", [layout.limit_keys()], [*layout.common_args(), most])
+
+
+def limits_reply(reply: Any) -> list[LimitFigures]:
+    """Read `limits`' reply, sorted by reason and key."""
+    out = []
+    for i in range(0, len(reply), 4):
+        field, value = _text(reply[i]), _text(reply[i + 1]).split(" ")
+        reason = "concurrency" if field[0] == "c" else "rate"
+        period = int(value[1]) if len(value) > 1 else 0
+        out.append(
+            LimitFigures(
+                reason, field[2:], int(value[0]), period, int(reply[i + 2]), int(reply[i + 3])
+            )
+        )
+    return sorted(out, key=lambda f: (f.reason, f.key))
 
 
 # prune

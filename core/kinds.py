@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from taskcast.core.limits import Concurrency, Rate
+
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_S = 600.0  # an attempt's time limit
@@ -25,9 +27,13 @@ class KindInfo:
     seen_ms: int = 0
     #: The payload's JSON schema as canonical JSON text (sorted keys, no spaces); "" for none.
     schema: str = ""
+    #: Per-key limits its tasks run under (`core/limits.py`); None: none.
+    concurrency: Concurrency | None = None
+    rate: Rate | None = None
 
     def to_json(self) -> str:
         """The stored form (a field of `Layout.kinds()`)."""
+        c, r = self.concurrency, self.rate
         return json.dumps(
             {
                 "queue": self.queue,
@@ -35,6 +41,8 @@ class KindInfo:
                 "timeout_ms": self.timeout_ms,
                 "seen": self.seen_ms,
                 **({"schema": json.loads(self.schema)} if self.schema else {}),
+                **({"concurrency": {"limit": c.limit, "key": c.key}} if c else {}),
+                **({"rate": {"rate": r.spec, "key": r.key}} if r else {}),
             }
         )
 
@@ -48,7 +56,19 @@ class KindInfo:
             int(data["timeout_ms"]),
             int(data.get("seen", 0)),
             canonical(data["schema"]) if data.get("schema") else "",
+            _limit(Concurrency, data.get("concurrency"), "limit"),
+            _limit(Rate, data.get("rate"), "rate"),
         )
+
+
+def _limit(cls: Any, data: dict[str, Any] | None, first: str) -> Any:
+    """A declared limit from its stored form; None when absent or not valid (a newer worker's)."""
+    if not data:
+        return None
+    try:
+        return cls(data[first], data.get("key"))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def canonical(schema: dict[str, Any]) -> str:

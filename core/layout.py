@@ -132,6 +132,27 @@ class Layout:
         """The lock that lets one worker per interval sweep the indexes."""
         return self._key("prune-lock")
 
+    # Per-key limits (core/lua/_limits.lua)
+    def limit_running(self, key: str) -> str:
+        """The sorted set of task ids running under a concurrency key, scored by lease end."""
+        return self._key("lim", "c", key)
+
+    def limit_starts(self, key: str) -> str:
+        """The sorted set of a rate key's starts within its period (the sliding log)."""
+        return self._key("lim", "r", key)
+
+    def limit_turns(self, key: str) -> str:
+        """The next turn (Redis microseconds) a rate key hands to a task that must wait."""
+        return self._key("lim", "n", key)
+
+    def limit_waiting(self, field: str) -> str:
+        """The sorted set of tasks waiting for a limit (`field`: "c:<key>" or "r:<key>")."""
+        return self._key("lim", "w", field)
+
+    def limit_keys(self) -> str:
+        """The hash of limit keys in use: "c:<key>" -> limit, "r:<key>" -> "<N> <period ms>"."""
+        return self._key("lim", "keys")
+
     # Statistics
     def running_counts(self) -> str:
         """The hash of running attempts per queue."""

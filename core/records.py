@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskcast.core.limits import TaskLimits
 from taskcast.core.states import State
 
 
@@ -68,6 +69,8 @@ class TaskRecord:
     progress_message: str
     time_to_first_output_ms: int | None
     progress_attempt: int = 0  # the attempt that reported the progress
+    limits: TaskLimits = field(default_factory=TaskLimits)  # the per-key limits it runs under
+    waiting_for: str = ""  # "c:<key>" or "r:<key>" while held back by a limit
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> TaskRecord:
@@ -97,6 +100,14 @@ class TaskRecord:
             progress_message=f.get("pmsg", ""),
             time_to_first_output_ms=int(f["ttfo"]) if f.get("ttfo") else None,
             progress_attempt=_int(f.get("patt")),
+            limits=TaskLimits(
+                f.get("ckey", ""),
+                _int(f.get("climit")),
+                f.get("rkey", ""),
+                _int(f.get("rcount")),
+                _int(f.get("rperiod")),
+            ),
+            waiting_for=f.get("wait", ""),
         )
 
 
@@ -110,7 +121,7 @@ class EventRecord:
 
     @property
     def type(self) -> str:
-        """state, progress, output or reset."""
+        """state, progress, output, reset or waiting."""
         return self.fields.get("type", "")
 
     @property

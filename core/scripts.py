@@ -29,12 +29,16 @@ NAMES = (
     "prune",
     "compact",
     "wake",
+    "limits",
 )
+# Pieces a script needs besides `_lib.lua`, prepended in this order.
+INCLUDES = {"begin": ("_limits",)}
 
 
 def _source(name: str) -> str:
     lua = resources.files("taskcast.core") / "lua"
-    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    parts = ("_lib", *INCLUDES.get(name, ()), name)
+    return "\n".join((lua / f"{part}.lua").read_text() for part in parts)
 
 
 SOURCES = {name: _source(name) for name in NAMES}

@@ -13,7 +13,9 @@ import binascii
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from taskcast.core.calls import LimitFigures
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.limits import TaskLimits
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.errors import InvalidArgument, ServiceError, status_of
@@ -65,6 +67,8 @@ def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
         not_before=_pair(r, "not_before"),
         max_attempts=r.max_attempts,
         timeout=_pair(r, "timeout"),
+        concurrency_key=r.concurrency_key,
+        concurrency_limit=r.concurrency_limit,
     )
 
 
@@ -177,6 +181,42 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
         cancel_requested=t.cancel_requested,
         progress=progress,
         time_to_first_output=dur(t.time_to_first_output_ms),
+        limits=limits_to_pb(t.limits),
+        waiting=waiting_of(t),
+    )
+
+
+def limits_to_pb(limits: TaskLimits) -> pb.TaskLimits | None:
+    """A task's limits; None when it has none."""
+    if not limits:
+        return None
+    return pb.TaskLimits(
+        concurrency_key=limits.concurrency_key,
+        concurrency_limit=limits.concurrency_limit,
+        rate_key=limits.rate_key,
+        rate_limit=limits.rate_count,
+        rate_period=dur(limits.rate_period_ms or None),
+    )
+
+
+def waiting_of(t: TaskRecord) -> pb.Waiting | None:
+    """The limit that holds the task back now, if any."""
+    if not t.waiting_for:
+        return None
+    lim = t.limits
+    if t.waiting_for.startswith("c:"):
+        return pb.Waiting(
+            reason="concurrency",
+            key=lim.concurrency_key,
+            limit=lim.concurrency_limit,
+            attempt=t.attempt + 1,
+        )
+    return pb.Waiting(
+        reason="rate",
+        key=lim.rate_key,
+        limit=lim.rate_count,
+        period=dur(lim.rate_period_ms),
+        attempt=t.attempt + 1,
     )
 
 
@@ -205,6 +245,13 @@ def event_to_pb(e: EventRecord) -> pb.TaskEvent:
         out.output.attempt = attempt
     elif e.type == "reset":
         out.output_reset.attempt = attempt
+    elif e.type == "waiting":
+        out.waiting.reason = f.get("reason", "")
+        out.waiting.key = f.get("key", "")
+        out.waiting.limit = int(f.get("limit") or 0)
+        out.waiting.attempt = attempt
+        if f.get("period"):
+            out.waiting.period.FromMilliseconds(int(f["period"]))
     return out
 
 
@@ -226,6 +273,7 @@ def stats_to_pb(
     workers: list[WorkerRecord],
     *,
     watch_streams_open: int = 0,
+    limits: list[LimitFigures] | None = None,
 ) -> pb.GetStatsResponse:
     """The whole GetStats answer; `watch_streams_open` is this process's own count."""
     return pb.GetStatsResponse(
@@ -233,6 +281,19 @@ def stats_to_pb(
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],
         watch_streams_open=watch_streams_open,
+        limits=[limit_stats_to_pb(f) for f in limits or []],
+    )
+
+
+def limit_stats_to_pb(f: LimitFigures) -> pb.LimitStats:
+    """One limit key's figures."""
+    return pb.LimitStats(
+        reason=f.reason,
+        key=f.key,
+        limit=f.limit,
+        period=dur(f.period_ms or None),
+        running=f.busy,
+        waiting=f.waiting,
     )
 
 

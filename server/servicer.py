@@ -161,7 +161,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         queues, kinds = await self.store.stats()
         return convert.stats_to_pb(
-            queues, kinds, await self.store.workers(), watch_streams_open=self.watches.open
+            queues,
+            kinds,
+            await self.store.workers(),
+            watch_streams_open=self.watches.open,
+            limits=await self.store.limit_stats(),
         )
 
     @guard

@@ -448,6 +448,11 @@ class ServerStore:
         records.sort(key=lambda r: r.seen_ms, reverse=True)
         return records[:limit]
 
+    async def limit_stats(self, most: int = 1000) -> list[calls.LimitFigures]:
+        """Each limit key in use: running (or started this period) and waiting; idle keys are
+        forgotten on the way (`limits.lua`)."""
+        return calls.limits_reply(await self._run(calls.limits(self.layout, most)))
+
     async def stats(self) -> tuple[list[QueueFigures], list[KindFigures]]:
         """Per-queue and per-kind figures (see GetStatsResponse)."""
         kinds = await self.kinds(refresh=True)
@@ -518,6 +523,7 @@ def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
         progress_fraction=None,
         progress_message="",
         time_to_first_output_ms=None,
+        limits=new.limits,
     )
 
 

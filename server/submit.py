@@ -15,7 +15,7 @@ from taskcast.core.calls import NewTask
 from taskcast.core.kinds import ANY_KIND, KindInfo
 from taskcast.core.records import TaskRecord
 from taskcast.core.scripts import now_ms
-from taskcast.server import schemas, traces, validation
+from taskcast.server import limits, schemas, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, ServiceError, clip
 from taskcast.server.store import ServerStore
@@ -41,6 +41,8 @@ class SubmitRequest:
     not_before: Pair | None = None
     max_attempts: int = 0
     timeout: Pair | None = None
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
 
 async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSettings) -> NewTask:
@@ -58,10 +60,12 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
             "max_attempts",
             f"must be between 1 and {validation.MAX_ATTEMPTS} (0: the kind's default)",
         )
+    limits.check(r.concurrency_key, r.concurrency_limit, p)
     p.check()
     info = await _kind(r.kind, store, settings)
     if info.schema:  # the kind declared a payload model: its fields are checked before queueing
         await schemas.check(r.kind, info.schema, payload)
+    task_limits = limits.effective(r.kind, info, payload, r.concurrency_key, r.concurrency_limit)
     if r.queue:
         await _check_queue(r.queue, store, settings)
     queue = r.queue or info.queue
@@ -79,6 +83,7 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
             not_before,
             max_attempts,
             timeout_ms,
+            *([r.concurrency_key, r.concurrency_limit] if r.concurrency_key else []),
         )
     return NewTask(
         kind=r.kind,
@@ -91,6 +96,7 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
         delay_ms=delay_ms,  # from now by Redis's clock (submit.lua), not this server's
         idempotency_key=r.idempotency_key,
         fingerprint=digest,
+        limits=task_limits,
     )
 
 

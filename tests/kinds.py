@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskcast.worker import NonRetryableError, TaskContext, task
+from taskcast.core import redisurl
+from taskcast.worker import Concurrency, NonRetryableError, Rate, TaskContext, task
 
 log = logging.getLogger("tests.kinds")
 
@@ -160,3 +161,54 @@ async def async_span(payload: dict[str, Any], ctx: TaskContext) -> dict[str, str
     """The same inside an async handler on the slot loop."""
     await asyncio.sleep(0)
     return _current_span()
+
+
+# Per-key limits. The handlers count themselves in Redis (keys the test names in the payload),
+# so the test reads what really ran at once, not what the worker believes.
+_redis: Any = None
+
+
+def _rdb() -> Any:
+    global _redis  # one client per worker process, made in it (after Dramatiq forked it)
+    if _redis is None:
+        _redis = redisurl.sync_client(os.environ["TASKCAST_REDIS_URL"])
+    return _redis
+
+
+def _enter(counter: str) -> None:
+    """Count one more running under `counter`; keep the most ever seen at once."""
+    now = _rdb().incr(counter)
+    _rdb().zadd(counter + ".max", {"max": now}, gt=True)
+
+
+@task("test.limited", max_attempts=3, concurrency=Concurrency(3, key="{payload.customer}"))
+async def limited(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Count itself running under `payload.counter` for `seconds` (`first` on attempt 1);
+    returns the attempt."""
+    counter = payload["counter"]
+    seconds = payload.get("first") if ctx.attempt == 1 else None
+    _enter(counter)
+    try:
+        await asyncio.sleep(float(seconds or payload.get("seconds", 0.1)))
+    finally:
+        _rdb().decr(counter)
+    return ctx.attempt
+
+
+@task("test.counted", max_attempts=1)
+def counted(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """`test.limited` as a sync kind without limits of its own (a submit gives them)."""
+    counter = payload["counter"]
+    _enter(counter)
+    try:
+        time.sleep(float(payload.get("seconds", 0.1)))  # the handler's work
+    finally:
+        _rdb().decr(counter)
+    return ctx.attempt
+
+
+@task("test.rated", max_attempts=1, rate=Rate("20/s", key="{payload.account}"))
+def rated(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Return Redis's time (ms) as the handler starts."""
+    seconds, micros = _rdb().time()
+    return int(seconds) * 1000 + int(micros) // 1000

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled, TaskcastError
-from taskcast.worker.registry import task
+from taskcast.worker.registry import Concurrency, Rate, task
 
 __all__ = [
     # writing kinds
     "TaskContext",
     "task",
+    # per-key limits
+    "Concurrency",
+    "Rate",
     # steering retries
     "NonRetryableError",
     "RetryAfter",

@@ -163,6 +163,8 @@ class Registrar(Loop):
                 max_attempts=k.max_attempts or s.default_max_attempts,
                 timeout_ms=int((k.timeout or s.default_timeout) * 1000),
                 schema=k.schema(),
+                concurrency=k.concurrency,
+                rate=k.rate,
             )
             for k in self.registry.kinds.values()
         }

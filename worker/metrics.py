@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the attempt's context imports this module
     from taskcast.worker.attempt import Attempt
     from taskcast.worker.slots import Slots
 
-__all__ = ["Metrics", "attempt_ended", "first_output", "started"]
+__all__ = ["Metrics", "attempt_ended", "first_output", "limit_wait", "started"]
 
 # Seconds: queue waits and run times span milliseconds (an echo) to an hour (a batch job).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -58,6 +58,13 @@ FIRST_OUTPUT = Histogram(
     buckets=BUCKETS,
     registry=None,
 )
+LIMIT_WAITS = Counter(
+    "taskcast_limit_waits",
+    "Tasks a per-key limit held back (once per wait, not per try), by kind and reason "
+    "(concurrency, rate).",
+    ["kind", "reason"],
+    registry=None,
+)
 # "livesum": the sum over live processes; the supervisor drops a dead group's files.
 SLOTS = Gauge(
     "taskcast_worker_slots",
@@ -79,6 +86,11 @@ def started(kind: str, waited_ms: int) -> None:
     """An attempt started; `waited_ms` is a first attempt's wait for it (-1: not measured)."""
     if waited_ms >= 0:
         SCHEDULE_TO_START.labels(kind).observe(waited_ms / 1000)
+
+
+def limit_wait(kind: str, reason: str) -> None:
+    """A limit started holding a task of `kind` back."""
+    LIMIT_WAITS.labels(kind, reason).inc()
 
 
 def first_output(kind: str, seconds: float) -> None:

@@ -15,7 +15,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from taskcast.core import calls, mqlayout
-from taskcast.core.calls import Outcome, Skipped, Status
+from taskcast.core.calls import Held, Outcome, Skipped, Status
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 log = logging.getLogger("taskcast.worker")
+
+# A task held back by a limit waits on its delay queue: at first 0.2 s, doubling up to 2 s while a
+# concurrency limit stays full (a rate limit says exactly how long to wait).
+HOLD_MIN_MS, HOLD_MAX_MS = 200, 2000
+HELD = "tc_held"  # set on a message whose delivery a limit held back: no "skipped" warning
+
+
+def _quiet_holds(record: logging.LogRecord) -> bool:
+    """Drop Dramatiq's "Message ... was skipped." for a delivery a limit held back (routine)."""
+    message = record.args[0] if isinstance(record.args, tuple) and record.args else None
+    return not getattr(message, "options", {}).get(HELD)
 
 
 class Lifecycle(Middleware):
@@ -74,6 +85,7 @@ class Lifecycle(Middleware):
         """Start the slot loop and its writer."""
         self.aio.boot()
         asyncio.run_coroutine_threadsafe(self.writer.run(), self.aio.loop)
+        logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_quiet_holds)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         """Take no more work; the shutdown timeout starts now."""
@@ -89,8 +101,12 @@ class Lifecycle(Middleware):
         task_id, number = message.message_id, int(message.options.get("tc_attempt", 1))
         # `begin` acknowledges the message too: a round trip per task less than Dramatiq's ack
         ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
+        turn = int(message.options.get("tc_turn") or 0)
         token = uuid.uuid4().hex
-        started = self.store.begin(task_id, number, self.settings.lease_ms, token, ack)
+        started = self.store.begin(task_id, number, self.settings.lease_ms, token, turn, ack)
+        if isinstance(started, Held):  # not acked by `begin`: Dramatiq's ack, after the copy
+            self._hold(broker, message, started)
+            raise SkipMessage(f"held back by its {started.reason} limit")
         if ack is not None:
             message.options[transport.ACKED] = True
         if isinstance(started, Skipped):
@@ -123,6 +139,18 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running[task_id] = ctx
         attempts.set_current(attempt)
+
+    def _hold(self, broker: Any, message: Any, held: Held) -> None:
+        """Put a delivery a limit held back on its delay queue, to try again after the wait."""
+        tries = int(message.options.get("tc_holds") or 0)
+        if tries == 0:
+            metrics.limit_wait(message.actor_name, held.reason)
+        delay = held.wait_ms or min(HOLD_MIN_MS * 2**tries, HOLD_MAX_MS)
+        options = {"tc_holds": tries + 1, "tc_turn": held.turn or None}
+        again = message.copy(options=options)
+        # Through a Redis blip too: an error here would dead-letter the only message of the task.
+        self.store.persist("hold", lambda: broker.defer(message.queue_name, again, max(1, delay)))
+        message.options[HELD] = True
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Nothing ran: forget the attempt of this thread, if any."""

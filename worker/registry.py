@@ -12,9 +12,10 @@ import dramatiq
 from pydantic import BaseModel, ValidationError
 
 from taskcast.core.kinds import DEFAULT_QUEUE, canonical
+from taskcast.core.limits import Concurrency, Rate
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 
-__all__ = ["KindSpec", "Registry", "registry", "task"]
+__all__ = ["Concurrency", "KindSpec", "Rate", "Registry", "registry", "task"]
 
 Handler = Callable[..., Any]
 
@@ -31,6 +32,8 @@ class KindSpec:
     non_retryable: tuple[type[BaseException], ...] = ()
     retry_backoff: tuple[float, float] | None = None
     payload: type[BaseModel] | None = None
+    concurrency: Concurrency | None = None
+    rate: Rate | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +102,8 @@ def task(
     retry_backoff: tuple[float, float] | None = None,
     payload: type[BaseModel] | None = None,
     payload_model: bool = False,
+    concurrency: Concurrency | None = None,
+    rate: Rate | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a function as the handler of a task kind.
 
@@ -121,6 +126,11 @@ def task(
         retry_backoff: (first delay, longest delay) in seconds between attempts.
         payload: The pydantic model of the payload (default: any JSON object).
         payload_model: Hand the handler the validated model instead of the dict.
+        concurrency: At most this many attempts per key run at once, across all workers, e.g.
+            `Concurrency(3, key="{payload.customer}")` (key None: one limit for the kind). A
+            submit's own concurrency key and limit replace it.
+        rate: At most this many attempts per key start per second or minute, across all
+            workers, e.g. `Rate("20/s", key="{payload.account}")`.
 
     Returns:
         The function itself, unchanged.
@@ -133,7 +143,16 @@ def task(
     def decorate(fn: Handler) -> Handler:
         handler = _typed(kind, fn, payload) if payload is not None and payload_model else fn
         spec = KindSpec(
-            kind, handler, queue, max_attempts, timeout, non_retryable, retry_backoff, payload
+            kind,
+            handler,
+            queue,
+            max_attempts,
+            timeout,
+            non_retryable,
+            retry_backoff,
+            payload,
+            concurrency,
+            rate,
         )
         registry.add(spec)
         return fn

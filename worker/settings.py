@@ -48,6 +48,16 @@ class WorkerSettings(CommonSettings):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds running attempts get to finish on SIGTERM"
     )
+    # Dramatiq's default is 60 s, and only a roll of its maintenance chance (1 in 1,000 commands)
+    # then puts a dead process's fetched messages back: 325 s once. Messages a limit holds back
+    # wait in a delay-queue consumer's memory for as long as the limit holds, so a killed worker
+    # would strand them that long. 20 s stays well above a GIL-starved pause (dramatiq#692).
+    mq_heartbeat_timeout: float = Field(
+        20.0,
+        ge=2,
+        description="seconds after which a silent worker process's fetched messages "
+        "(queued, delayed, held back by a limit) are put back for others",
+    )
     unserved_kind_timeout: float = Field(
         300.0,
         gt=0,

@@ -16,7 +16,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from taskcast.core import calls, redisurl, scripts
-from taskcast.core.calls import Call, Skipped, Started
+from taskcast.core.calls import Call, Held, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
 from taskcast.core.layout import Layout
@@ -58,7 +58,7 @@ class WorkerStore:
         """Send one script call; its reply as redis-py gives it."""
         return self._scripts[call.script](keys=call.keys, args=call.args)
 
-    def _persist(self, what: str, fn: Callable[[], T]) -> T:
+    def persist(self, what: str, fn: Callable[[], T]) -> T:
         """Retry `fn` through a Redis outage: a lost begin or finish would strand a task."""
         delay = 0.1
         while True:
@@ -72,24 +72,31 @@ class WorkerStore:
                 delay = min(delay * 2, 2.0)
 
     def begin(
-        self, task_id: str, attempt: int, lease_ms: int, token: str, ack: calls.Ack | None = None
-    ) -> Started | Skipped:
-        """Start `attempt` (acknowledging the delivery named by `ack`); returns `Started`, or why
-        this delivery is skipped."""
-        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, ack)
-        return calls.begin_reply(self._persist("begin", lambda: self.run(call)))
+        self,
+        task_id: str,
+        attempt: int,
+        lease_ms: int,
+        token: str,
+        turn: int = 0,
+        ack: calls.Ack | None = None,
+    ) -> Started | Skipped | Held:
+        """Start `attempt` (acknowledging the delivery named by `ack`); returns `Started`, why
+        this delivery is skipped, or the limit that holds it back (`turn`: the one a rate limit
+        reserved for it earlier, 0 for none)."""
+        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, turn, ack)
+        return calls.begin_reply(self.persist("begin", lambda: self.run(call)))
 
     def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:
         """Append a progress or output event; returns whether a cancel was requested."""
         call = calls.event(self.layout, task_id, attempt, n, fields)
-        return calls.event_reply(self._persist("event", lambda: self.run(call))).cancel_requested
+        return calls.event_reply(self.persist("event", lambda: self.run(call))).cancel_requested
 
     def finish(self, call: Call) -> State | None:
         """Record how an attempt ended (a `calls.finish` call), retrying through Redis outages.
 
         Returns the task's new state, or None when the attempt no longer owned it.
         """
-        return calls.finish_reply(self._persist("finish", lambda: self.run(call)))
+        return calls.finish_reply(self.persist("finish", lambda: self.run(call)))
 
     def renew_leases(self, task_ids: Iterable[str], lease_ms: int) -> None:
         """Extend the leases of attempts this process is running, to Redis's time + `lease_ms`."""
@@ -208,5 +215,5 @@ class WorkerStore:
         result = fn()
         # The side effect happened: recording it must outlast a Redis blip, or a retry repeats it.
         text = json.dumps(result)
-        self._persist("run_once", lambda: self.client.set(done, text, ex=self.layout.retention_s))
+        self.persist("run_once", lambda: self.client.set(done, text, ex=self.layout.retention_s))
         return result

@@ -14,6 +14,7 @@ for i = 5, #ARGV do A[i - 4] = ARGV[i] end
 -- script's effects, not the script, so reading TIME before writing is allowed.
 local CLOCK = redis.call("TIME")
 local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
+local NOW_US = tonumber(CLOCK[1]) * 1000000 + tonumber(CLOCK[2])  -- exact in a double until 2255
 
 local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
 
@@ -37,9 +38,17 @@ local function emit(id, fields)
 end
 
 -- Move a task between states: indexes, per-kind counts, per-queue running count.
+-- Leaving RUNNING releases the attempt's concurrency share (`_limits.lua`); any move ends a wait
+-- for a limit (the task started, or will never start from that wait).
 local function move(id, from, to)
   local t = tkey(id)
-  local kind, queue, created = unpack(redis.call("HMGET", t, "kind", "queue", "created"))
+  local kind, queue, created, ckey, wait = unpack(
+    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait"))
+  if from == "RUNNING" and ckey then redis.call("ZREM", P .. ":lim:c:" .. ckey, id) end
+  if wait then
+    redis.call("ZREM", P .. ":lim:w:" .. wait, id)
+    redis.call("HDEL", t, "wait")
+  end
   if from then redis.call("ZREM", P .. ":idx:state:" .. from, id) end
   redis.call("ZADD", P .. ":idx:state:" .. to, created, id)
   local stats = P .. ":stats:kind:" .. kind

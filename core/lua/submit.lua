@@ -1,7 +1,8 @@
 -- A: id, kind, queue, payload, labels_json, max_attempts, not_before (ms, the client's clock),
 --    delay (ms from now), timeout_ms, idempotency key, fingerprint, mq queue (Q or Q.DQ),
 --    message id, message data, traceparent ("" for none), live ("1": publish the PENDING event,
---    "0": store it only), label keys...
+--    "0": store it only), concurrency key, concurrency limit, rate key, rate count, rate period
+--    (ms) (""/0: none; see _limits.lua), label keys...
 -- A watch can only start once its caller has the id this script's reply carries, and then
 -- replays the stored PENDING event; a group watch finds new tasks in the label index. So the
 -- live publish of this first event is only ever read to be ignored: a batch ("0") skips it.
@@ -9,7 +10,7 @@
 -- known key, or for this very call run again (redis-py retrying after a lost reply: the id is new
 -- on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, timeout_ms,
-      idem, fp, mq_queue, rid, data, trace, live = unpack(A, 1, 16)
+      idem, fp, mq_queue, rid, data, trace, live, ckey, climit, rkey, rcount, rperiod = unpack(A, 1, 21)
 LIVE = live ~= "0"
 if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
 local again = redis.call("HGET", tkey(id), "fp")
@@ -26,10 +27,12 @@ redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", 
   "labels", labels, "attempt", 0, "max_attempts", max_attempts, "created", NOW, "updated", NOW,
   "not_before", not_before, "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", 0)
 if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
+if ckey ~= "" then redis.call("HSET", tkey(id), "ckey", ckey, "climit", climit) end
+if rkey ~= "" then redis.call("HSET", tkey(id), "rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
 redis.call("ZADD", P .. ":idx:all", NOW, id)
 redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
 redis.call("SADD", P .. ":idx:kinds", kind)
-for i = 17, #A do
+for i = 22, #A do
   redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id)
   redis.call("SADD", P .. ":idx:labels", A[i])
 end

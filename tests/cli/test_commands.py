@@ -232,3 +232,33 @@ def test_redrive_dry_run_then_watch_the_operation(grpc_addr: str) -> None:
     out = run("redrive", *flags, "--rate", "50", "--watch", server=grpc_addr)
     assert out.returncode == 0, out.stderr
     assert "redriving 1 tasks" in out.stdout and "retried 1, skipped 0 of 1" in out.stdout
+
+
+def test_watch_says_which_limit_a_task_waits_for(grpc_addr: str) -> None:
+    from taskcast.client import TaskClient, TaskState
+
+    key = f"cli-{os.getpid()}"
+    with TaskClient(grpc_addr) as client:
+        blocker = client.submit(
+            "test.block", {"seconds": 60}, concurrency_key=key, concurrency_limit=1
+        )
+        eventually(lambda: blocker.get().state is TaskState.RUNNING, 20, "the blocker running")
+        args = ["submit", "test.echo", "--concurrency-key", key, "--concurrency-limit", "1", "-w"]
+        env = {**os.environ, "TASKCAST_SERVER": grpc_addr, "COLUMNS": "200"}
+        with subprocess.Popen(
+            [*TASKCAST, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]  # id, PENDING, waiting
+            blocker.cancel()
+            assert proc.wait(60) == 0
+    assert lines[2].split()[1:] == [
+        "waiting",
+        "for",
+        "concurrency",
+        "limit",
+        f"'{key}'",
+        "(1",
+        "at",
+        "once)",
+    ]

@@ -80,6 +80,7 @@ def test_client_public_names_are_pinned() -> None:
         "EventType",
         "Kind",
         "KindStats",
+        "LimitStats",
         "QueueStats",
         "Redrive",
         "Stats",

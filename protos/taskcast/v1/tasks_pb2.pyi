@@ -244,6 +244,8 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     TIME_TO_FIRST_OUTPUT_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the server: 32 lowercase hex digits."""
     kind: _builtins.str
@@ -300,6 +302,16 @@ class Task(_message.Message):
     def time_to_first_output(self) -> _duration_pb2.Duration:
         """From the start of the attempt to its first output chunk, when it produced any."""
 
+    @_builtins.property
+    def limits(self) -> Global___TaskLimits:
+        """The per-key limits its attempts run under; unset when none. See Limits."""
+
+    @_builtins.property
+    def waiting(self) -> Global___Waiting:
+        """Set while a limit holds the task back (since its Waiting event, until an
+        attempt starts or the task ends).
+        """
+
     def __init__(
         self,
         *,
@@ -324,14 +336,64 @@ class Task(_message.Message):
         cancel_requested: _builtins.bool = ...,
         progress: Global___Progress | None = ...,
         time_to_first_output: _duration_pb2.Duration | None = ...,
+        limits: Global___TaskLimits | None = ...,
+        waiting: Global___Waiting | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "not_before_time", b"not_before_time", "progress", b"progress", "start_time", b"start_time", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "limits", b"limits", "not_before_time", b"not_before_time", "progress", b"progress", "start_time", b"start_time", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "start_time", b"start_time", "state", b"state", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "limits", b"limits", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "start_time", b"start_time", "state", b"state", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskLimits(_message.Message):
+    """Per-key limits a task runs under: the kind's (declared by its workers with
+    `@task(concurrency=..., rate=...)`, the key built from the payload), a
+    submit's concurrency_key and concurrency_limit replacing the kind's
+    concurrency limit. A key names a resource, not a kind: tasks of any kind
+    naming the same key share its limit. A task a limit holds back is no
+    attempt: no attempt number, not counted against max_attempts, no worker
+    slot, no lease; it waits on its queue's delay queue and emits one Waiting
+    event per wait.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_PERIOD_FIELD_NUMBER: _builtins.int
+    concurrency_key: _builtins.str
+    """At most concurrency_limit attempts with this key run at once, across all
+    workers. Key: 1-128 bytes; limit: 1 to 10,000. Empty / 0: no such limit.
+    """
+    concurrency_limit: _builtins.int
+    rate_key: _builtins.str
+    """At most rate_limit attempts with this key start within any window of
+    rate_period (1 s or 1 min), across all workers. Empty / 0: no rate limit.
+    """
+    rate_limit: _builtins.int
+    @_builtins.property
+    def rate_period(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        rate_key: _builtins.str = ...,
+        rate_limit: _builtins.int = ...,
+        rate_period: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_period", b"rate_period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "rate_key", b"rate_key", "rate_limit", b"rate_limit", "rate_period", b"rate_period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLimits: _TypeAlias = TaskLimits  # noqa: Y015
 
 @_typing.final
 class StateChanged(_message.Message):
@@ -426,6 +488,49 @@ class OutputReset(_message.Message):
 Global___OutputReset: _TypeAlias = OutputReset  # noqa: Y015
 
 @_typing.final
+class Waiting(_message.Message):
+    """A limit holds the task back: no attempt starts until it allows. Sent once
+    when a wait begins (not on every try), again only if the task then waits for
+    another limit; the RUNNING StateChanged ends the wait.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """"concurrency" (limit attempts with key run now) or "rate" (limit attempts
+    with key started within the last period).
+    """
+    key: _builtins.str
+    limit: _builtins.int
+    attempt: _builtins.int
+    """The attempt that waits to start (1 for the first)."""
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration:
+        """rate only: the period of the limit (1 s or 1 min)."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "key", b"key", "limit", b"limit", "period", b"period", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Waiting: _TypeAlias = Waiting  # noqa: Y015
+
+@_typing.final
 class KeepAlive(_message.Message):
     """Sent on idle streams at a steady interval; carries sequence 0 and is not stored."""
 
@@ -481,6 +586,7 @@ class TaskEvent(_message.Message):
     OUTPUT_RESET_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     EVENTS_TRIMMED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     sequence: _builtins.int
     """1, 2, 3 ...; 0 for KeepAlive and EventsTrimmed, which are not stored."""
@@ -498,6 +604,8 @@ class TaskEvent(_message.Message):
     def keep_alive(self) -> Global___KeepAlive: ...
     @_builtins.property
     def events_trimmed(self) -> Global___EventsTrimmed: ...
+    @_builtins.property
+    def waiting(self) -> Global___Waiting: ...
     def __init__(
         self,
         *,
@@ -510,12 +618,13 @@ class TaskEvent(_message.Message):
         output_reset: Global___OutputReset | None = ...,
         keep_alive: Global___KeepAlive | None = ...,
         events_trimmed: Global___EventsTrimmed | None = ...,
+        waiting: Global___Waiting | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["events_trimmed", b"events_trimmed", "keep_alive", b"keep_alive", "kind", b"kind", "output", b"output", "output_reset", b"output_reset", "progress", b"progress", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events_trimmed", b"events_trimmed", "keep_alive", b"keep_alive", "kind", b"kind", "output", b"output", "output_reset", b"output_reset", "progress", b"progress", "state_changed", b"state_changed", "time", b"time", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_trimmed", b"events_trimmed", "keep_alive", b"keep_alive", "kind", b"kind", "output", b"output", "output_reset", b"output_reset", "progress", b"progress", "sequence", b"sequence", "state_changed", b"state_changed", "task_id", b"task_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_trimmed", b"events_trimmed", "keep_alive", b"keep_alive", "kind", b"kind", "output", b"output", "output_reset", b"output_reset", "progress", b"progress", "sequence", b"sequence", "state_changed", b"state_changed", "task_id", b"task_id", "time", b"time", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["state_changed", "progress", "output", "output_reset", "keep_alive", "events_trimmed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["state_changed", "progress", "output", "output_reset", "keep_alive", "events_trimmed", "waiting"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -554,6 +663,8 @@ class SubmitTaskRequest(_message.Message):
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """Task kind, e.g. "ai.chat", "demo.sleep". Required. It must have been
     registered by a worker (one that started and announced its kinds), else
@@ -576,6 +687,13 @@ class SubmitTaskRequest(_message.Message):
     """
     max_attempts: _builtins.int
     """Attempts in all, first included: 1 to 100; 0 means the kind's default."""
+    concurrency_key: _builtins.str
+    """A per-key concurrency limit for this task, replacing the kind's (see
+    TaskLimits): at most concurrency_limit attempts of tasks naming this key
+    run at once. Give both or neither. Key: 1-128 bytes of UTF-8, no line
+    break; limit: 1 to 10,000. Part of "same request" for idempotency.
+    """
+    concurrency_limit: _builtins.int
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """See NAMES above for the rules on keys and values."""
@@ -606,10 +724,12 @@ class SubmitTaskRequest(_message.Message):
         not_before: _timestamp_pb2.Timestamp | None = ...,
         max_attempts: _builtins.int = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "not_before", b"not_before", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "max_attempts", b"max_attempts", "not_before", b"not_before", "payload_json", b"payload_json", "queue", b"queue", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "max_attempts", b"max_attempts", "not_before", b"not_before", "payload_json", b"payload_json", "queue", b"queue", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1277,11 +1397,59 @@ class KindStats(_message.Message):
 Global___KindStats: _TypeAlias = KindStats  # noqa: Y015
 
 @_typing.final
+class LimitStats(_message.Message):
+    """One per-key limit in use (see TaskLimits): keys with nothing running,
+    nothing waiting and no start within their period are left out.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """"concurrency" or "rate"."""
+    key: _builtins.str
+    limit: _builtins.int
+    """The limit the latest task under this key named."""
+    running: _builtins.int
+    """concurrency: attempts running with the key now; rate: attempts started
+    within the last period.
+    """
+    waiting: _builtins.int
+    """Tasks held back by this limit now (they sent Waiting and have not started)."""
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration:
+        """rate only: its period."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        running: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "limit", b"limit", "period", b"period", "reason", b"reason", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitStats: _TypeAlias = LimitStats  # noqa: Y015
+
+@_typing.final
 class GetStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUES_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     WATCH_STREAMS_OPEN_FIELD_NUMBER: _builtins.int
     watch_streams_open: _builtins.int
@@ -1294,6 +1462,10 @@ class GetStatsResponse(_message.Message):
     @_builtins.property
     def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindStats]: ...
     @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitStats]:
+        """Limit keys in use, at most 1,000, sorted by reason then key."""
+
+    @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStats]:
         """Live worker processes, at most 1,000 (the most recently seen first)."""
 
@@ -1302,12 +1474,13 @@ class GetStatsResponse(_message.Message):
         *,
         queues: _abc.Iterable[Global___QueueStats] | None = ...,
         kinds: _abc.Iterable[Global___KindStats] | None = ...,
+        limits: _abc.Iterable[Global___LimitStats] | None = ...,
         workers: _abc.Iterable[Global___WorkerStats] | None = ...,
         watch_streams_open: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues", "watch_streams_open", b"watch_streams_open", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "limits", b"limits", "queues", b"queues", "watch_streams_open", b"watch_streams_open", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

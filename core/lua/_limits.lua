@@ -1,0 +1,98 @@
+-- Per-key limits, checked by `begin` before an attempt starts (so a held-back task is no attempt:
+-- no attempt number, no lease, no slot). Prepended to begin.lua after _lib.lua (core/scripts.py).
+--
+-- Concurrency: a sorted set per key (P:lim:c:<key>) of task ids scored by lease end. Expired
+-- members are dropped first, so a killed worker's shares come back within the lease time with no
+-- reaper; leases renew them (renew.lua) and leaving RUNNING releases them (move() in _lib.lua).
+--
+-- Rate, N per period: starts are spaced by step = period / N, and a sliding log per key
+-- (P:lim:r:<key>, the admission times within the last period) is the hard bound: a start is
+-- admitted only while fewer than N were admitted within the period before NOW, so NO window of
+-- that length ever holds more than N starts, across all workers, whatever the timing. The pacing
+-- (P:lim:n:<key>, the next free turn) keeps starts smooth (no burst of N, then a pause) and hands
+-- each refused task its own turn, so waiters come back one per step, not all at once. A task
+-- back at its turn starts as soon as the log has room, before tasks without a turn; one that
+-- comes back late does not push the turns after it (the log lets them catch up within N per
+-- period), and one whose log is still full waits exactly until the oldest start leaves it.
+
+-- Remember a key for GetStats (P:lim:keys, "c:<key>" -> "<limit>", "r:<key>" -> "<N> <period>");
+-- limits.lua forgets it once nothing runs, waits or counts under it.
+local function note_key(field, limit, rperiod)
+  local value = tostring(limit)
+  if string.sub(field, 1, 1) == "r" then value = value .. " " .. tostring(rperiod) end
+  redis.call("HSET", P .. ":lim:keys", field, value)
+end
+
+-- Admit attempt `attempt` of task `id` under its limits; nil when admitted (the shares are
+-- taken), else {reason, key, limit, wait_ms, turn}.
+local function admit(id, attempt, lease_ms, turn, ckey, climit, rkey, rcount, rperiod)
+  local step = rkey and rperiod * 1000 / rcount  -- in microseconds: 300/s is 3333 us, not 4 ms
+  local running = ckey and (P .. ":lim:c:" .. ckey)
+  if ckey then
+    redis.call("ZREMRANGEBYSCORE", running, "-inf", NOW)
+    if not redis.call("ZSCORE", running, id) and redis.call("ZCARD", running) >= climit then
+      return {"concurrency", ckey, climit, 0, turn}
+    end
+  end
+  local log = rkey and (P .. ":lim:r:" .. rkey)
+  if rkey then
+    -- A turn is kept from `lead` before it: a waiter is sent back that much early, to make up
+    -- for the trip through the delay queue to a worker (~10-50 ms). Arriving late, it would make
+    -- every start after it late too: the log admits the start N later no earlier than a period
+    -- after it.
+    local lead = math.min(math.floor(step / 2000), 30)
+    if turn - lead > NOW then return {"rate", rkey, rcount, turn - lead - NOW, turn} end
+    redis.call("ZREMRANGEBYSCORE", log, "-inf", NOW - rperiod)
+    local count = redis.call("ZCARD", log)
+    local pointer = P .. ":lim:n:" .. rkey
+    local nxt = tonumber(redis.call("GET", pointer) or "0")  -- the next free turn, in us
+    if count >= rcount or (turn == 0 and nxt > NOW_US) then
+      local free_at = NOW
+      if count >= rcount then
+        free_at = tonumber(redis.call("ZRANGE", log, 0, 0, "WITHSCORES")[2]) + rperiod
+      end
+      if turn > 0 then return {"rate", rkey, rcount, free_at - NOW, turn} end
+      local at = math.max(nxt, free_at * 1000)
+      local after = math.ceil(at + step)
+      redis.call("SET", pointer, string.format("%d", after),
+                 "PX", math.ceil(after / 1000) - NOW + rperiod)
+      at = math.ceil(at / 1000)
+      return {"rate", rkey, rcount, math.max(1, at - lead - NOW), at}
+    end
+  end
+  if ckey then
+    redis.call("ZADD", running, NOW + lease_ms, id)
+    note_key("c:" .. ckey, climit)
+  end
+  if rkey then
+    redis.call("ZADD", log, NOW, id .. ":" .. attempt)
+    redis.call("PEXPIRE", log, rperiod * 2)
+    if turn == 0 then  -- a start without a turn takes the current one: the next is a step on
+      redis.call("SET", P .. ":lim:n:" .. rkey, string.format("%d", math.ceil(NOW_US + step)),
+                 "PX", math.ceil(step / 1000) + rperiod)
+    end
+    note_key("r:" .. rkey, rcount, rperiod)
+  end
+  return nil
+end
+
+-- The task starts waiting for a limit: one Waiting event per wait (not one per try), and the
+-- task is counted among the key's waiters (P:lim:w:<c|r>:<key>) until move() ends the wait.
+local function waiting(id, attempt, refused, rperiod)
+  local reason, key, limit = refused[1], refused[2], refused[3]
+  local w = string.sub(reason, 1, 1) .. ":" .. key
+  local t = tkey(id)
+  local was = redis.call("HGET", t, "wait")
+  if was == w then return end
+  if was then redis.call("ZREM", P .. ":lim:w:" .. was, id) end
+  redis.call("HSET", t, "wait", w)
+  redis.call("ZADD", P .. ":lim:w:" .. w, NOW, id)
+  note_key(w, limit, rperiod)
+  local fields = {"type", "waiting", "attempt", tostring(attempt), "reason", reason, "key", key,
+                  "limit", tostring(limit)}
+  if reason == "rate" then
+    table.insert(fields, "period")
+    table.insert(fields, tostring(rperiod))
+  end
+  emit(id, fields)
+end
