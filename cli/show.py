@@ -145,7 +145,8 @@ def stats_dict(s: Stats) -> dict[str, Any]:
 
 def limits_table(s: Stats) -> Table:
     """`taskcast stats`: the per-key limits in use."""
-    table = Table("limit", "key", "limit", "running", "waiting", title="limits")
+    # rate: "running" counts the starts within the last period
+    table = Table("limit", "key", "max", "running", "waiting", title="limits")
     for x in s.limits:
         unit = "" if x.period is None else "/s" if x.period == 1 else "/min"
         table.add_row(x.reason, escape(x.key), f"{x.limit}{unit}", str(x.running), str(x.waiting))

@@ -66,8 +66,7 @@ def build_broker(settings: WorkerSettings, registry: Registry) -> dramatiq.Broke
         client=connect(settings.redis_url, retries=3),
         namespace=layout.namespace,
         heartbeat_timeout=int(settings.mq_heartbeat_timeout * 1000),
-        # 1% of commands: the idle polls of a fleet make that every few seconds per queue.
-        maintenance_chance=10_000,
+        maintenance_chance=settings.mq_maintenance_chance,
         store=store,
         slots=slots,
         unserved_timeout=settings.unserved_kind_timeout,

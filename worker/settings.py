@@ -48,15 +48,25 @@ class WorkerSettings(CommonSettings):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds running attempts get to finish on SIGTERM"
     )
-    # Dramatiq's default is 60 s, and only a roll of its maintenance chance (1 in 1,000 commands)
-    # then puts a dead process's fetched messages back: 325 s once. Messages a limit holds back
-    # wait in a delay-queue consumer's memory for as long as the limit holds, so a killed worker
-    # would strand them that long. 20 s stays well above a GIL-starved pause (dramatiq#692).
+    # Dramatiq's default is 60 s, and only a roll of its maintenance chance (1 in 1,000 commands,
+    # `mq_maintenance_chance`) then puts a dead process's fetched messages back: 325 s once.
+    # Messages a limit holds back wait in a delay-queue consumer's memory for as long as the
+    # limit holds, so a killed worker would strand them that long. 20 s stays well above a
+    # GIL-starved pause (dramatiq#692).
     mq_heartbeat_timeout: float = Field(
         20.0,
         ge=2,
         description="seconds after which a silent worker process's fetched messages "
         "(queued, delayed, held back by a limit) are put back for others",
+    )
+    # Dramatiq's maintenance also runs `KEYS <dead worker's acks>*` over the whole keyspace while
+    # a dead process is listed: a higher chance recovers sooner but can cost a large Redis dearly.
+    mq_maintenance_chance: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="broker commands per million that run Dramatiq's queue maintenance "
+        "(puts back the messages of processes silent for TASKCAST_MQ_HEARTBEAT_TIMEOUT)",
     )
     unserved_kind_timeout: float = Field(
         300.0,

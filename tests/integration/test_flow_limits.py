@@ -91,7 +91,7 @@ def test_a_killed_workers_shares_come_back_within_the_lease_and_nothing_is_lost(
 ) -> None:
     # A held-back message may wait in the killed process's delay-queue consumer: the survivor
     # puts it back once that process has been silent for the broker heartbeat timeout.
-    quick = {"TASKCAST_MQ_HEARTBEAT_TIMEOUT": "3"}
+    quick = {"TASKCAST_MQ_HEARTBEAT_TIMEOUT": "3", "TASKCAST_MQ_MAINTENANCE_CHANCE": "100000"}
     doomed = workers.start(threads=4, extra_env=quick)
     key = f"k-{uuid.uuid4().hex[:8]}"
     payload = {"customer": "unused", "counter": counter, "seconds": 0.2}
