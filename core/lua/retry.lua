@@ -10,8 +10,9 @@
 -- CANCELLED), {"moved"} (the attempt changed since the caller read it) or {"missing"}.
 local id, attempt, request, mq_queue, rid, data = unpack(A, 1, 6)
 local t = tkey(id)
-local state, cur, max_attempts, budget, last_request, idem = unpack(
-  redis.call("HMGET", t, "state", "attempt", "max_attempts", "budget", "retry_request", "idem"))
+local state, cur, max_attempts, budget, last_request, idem, tenant = unpack(
+  redis.call("HMGET", t, "state", "attempt", "max_attempts", "budget", "retry_request", "idem",
+             "tenant"))
 if not state then return {"missing"} end
 if request ~= "" and last_request == request then return {"same", redis.call("HGETALL", t)} end
 if state ~= "FAILED" and state ~= "CANCELLED" then return {"state", state} end
@@ -20,7 +21,7 @@ budget = budget or max_attempts
 -- Kept while it runs again: move() gives them the retention once more when it ends.
 redis.call("PERSIST", t)
 redis.call("PERSIST", P .. ":e:" .. id)
-if idem and idem ~= "" then redis.call("PERSIST", P .. ":idem:" .. idem) end
+if idem and idem ~= "" then redis.call("PERSIST", scope(tenant) .. ":idem:" .. idem) end
 redis.call("HDEL", t, "error", "result", "cancel", "cancel_reason", "finished")
 redis.call("HSET", t, "budget", budget, "max_attempts", tonumber(cur) + tonumber(budget),
   "retry_request", request)
