@@ -13,6 +13,7 @@ import binascii
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.kinds import Kind
@@ -133,6 +134,7 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
         cancel_requested=t.cancel_requested,
         progress=progress,
         time_to_first_output=dur(t.time_to_first_output_ms),
+        tenant=t.tenant,
     )
 
 
@@ -182,9 +184,12 @@ def stats_to_pb(
     workers: list[WorkerRecord],
     *,
     watch_streams_open: int = 0,
+    tenant: str = DEFAULT_TENANT,
 ) -> pb.GetStatsResponse:
-    """The whole GetStats answer; `watch_streams_open` is this process's own count."""
+    """The whole GetStats answer; `watch_streams_open` is this process's own count, `kinds`
+    are `tenant`'s."""
     return pb.GetStatsResponse(
+        tenant=tenant,
         queues=[queue_stats_to_pb(q, workers) for q in queues],
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],

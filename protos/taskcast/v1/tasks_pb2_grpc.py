@@ -89,7 +89,8 @@ class TaskServiceServicer:
         its `field` a path into the payload such as "payload_json.seconds" or
         "payload_json.messages[0].role" (an unknown key is named the same way).
         Same idempotency_key + same request returns the original task (created =
-        false); same key + a different request is ALREADY_EXISTS. "Same request"
+        false); same key + a different request is ALREADY_EXISTS. Keys are per
+        tenant: two tenants using one key get two tasks. "Same request"
         compares the effective request: kind, payload (as a JSON object, so key
         order and spacing do not matter), labels, delay and not_before as given,
         and queue, max_attempts and timeout after the kind's defaults fill the
@@ -102,7 +103,7 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """Returns one task.
+        """Returns one task of the caller's tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,14 +135,16 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Lists tasks, newest first, filtered by state, kind and labels.
+        """Lists the caller's tenant's tasks, newest first, filtered by state, kind
+        and labels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """Queue depths and per-kind counts and run times.
+        """Queue depths and workers (shared by all tenants), and the caller's
+        tenant's per-kind counts and run times.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,7 +160,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """Replays the stored events after `after_sequence`, then streams live ones,
+        """Replays the stored events of a task of the caller's tenant (another
+        tenant's is NOT_FOUND before the stream starts) after `after_sequence`,
+        then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
         RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
         """
