@@ -21,7 +21,7 @@ import grpc
 from taskcast.server.interceptors import WrappingInterceptor
 from taskcast.server.tenants import OPEN, Caller, Tokens
 
-__all__ = ["READ_ONLY", "TokenAuth", "authorize", "caller"]
+__all__ = ["READ_ONLY", "TokenAuth", "act_as", "authorize", "caller"]
 
 READ_ONLY = frozenset({"GetTask", "ListTasks", "GetStats", "ListKinds", "WatchTask"})
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -35,6 +35,11 @@ _CALLER: ContextVar[Caller] = ContextVar("taskcast_caller", default=OPEN)
 def caller() -> Caller:
     """Whom the RPC being handled is for (its tenant, and whether it may write)."""
     return _CALLER.get()
+
+
+def act_as(found: Caller) -> None:
+    """Make `found` the caller of the RPC being handled (its asyncio task), after `authorize`."""
+    _CALLER.set(found)
 
 
 def authorize(tokens: Tokens, rpc: str, metadata: Iterable[tuple[str, Any]]) -> Caller | Problem:
@@ -71,7 +76,7 @@ class TokenAuth(WrappingInterceptor):
         async def admit(context: Any) -> None:
             found = authorize(tokens, rpc, context.invocation_metadata() or ())
             if isinstance(found, Caller):
-                _CALLER.set(found)
+                act_as(found)
             else:
                 await context.abort(*found)
 

@@ -273,7 +273,9 @@ class ServerStore:
                 await self.client.zrem(index, *expired)
             rank += len(rows) - len(expired)
             for (member, score), (rec, size) in zip(rows, records, strict=True):
-                if rec is not None and _matches(rec, state, kind, labels):
+                # The tenant too: an index is the tenant's own, but a worker older than tenants
+                # would index any task in the default tenant's (docs/operations.md, upgrades).
+                if rec is not None and rec.tenant == tenant and _matches(rec, state, kind, labels):
                     if found and used + size > max_bytes:
                         return await self._with_payloads(found, payloads), cursor
                     found.append(rec)
