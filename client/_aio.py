@@ -240,10 +240,10 @@ class AsyncTaskClient(_requests.Settings):
     async def wait(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result; see `TaskClient.wait`."""
         try:
+            # To the stream's end (see TaskClient.wait): not the first terminal event replayed.
             async with self.watch(task_id, timeout=timeout) as events:
-                async for event in events:
-                    if event.terminal:
-                        break
+                async for _ in events:
+                    pass
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(await self.get(task_id))

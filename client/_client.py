@@ -308,10 +308,11 @@ class TaskClient(_requests.Settings):
             WaitTimeoutError: `timeout` seconds passed first (the task goes on).
         """
         try:
+            # To the stream's end, which the server sends after the task's end: a retried task's
+            # stream replays an earlier terminal event first (breaking there raced attempt 2).
             with self.watch(task_id, timeout=timeout) as events:
-                for event in events:
-                    if event.terminal:
-                        break
+                for _ in events:
+                    pass
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
         return _requests.outcome(self.get(task_id))
