@@ -1,6 +1,6 @@
 """The server's side of the Redis model: submit, read, cancel, retry, list, count. Asyncio only.
 
-Every call is made for one tenant. A task is read or changed by id only through `_owned`, which
+Every call is made for one tenant. A task is read or changed by id only through `owned`, which
 answers NotFound for another tenant's task exactly as for an unknown id; lists and counts read
 the tenant's own keys (`Layout.of`).
 """
@@ -149,14 +149,18 @@ class ServerStore:
             return _fresh(task_id, new, done.created_ms, done.not_before_ms), True
         return await self.get(done.task_id, new.tenant), done.task_id == task_id
 
-    async def _owned(
+    async def owned(
         self, task_id: str, tenant: str, fields: tuple[str, ...] | None = None
     ) -> dict[bytes, bytes]:
         """The one way to a task by id: its hash (whole, or just `fields`) when it belongs to
         `tenant`. NotFound when it is unknown, expired, or another tenant's: the same answer, so
         an id tells a caller nothing about other tenants (ids are random, and this is the only
         check). A task's tenant never changes, so a check before a script is as good as one in
-        it."""
+        it. Every RPC that takes a task id goes through here (or `get`) first.
+
+        Raises:
+            NotFound: unknown, expired, or another tenant's task.
+        """
         key = self.layout.task(task_id)
         if fields is None:
             raw = cast("dict[bytes, bytes]", await self.client.hgetall(key))
@@ -171,11 +175,11 @@ class ServerStore:
 
     async def get(self, task_id: str, tenant: str) -> TaskRecord:
         """One task of `tenant`; NotFound when unknown, expired or another tenant's."""
-        return TaskRecord.from_hash(await self._owned(task_id, tenant))
+        return TaskRecord.from_hash(await self.owned(task_id, tenant))
 
     async def cancel(self, task_id: str, reason: str, tenant: str) -> TaskRecord:
         """Cancel now (PENDING, RETRYING) or ask the running attempt to stop."""
-        await self._owned(task_id, tenant, ())
+        await self.owned(task_id, tenant, ())
         done = calls.cancel_reply(await self._run(calls.cancel(self.layout, task_id, reason)))
         if done.result is calls.CancelResult.MISSING:
             raise NotFound(task_id)
@@ -196,7 +200,7 @@ class ServerStore:
             FailedPrecondition: The task is not FAILED or CANCELLED.
         """
         for _ in range(3):  # "moved": the task changed between the read and the script
-            raw = await self._owned(task_id, tenant, calls.RETRY_FIELDS)
+            raw = await self.owned(task_id, tenant, calls.RETRY_FIELDS)
             fields = [raw[f.encode()] for f in calls.RETRY_FIELDS]
             call = calls.retry(self.layout, task_id, request_id, fields)
             done = calls.retry_reply(await self._run(call))
