@@ -8,6 +8,7 @@ clock when the last one is done. CPU seconds are summed over every process invol
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench import _procs
 from taskcast.client import AsyncTaskClient
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.mqlayout import MQLayout
 
 WARMUP = 300
@@ -72,7 +74,9 @@ def taskcast(
         workers = st.workers(r.url, processes, threads, setup=worker_setup, **(env or {}))
         server, port = st.server(r.url, command=server_command, env=env)
         client = redis.Redis.from_url(r.url)
-        key = _procs.LAYOUT.kind_counts("bench.noop")
+        # BENCH_TENANT: the tenant of TASKCAST_TOKEN in TASKCAST_TENANTS_FILE (bench/README.md)
+        tenant = os.environ.get("BENCH_TENANT", DEFAULT_TENANT)
+        key = _procs.LAYOUT.of(tenant).kind_counts("bench.noop")
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target
