@@ -14,22 +14,13 @@ import pytest
 import trustme
 
 from taskcast.cli.redis_proc import answers, free_port
-from tests.support import ROOT, eventually
+from tests.support import ROOT, command, eventually
 
 TASKCAST = [sys.executable, "-m", "taskcast.cli.main"]
 
 
 def run(*args: str, server: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TASKCAST_SERVER": server, "COLUMNS": "200"}
-    return subprocess.run(
-        [*TASKCAST, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+    return command(*args, env={"TASKCAST_SERVER": server}, timeout=timeout)
 
 
 @pytest.mark.usefixtures("worker")

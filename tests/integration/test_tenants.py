@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from taskcast.client import (
 )
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
-from tests.support import ROOT
+from tests.support import command
 
 pytestmark = pytest.mark.usefixtures("worker")
 A, A_READ, B, DEFAULT = "token-acme", "token-acme-read", "token-beta", "token-default"
@@ -241,16 +239,7 @@ def test_a_missing_tenants_file_fails_start_up(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, server: str, token: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TASKCAST_SERVER": server, "TASKCAST_TOKEN": token, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "taskcast.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    return command(*args, env={"TASKCAST_SERVER": server, "TASKCAST_TOKEN": token})
 
 
 def test_the_command_acts_for_the_tenant_of_its_token(grpc_addr: str) -> None:

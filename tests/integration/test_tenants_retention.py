@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import NotFoundError, TaskClient
+from taskcast.client import TaskClient
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
-from tests.support import WorkerProcess, eventually
+from tests.support import await_pruned, eventually, expired
 
 TOKEN = "token-acme"
 
@@ -32,17 +30,6 @@ def server_settings(
     )
 
 
-@pytest.fixture(scope="module")
-def short_lived_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(
-        redis_server.url,
-        prefix,
-        extra_env={"TASKCAST_RETENTION": "1", "TASKCAST_PRUNE_INTERVAL": "0.3"},
-    ).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.mark.usefixtures("short_lived_worker")
 def test_a_tenants_expired_tasks_leave_its_indexes_and_sets(
     grpc_addr: str, rdb: redis.Redis, prefix: str
@@ -53,25 +40,7 @@ def test_a_tenants_expired_tasks_leave_its_indexes_and_sets(
         layout = Layout(prefix).of("acme")
         assert rdb.sismember(layout.indexed_labels(), "keep=no")
 
-        def gone() -> bool:
-            try:
-                handle.get()
-            except NotFoundError:
-                return True
-            return False
-
-        eventually(gone, timeout=20, what="the finished task to expire")
-    indexes = (
-        layout.index_all(),
-        layout.index_kind("test.echo"),
-        layout.index_state("SUCCEEDED"),
-        layout.index_label("keep=no"),
-    )
-    for index in indexes:
-
-        def pruned(i: str = index) -> bool:
-            return rdb.zscore(i, handle.id) is None
-
-        eventually(pruned, what=f"{index} pruned")
+        eventually(lambda: expired(handle.get), timeout=20, what="the finished task to expire")
+    await_pruned(rdb, layout, handle.id, "keep=no")
     eventually(lambda: rdb.scard(layout.indexed_labels()) == 0, what="labels set emptied")
     eventually(lambda: rdb.scard(layout.indexed_kinds()) == 0, what="kinds set emptied")
