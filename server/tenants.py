@@ -1,7 +1,8 @@
 """Who is calling: each bearer token belongs to one tenant, with full or read-only access.
 
 The tokens come from two places, merged at start-up and checked together:
-- `TASKCAST_AUTH_TOKENS` / `TASKCAST_READ_TOKENS`: the default tenant's, as before tenants.
+- `TASKCAST_AUTH_TOKENS` / `TASKCAST_READ_TOKENS`: the default tenant's, as before tenants
+  (a `[tenants.default]` table in the file adds to them).
 - `TASKCAST_TENANTS_FILE`: a TOML file, one table per tenant::
 
       [tenants.acme]
@@ -66,11 +67,6 @@ class Tokens:
 
     def __bool__(self) -> bool:
         return bool(self._callers)
-
-    @property
-    def tenants(self) -> set[str]:
-        """The tenants that have a token."""
-        return {c.tenant for c in self._callers.values()}
 
     def resolve(self, token: str) -> Caller | None:
         """The caller a token stands for; None when it is unknown."""
