@@ -26,6 +26,7 @@ from taskcast.client import (
 )
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
+from taskcast.server.tenants import Caller
 from tests.support import command
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -256,3 +257,13 @@ def test_the_command_acts_for_the_tenant_of_its_token(grpc_addr: str) -> None:
     assert "tenant: beta" in stats.stdout
     as_json = _cli("stats", "-o", "json", server=grpc_addr, token=A)
     assert json.loads(as_json.stdout)["tenant"] == "acme"
+
+
+def test_a_default_table_adds_to_the_default_tenants_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.toml"
+    path.write_text('[tenants.default]\nread_tokens = ["d-read"]\n[tenants.acme]\ntokens = ["a"]\n')
+    tokens = ServerSettings(auth_tokens="d-full", tenants_file=str(path)).tokens()
+    assert tokens.resolve("d-full") == Caller("default", True)
+    assert tokens.resolve("d-read") == Caller("default", False)
+    assert tokens.resolve("a") == Caller("acme", True)
+    assert tokens.resolve("d-full ") is None  # a token is matched exactly
