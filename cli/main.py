@@ -234,6 +234,7 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     for table in show.stats_tables(stats):
         show.console.print(table)
+    show.console.print(f"tenant: {stats.tenant} (queues and workers are shared by all tenants)")
     show.console.print(f"watch streams open on this server: {stats.watch_streams_open}")
     return 0
 

@@ -91,6 +91,7 @@ class Task:
     finished_at: dt.datetime | None
     time_to_first_output: float | None  #: seconds from attempt start to its first output
     raw: pb.Task = field(repr=False)
+    tenant: str = "default"  #: the tenant that submitted it (the token's)
 
     @classmethod
     def from_pb(cls, t: pb.Task) -> Task:
@@ -115,6 +116,7 @@ class Task:
             finished_at=_time(t, "finish_time"),
             time_to_first_output=_seconds(t, "time_to_first_output"),
             raw=t,
+            tenant=t.tenant or "default",
         )
 
 
@@ -347,6 +349,8 @@ class Stats:
     workers: list[WorkerStats] = field(default_factory=list)
     #: WatchTask streams open on the server process that answered (each replica counts its own)
     watch_streams_open: int = 0
+    #: the caller's tenant: `kinds` counts its tasks only; queues and workers are shared
+    tenant: str = "default"
 
     @classmethod
     def from_pb(cls, r: pb.GetStatsResponse) -> Stats:
@@ -392,4 +396,5 @@ class Stats:
                 for k in r.kinds
             ],
             watch_streams_open=r.watch_streams_open,
+            tenant=r.tenant or "default",
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskcast.core import mqlayout
-from taskcast.core.layout import Layout
+from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.states import State
 
@@ -60,6 +60,7 @@ class NewTask:
     fingerprint: str
     delay_ms: int = 0  # a client's delay from now: Redis's clock sets the start (submit.lua)
     trace: str = ""  # the W3C traceparent its attempts continue ("": not traced)
+    tenant: str = DEFAULT_TENANT  # whose task it is: its indexes, idempotency key, statistics
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def submit(layout: Layout, task_id: str, new: NewTask, *, live: bool = True) -> 
         msg.data,
         new.trace,
         "1" if live else "0",
+        layout.tenant_arg(new.tenant),
         *labels,
     )
 
@@ -451,7 +453,8 @@ class Index:
 
 
 def indexes(layout: Layout, kinds: Iterable[bytes], labels: Iterable[bytes]) -> list[Index]:
-    """Every index, given the members of `layout.indexed_kinds()` and `indexed_labels()`."""
+    """Every index of `layout`'s tenant, given the members of its `indexed_kinds()` and
+    `indexed_labels()`."""
     return [
         Index(layout.index_all()),
         *(Index(layout.index_state(s.value)) for s in State),

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.states import State
 
 
@@ -68,6 +69,7 @@ class TaskRecord:
     progress_message: str
     time_to_first_output_ms: int | None
     progress_attempt: int = 0  # the attempt that reported the progress
+    tenant: str = DEFAULT_TENANT  # whose task it is (stored only for other tenants)
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> TaskRecord:
@@ -97,6 +99,7 @@ class TaskRecord:
             progress_message=f.get("pmsg", ""),
             time_to_first_output_ms=int(f["ttfo"]) if f.get("ttfo") else None,
             progress_attempt=_int(f.get("patt")),
+            tenant=f.get("tenant") or DEFAULT_TENANT,
         )
 
 

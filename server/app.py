@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from taskcast.core import redisurl
 from taskcast.server import metrics
-from taskcast.server.auth import TokenAuth, parse_tokens
+from taskcast.server.auth import TokenAuth
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
 from taskcast.server.fanout import Fanout
@@ -95,13 +95,13 @@ async def create_server(settings: ServerSettings) -> Running:
     fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
     fanout.start()
     service = TaskService(store, fanout, settings)
-    full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
+    tokens = settings.tokens()
     server = grpc.aio.server(
         # Metrics outermost (refused calls are counted too), then the token check, so a client
         # without one is never parsed further.
         interceptors=[
             metrics.RpcMetrics(),
-            *([TokenAuth(full, read)] if full or read else []),
+            *([TokenAuth(tokens)] if tokens else []),
             StrictDecoding(),
         ],
         options=server_options(settings),

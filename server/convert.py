@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
 from taskcast.server.errors import InvalidArgument, ServiceError, status_of
@@ -177,6 +178,7 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
         cancel_requested=t.cancel_requested,
         progress=progress,
         time_to_first_output=dur(t.time_to_first_output_ms),
+        tenant=t.tenant,
     )
 
 
@@ -226,9 +228,12 @@ def stats_to_pb(
     workers: list[WorkerRecord],
     *,
     watch_streams_open: int = 0,
+    tenant: str = DEFAULT_TENANT,
 ) -> pb.GetStatsResponse:
-    """The whole GetStats answer; `watch_streams_open` is this process's own count."""
+    """The whole GetStats answer; `watch_streams_open` is this process's own count, `kinds`
+    are `tenant`'s."""
     return pb.GetStatsResponse(
+        tenant=tenant,
         queues=[queue_stats_to_pb(q, workers) for q in queues],
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],

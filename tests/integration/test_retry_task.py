@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import redis
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import (
+    AsyncTaskClient,
     Event,
     FailedPreconditionError,
     NotFoundError,
@@ -175,3 +177,23 @@ def test_read_only_token_may_not_retry(client: TaskClient, grpc_addr: str) -> No
     with TaskClient(grpc_addr, token=READ) as reader, pytest.raises(PermissionDeniedError):
         reader.retry(task_id)
     assert client.get(task_id).state is TaskState.FAILED
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_wait_on_a_retried_task_waits_past_its_earlier_end(
+    client: TaskClient, grpc_addr: str, twin: str
+) -> None:
+    # The stream replays the CANCELLED of the first series before the retry's events: wait must
+    # not take it for the end (it did, and answered "ended its stream in state PENDING").
+    task_id = client.submit("test.block", {"seconds": 1}, delay=60).id
+    client.cancel(task_id)
+    client.retry(task_id)
+    if twin == "sync":
+        assert client.wait(task_id, timeout=20) == "finished"
+        return
+
+    async def wait() -> Any:
+        async with AsyncTaskClient(grpc_addr, token=FULL) as aio:
+            return await aio.wait(task_id, timeout=20)
+
+    assert asyncio.run(wait()) == "finished"
