@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +23,15 @@ from taskcast.client import (
     NotFoundError,
     PermissionDeniedError,
     TaskClient,
+    TaskHandle,
+    TaskSpec,
     TaskState,
 )
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
 from taskcast.server.tenants import Caller
-from tests.support import command
+from taskcast.worker.store import WorkerStore
+from tests.support import command, eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
 A, A_READ, B, DEFAULT = "token-acme", "token-acme-read", "token-beta", "token-default"
@@ -200,6 +204,140 @@ def test_a_read_only_token_reads_its_tenant_and_writes_nothing(
     assert clients[A].get(waiting.id).state is TaskState.PENDING
     waiting.cancel()
     beta.cancel()
+
+
+def test_submit_tasks_idempotency_keys_and_indexes_are_per_tenant(
+    clients: dict[str, TaskClient], rdb: redis.Redis, prefix: str
+) -> None:
+    key, mark = f"batch-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    labels = {"mark": mark}
+
+    def batch(token: str, who: str) -> TaskHandle | Exception:
+        spec = TaskSpec("test.echo", {"who": who}, labels=labels, idempotency_key=key, delay=60)
+        [result] = clients[token].submit_many([spec])
+        return result
+
+    a, b = batch(A, "a"), batch(B, "b")
+    assert isinstance(a, TaskHandle) and isinstance(b, TaskHandle)
+    assert a.id != b.id  # two tasks, no ALREADY_EXISTS across tenants
+    assert a.task is not None and a.task.tenant == "acme"
+    again = batch(A, "a")
+    assert isinstance(again, TaskHandle) and again.id == a.id  # a repeat within the tenant
+    # the same key as a single submit finds the batch's task: one key space per tenant
+    assert clients[B].submit("test.echo", {"who": "b"}, labels=labels, idempotency_key=key,
+                             delay=60).id == b.id  # fmt: skip
+    conflict = batch(A, "b")
+    assert isinstance(conflict, AlreadyExistsError)
+    assert b.id not in str(conflict)  # only one's own task is ever named
+    assert [t.id for t in clients[A].list(labels=labels)] == [a.id]
+    assert [t.id for t in clients[B].list(labels=labels)] == [b.id]
+    assert rdb.hget(Layout(prefix).task(b.id), "tenant") == b"beta"
+    a.cancel()
+    b.cancel()
+
+
+def test_a_group_watch_shows_only_its_tenants_tasks_of_the_label(
+    clients: dict[str, TaskClient],
+) -> None:
+    label = {"x": uuid.uuid4().hex[:8]}
+    # B's tasks with the same label: one finished before the watch, one pending during it
+    b_done = clients[B].submit("test.echo", {}, labels=label)
+    b_done.wait(timeout=20)
+    b_waiting = clients[B].submit("test.echo", {}, labels=label, delay=60)
+    a_task = clients[A].submit("test.echo", {}, labels=label)
+    for token in (A, A_READ):  # a read-only token may watch its tenant's groups
+        with clients[token].watch_group(f"x={label['x']}", end_when_done=True) as stream:
+            events = list(stream)
+        assert {e.task_id for e in events} == {a_task.id}
+        assert events[-1].state is TaskState.SUCCEEDED
+    # and B's group is B's: its finished task replays, A's task never appears
+    with clients[B].watch_group(f"x={label['x']}") as stream:
+        seen = {next(stream).task_id for _ in range(3)}  # PENDING, RUNNING, SUCCEEDED of b_done
+    assert seen == {b_done.id}
+    b_waiting.cancel()
+
+
+def _failed(client: TaskClient, label: dict[str, str], n: int) -> list[str]:
+    """`n` demo.fail tasks with `label` that FAILED on attempt 1 (they succeed on attempt 2)."""
+    ids = [
+        client.submit("demo.fail", {"times": 1}, max_attempts=1, labels=label).id for _ in range(n)
+    ]
+    eventually(lambda: all(client.get(i).state is TaskState.FAILED for i in ids), 30, f"{n} failed")
+    return ids
+
+
+def test_a_redrive_selects_and_retries_only_its_tenants_tasks(
+    clients: dict[str, TaskClient], rdb: redis.Redis, prefix: str
+) -> None:
+    label = {"batch": uuid.uuid4().hex[:8]}
+    b_ids = _failed(clients[B], label, 2)
+    a_ids = _failed(clients[A], label, 3)
+    dry = clients[A].redrive(labels=label, dry_run=True, sample_size=100)
+    assert (dry.count, dry.sample_task_ids) == (3, a_ids)  # B's failed tasks are not counted
+    assert clients[A].redrive(dry_run=True, sample_size=100).count >= 3
+    assert not set(b_ids) & set(clients[A].redrive(dry_run=True, sample_size=100).sample_task_ids)
+
+    request_id = uuid.uuid4().hex
+    started = clients[A].redrive(labels=label, max_per_second=100, request_id=request_id)
+    assert started.count == 3 and started.operation is not None
+    op = started.operation
+    assert op.tenant == "acme"
+    assert clients[A].wait(op.id, timeout=60) == {"retried": 3, "skipped": 0, "total": 3}
+    assert [clients[A].get(i).state for i in a_ids] == [TaskState.SUCCEEDED] * 3
+    # B's tasks: still FAILED, never retried (no retry event), and A's operation is not B's
+    layout = Layout(prefix)
+    for task_id in b_ids:
+        assert clients[B].get(task_id).state is TaskState.FAILED
+        events = rdb.xrange(layout.events(task_id))
+        assert not [f for _, f in events if f.get(b"reason") == b"retry"]
+    with pytest.raises(NotFoundError):
+        clients[B].get(op.id)
+    assert op.id not in {t.id for t in clients[B].list(kind="taskcast.redrive", page_size=1000)}
+    # request ids are per tenant, like idempotency keys: B's same id starts B's own operation
+    b_started = clients[B].redrive(labels=label, max_per_second=100, request_id=request_id)
+    assert b_started.created and b_started.operation is not None
+    assert b_started.operation.id != op.id and b_started.count == 2
+    assert clients[B].wait(b_started.operation.id, timeout=60)["retried"] == 2
+
+
+def test_a_read_only_token_cannot_submit_tasks_or_redrive(
+    clients: dict[str, TaskClient],
+) -> None:
+    reader = clients[A_READ]
+    label = {"mark": uuid.uuid4().hex[:8]}
+    results = reader.submit_many([TaskSpec("test.echo", {}, labels=label)] * 2)
+    assert [type(r) for r in results] == [PermissionDeniedError] * 2
+    assert "may only read" in str(results[0])
+    for redrive in (
+        lambda: reader.redrive(labels=label, dry_run=True),
+        lambda: reader.redrive(labels=label, max_per_second=10),
+    ):
+        with pytest.raises(PermissionDeniedError, match="may only read"):
+            redrive()
+    assert not list(clients[A].list(labels=label))  # nothing was submitted
+
+
+def test_a_tenants_compacted_task_is_still_its_own(
+    clients: dict[str, TaskClient], rdb: redis.Redis, prefix: str
+) -> None:
+    layout = Layout(prefix)
+    handle = clients[A].submit("test.chatty", {"n": 3})
+    assert handle.wait(timeout=20) == 3
+    before = handle.get()
+    # What the pruner runs (compact.lua, by id and global), with no window: the module's worker
+    # holds the sweep lock for most of its default interval, so a second worker would wait.
+    assert WorkerStore(rdb, layout, threading.Event()).compact(0) >= 1
+    assert not rdb.exists(layout.events(handle.id))
+    assert rdb.hexists(layout.task(handle.id), "tail")
+    assert rdb.hget(layout.task(handle.id), "tenant") == b"acme"  # compaction keeps the owner
+    assert clients[A].get(handle.id) == before
+    with clients[A].watch(handle.id) as events:
+        assert [e.type for e in events] == ["events_trimmed", "state"]
+    assert _not_found(lambda: clients[B].get(handle.id), handle.id) == _not_found(
+        lambda: clients[B].get("0" * 32), "0" * 32
+    )
+    with pytest.raises(NotFoundError):
+        list(clients[B].watch(handle.id))
 
 
 BAD_FILES = [
