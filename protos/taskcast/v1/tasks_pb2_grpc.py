@@ -227,7 +227,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTasks(self, request, context):
-        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        """Watches a group: every task of the caller's tenant carrying one label (e.g.
+        "batch=42"; another tenant's task with the same label is never part of
+        it, and a cursor naming a task outside the group is ignored). Replays,
         task by task in creation order (the label's index), each task's stored
         events after its cursor, then streams the live events of those tasks and
         of tasks that get the label later (a task created after the stream opened

@@ -204,7 +204,9 @@ class TaskServiceStub:
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
     WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]
-    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    """Watches a group: every task of the caller's tenant carrying one label (e.g.
+    "batch=42"; another tenant's task with the same label is never part of
+    it, and a cursor naming a task outside the group is ignored). Replays,
     task by task in creation order (the label's index), each task's stored
     events after its cursor, then streams the live events of those tasks and
     of tasks that get the label later (a task created after the stream opened
@@ -315,7 +317,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
     WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]  # type: ignore[assignment]
-    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    """Watches a group: every task of the caller's tenant carrying one label (e.g.
+    "batch=42"; another tenant's task with the same label is never part of
+    it, and a cursor naming a task outside the group is ignored). Replays,
     task by task in creation order (the label's index), each task's stored
     events after its cursor, then streams the live events of those tasks and
     of tasks that get the label later (a task created after the stream opened
@@ -489,7 +493,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.WatchTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tasks_pb2.TaskEvent], _abc.AsyncIterator[_tasks_pb2.TaskEvent]]:
-        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        """Watches a group: every task of the caller's tenant carrying one label (e.g.
+        "batch=42"; another tenant's task with the same label is never part of
+        it, and a cursor naming a task outside the group is ignored). Replays,
         task by task in creation order (the label's index), each task's stored
         events after its cursor, then streams the live events of those tasks and
         of tasks that get the label later (a task created after the stream opened
