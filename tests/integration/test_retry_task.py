@@ -105,12 +105,23 @@ def test_each_retry_gets_a_fresh_budget_of_attempts(client: TaskClient) -> None:
     assert states(list(handle.watch()))[-2:] == [("RUNNING", 5), ("SUCCEEDED", 5)]
 
 
-def test_wait_after_a_retry_waits_for_the_new_end(client: TaskClient) -> None:
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_wait_after_a_retry_waits_for_the_new_end(
+    client: TaskClient, grpc_addr: str, twin: str
+) -> None:
     """`wait` reads to the stream's end: the replay's earlier terminal event is not the end."""
     handle = client.submit("test.block", {"seconds": 1}, delay=60)
     handle.cancel()
     handle.retry()  # PENDING again at once; its attempt blocks for a second
-    assert handle.wait(timeout=20) == "finished"
+    if twin == "sync":
+        assert handle.wait(timeout=20) == "finished"
+        return
+
+    async def wait() -> Any:
+        async with AsyncTaskClient(grpc_addr, token=FULL) as aio:
+            return await aio.wait(handle.id, timeout=20)
+
+    assert asyncio.run(wait()) == "finished"
 
 
 def test_retry_keeps_the_task_until_it_ends_again(
@@ -177,23 +188,3 @@ def test_read_only_token_may_not_retry(client: TaskClient, grpc_addr: str) -> No
     with TaskClient(grpc_addr, token=READ) as reader, pytest.raises(PermissionDeniedError):
         reader.retry(task_id)
     assert client.get(task_id).state is TaskState.FAILED
-
-
-@pytest.mark.parametrize("twin", ["sync", "async"])
-def test_wait_on_a_retried_task_waits_past_its_earlier_end(
-    client: TaskClient, grpc_addr: str, twin: str
-) -> None:
-    # The stream replays the CANCELLED of the first series before the retry's events: wait must
-    # not take it for the end (it did, and answered "ended its stream in state PENDING").
-    task_id = client.submit("test.block", {"seconds": 1}, delay=60).id
-    client.cancel(task_id)
-    client.retry(task_id)
-    if twin == "sync":
-        assert client.wait(task_id, timeout=20) == "finished"
-        return
-
-    async def wait() -> Any:
-        async with AsyncTaskClient(grpc_addr, token=FULL) as aio:
-            return await aio.wait(task_id, timeout=20)
-
-    assert asyncio.run(wait()) == "finished"
