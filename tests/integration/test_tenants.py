@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -288,7 +288,7 @@ def test_a_redrive_selects_and_retries_only_its_tenants_tasks(
     layout = Layout(prefix)
     for task_id in b_ids:
         assert clients[B].get(task_id).state is TaskState.FAILED
-        events = rdb.xrange(layout.events(task_id))
+        events = cast("list[tuple[bytes, dict[bytes, bytes]]]", rdb.xrange(layout.events(task_id)))
         assert not [f for _, f in events if f.get(b"reason") == b"retry"]
     with pytest.raises(NotFoundError):
         clients[B].get(op.id)
