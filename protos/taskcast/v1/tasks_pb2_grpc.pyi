@@ -134,18 +134,18 @@ class TaskServiceStub:
     SubmitTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]
     """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
     item is checked, recorded and enqueued on its own, exactly as SubmitTask
-    would (its own idempotency key, schema check and ALREADY_EXISTS), and answered in its own result, in the
-    request's order: one bad item never fails the others, and nothing is
-    rolled back when another item fails. Two items of one call with the same
-    idempotency_key: the later one is a repeat of the earlier (created =
-    false) when the requests are the same, else its own ALREADY_EXISTS.
-    The call itself fails only as a whole: no items or more than 1,000
-    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-    idempotency keys make that safe), or a request larger than the server
+    would (its own idempotency key, schema check and ALREADY_EXISTS), and
+    answered in its own result, in the request's order: one bad item never
+    fails the others, and nothing is rolled back when another item fails. Two
+    items of one call with the same idempotency_key: the later one is a repeat
+    of the earlier (created = false) when the requests are the same, else its
+    own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+    than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+    down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+    the idempotency keys make that safe), or a request larger than the server
     accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-    by the same message limit as one SubmitTask, the payload limit plus
-    64 KiB, 1,088 KiB by default; split larger batches).
+    by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+    1,088 KiB by default; split larger batches).
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]
     """Returns one task of the caller's tenant."""
@@ -168,20 +168,20 @@ class TaskServiceStub:
     """
     RedriveTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]
     """Retries every FAILED or CANCELLED task of the caller's tenant a filter
-    selects, at no more than max_per_second, as one operation. The server selects the tasks and
-    snapshots their ids, then answers at once: the operation is itself a task
-    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-    worker consumes) and of the caller's tenant, so WatchTask streams its
-    progress (Progress.message "retried R, skipped S of T"), CancelTask stops it (no task is retried
-    after the cancel is seen), GetTask shows it, and its result_json is
-    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-    it goes on across server restarts, and a worker lost mid-way is reaped
-    and the next attempt goes on from where it stopped, each selected task
-    retried at most once (RetryTask's script, with an atomic cursor). A task
-    that is no longer FAILED or CANCELLED when its turn comes (retried
-    meanwhile, expired) is skipped. With dry_run it only counts: the answer
-    carries the count and a sample of ids, and nothing is queued.
-    Idempotent through `request_id`.
+    selects, at no more than max_per_second, as one operation. The server
+    selects the tasks and snapshots their ids, then answers at once: the
+    operation is itself a task of the built-in kind "taskcast.redrive" (queue
+    "taskcast", which every worker consumes) and of the caller's tenant, so
+    WatchTask streams its progress (Progress.message "retried R, skipped S of
+    T"), CancelTask stops it (no task is retried after the cancel is seen),
+    GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+    "total": T}. Workers run it, not the server: it goes on across server
+    restarts, and a worker lost mid-way is reaped and the next attempt goes on
+    from where it stopped, each selected task retried at most once (RetryTask's
+    script, with an atomic cursor). A task that is no longer FAILED or
+    CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+    dry_run it only counts: the answer carries the count and a sample of ids,
+    and nothing is queued. Idempotent through `request_id`.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
     """Lists the caller's tenant's tasks, newest first, filtered by state, kind
@@ -247,18 +247,18 @@ class TaskServiceAsyncStub(TaskServiceStub):
     SubmitTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]  # type: ignore[assignment]
     """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
     item is checked, recorded and enqueued on its own, exactly as SubmitTask
-    would (its own idempotency key, schema check and ALREADY_EXISTS), and answered in its own result, in the
-    request's order: one bad item never fails the others, and nothing is
-    rolled back when another item fails. Two items of one call with the same
-    idempotency_key: the later one is a repeat of the earlier (created =
-    false) when the requests are the same, else its own ALREADY_EXISTS.
-    The call itself fails only as a whole: no items or more than 1,000
-    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-    idempotency keys make that safe), or a request larger than the server
+    would (its own idempotency key, schema check and ALREADY_EXISTS), and
+    answered in its own result, in the request's order: one bad item never
+    fails the others, and nothing is rolled back when another item fails. Two
+    items of one call with the same idempotency_key: the later one is a repeat
+    of the earlier (created = false) when the requests are the same, else its
+    own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+    than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+    down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+    the idempotency keys make that safe), or a request larger than the server
     accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-    by the same message limit as one SubmitTask, the payload limit plus
-    64 KiB, 1,088 KiB by default; split larger batches).
+    by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+    1,088 KiB by default; split larger batches).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Returns one task of the caller's tenant."""
@@ -281,20 +281,20 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     RedriveTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]  # type: ignore[assignment]
     """Retries every FAILED or CANCELLED task of the caller's tenant a filter
-    selects, at no more than max_per_second, as one operation. The server selects the tasks and
-    snapshots their ids, then answers at once: the operation is itself a task
-    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-    worker consumes) and of the caller's tenant, so WatchTask streams its
-    progress (Progress.message "retried R, skipped S of T"), CancelTask stops it (no task is retried
-    after the cancel is seen), GetTask shows it, and its result_json is
-    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-    it goes on across server restarts, and a worker lost mid-way is reaped
-    and the next attempt goes on from where it stopped, each selected task
-    retried at most once (RetryTask's script, with an atomic cursor). A task
-    that is no longer FAILED or CANCELLED when its turn comes (retried
-    meanwhile, expired) is skipped. With dry_run it only counts: the answer
-    carries the count and a sample of ids, and nothing is queued.
-    Idempotent through `request_id`.
+    selects, at no more than max_per_second, as one operation. The server
+    selects the tasks and snapshots their ids, then answers at once: the
+    operation is itself a task of the built-in kind "taskcast.redrive" (queue
+    "taskcast", which every worker consumes) and of the caller's tenant, so
+    WatchTask streams its progress (Progress.message "retried R, skipped S of
+    T"), CancelTask stops it (no task is retried after the cancel is seen),
+    GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+    "total": T}. Workers run it, not the server: it goes on across server
+    restarts, and a worker lost mid-way is reaped and the next attempt goes on
+    from where it stopped, each selected task retried at most once (RetryTask's
+    script, with an atomic cursor). A task that is no longer FAILED or
+    CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+    dry_run it only counts: the answer carries the count and a sample of ids,
+    and nothing is queued. Idempotent through `request_id`.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
     """Lists the caller's tenant's tasks, newest first, filtered by state, kind
@@ -369,18 +369,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.SubmitTasksResponse, _abc.Awaitable[_tasks_pb2.SubmitTasksResponse]]:
         """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
         item is checked, recorded and enqueued on its own, exactly as SubmitTask
-        would (its own idempotency key, schema check and ALREADY_EXISTS), and answered in its own result, in the
-        request's order: one bad item never fails the others, and nothing is
-        rolled back when another item fails. Two items of one call with the same
-        idempotency_key: the later one is a repeat of the earlier (created =
-        false) when the requests are the same, else its own ALREADY_EXISTS.
-        The call itself fails only as a whole: no items or more than 1,000
-        (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-        too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-        idempotency keys make that safe), or a request larger than the server
+        would (its own idempotency key, schema check and ALREADY_EXISTS), and
+        answered in its own result, in the request's order: one bad item never
+        fails the others, and nothing is rolled back when another item fails. Two
+        items of one call with the same idempotency_key: the later one is a repeat
+        of the earlier (created = false) when the requests are the same, else its
+        own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+        than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+        down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+        the idempotency keys make that safe), or a request larger than the server
         accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-        by the same message limit as one SubmitTask, the payload limit plus
-        64 KiB, 1,088 KiB by default; split larger batches).
+        by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+        1,088 KiB by default; split larger batches).
         """
 
     @_abc_1.abstractmethod
@@ -427,20 +427,20 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.RedriveTasksResponse, _abc.Awaitable[_tasks_pb2.RedriveTasksResponse]]:
         """Retries every FAILED or CANCELLED task of the caller's tenant a filter
-        selects, at no more than max_per_second, as one operation. The server selects the tasks and
-        snapshots their ids, then answers at once: the operation is itself a task
-        of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-        worker consumes) and of the caller's tenant, so WatchTask streams its
-        progress (Progress.message "retried R, skipped S of T"), CancelTask stops it (no task is retried
-        after the cancel is seen), GetTask shows it, and its result_json is
-        {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-        it goes on across server restarts, and a worker lost mid-way is reaped
-        and the next attempt goes on from where it stopped, each selected task
-        retried at most once (RetryTask's script, with an atomic cursor). A task
-        that is no longer FAILED or CANCELLED when its turn comes (retried
-        meanwhile, expired) is skipped. With dry_run it only counts: the answer
-        carries the count and a sample of ids, and nothing is queued.
-        Idempotent through `request_id`.
+        selects, at no more than max_per_second, as one operation. The server
+        selects the tasks and snapshots their ids, then answers at once: the
+        operation is itself a task of the built-in kind "taskcast.redrive" (queue
+        "taskcast", which every worker consumes) and of the caller's tenant, so
+        WatchTask streams its progress (Progress.message "retried R, skipped S of
+        T"), CancelTask stops it (no task is retried after the cancel is seen),
+        GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+        "total": T}. Workers run it, not the server: it goes on across server
+        restarts, and a worker lost mid-way is reaped and the next attempt goes on
+        from where it stopped, each selected task retried at most once (RetryTask's
+        script, with an atomic cursor). A task that is no longer FAILED or
+        CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+        dry_run it only counts: the answer carries the count and a sample of ids,
+        and nothing is queued. Idempotent through `request_id`.
         """
 
     @_abc_1.abstractmethod
