@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench import _procs
 from taskcast.client import AsyncTaskClient, RpcError, TaskSpec
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.mqlayout import MQLayout
 
 WARMUP = 300
@@ -81,7 +83,9 @@ def taskcast(
             r.url, command=server_command, env={**(env or {}), **(server_env or {})}
         )
         client = redis.Redis.from_url(r.url)
-        key = _procs.LAYOUT.kind_counts(kind)
+        # BENCH_TENANT: the tenant of TASKCAST_TOKEN in TASKCAST_TENANTS_FILE (bench/README.md)
+        tenant = os.environ.get("BENCH_TENANT", DEFAULT_TENANT)
+        key = _procs.LAYOUT.of(tenant).kind_counts(kind)
 
         def done(target: int) -> Callable[[], bool]:
             return lambda: int(client.hget(key, "SUCCEEDED") or 0) >= target

@@ -254,6 +254,7 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     for table in show.stats_tables(stats):
         show.console.print(table)
+    show.console.print(f"tenant: {stats.tenant} (queues and workers are shared by all tenants)")
     if stats.limits:
         show.console.print(show.limits_table(stats))
     show.console.print(f"watch streams open on this server: {stats.watch_streams_open}")

@@ -30,6 +30,7 @@ def task_dict(t: Task) -> dict[str, Any]:
         "kind": t.kind,
         "state": t.state.value,
         "queue": t.queue,
+        "tenant": t.tenant,
         "attempt": t.attempt,
         "max_attempts": t.max_attempts,
         "labels": t.labels,
@@ -122,6 +123,7 @@ def tasks_table(tasks: list[Task]) -> Table:
 def stats_dict(s: Stats) -> dict[str, Any]:
     """A JSON-friendly view of the stats (`taskcast stats -o json`)."""
     return {
+        "tenant": s.tenant,
         "watch_streams_open": s.watch_streams_open,
         "queues": [dataclasses.asdict(q) for q in s.queues],
         "kinds": [
@@ -224,7 +226,7 @@ def stats_tables(s: Stats) -> tuple[Table, Table]:
         "p50",
         "p90",
         "p99",
-        title="kinds",
+        title=f"kinds (tasks of tenant {s.tenant})",
     )
     for k in s.kinds:
         ms = [

@@ -97,6 +97,7 @@ class Task:
     limits: dict[str, Any] | None = None
     #: While a limit holds it back: "concurrency" or "rate"; else "".
     waiting_for: str = ""
+    tenant: str = "default"  #: the tenant that submitted it (the token's)
 
     @classmethod
     def from_pb(cls, t: pb.Task) -> Task:
@@ -123,6 +124,7 @@ class Task:
             raw=t,
             limits=_limits(t.limits) if t.HasField("limits") else None,
             waiting_for=t.waiting.reason if t.HasField("waiting") else "",
+            tenant=t.tenant or "default",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,6 +420,8 @@ class Stats:
     #: WatchTask streams open on the server process that answered (each replica counts its own)
     watch_streams_open: int = 0
     limits: list[LimitStats] = field(default_factory=list)  #: per-key limits in use
+    #: the caller's tenant: `kinds` counts its tasks only; queues and workers are shared
+    tenant: str = "default"
 
     @classmethod
     def from_pb(cls, r: pb.GetStatsResponse) -> Stats:
@@ -467,4 +471,5 @@ class Stats:
                 LimitStats(x.reason, x.key, x.limit, _seconds(x, "period"), x.running, x.waiting)
                 for x in r.limits
             ],
+            tenant=r.tenant or "default",
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskcast.core import mqlayout
-from taskcast.core.layout import Layout
+from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.limits import TaskLimits
 from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.states import State
@@ -63,6 +63,7 @@ class NewTask:
     trace: str = ""  # the W3C traceparent its attempts continue ("": not traced)
     # The effective per-key limits (core/limits.py).
     limits: TaskLimits = field(default_factory=TaskLimits)
+    tenant: str = DEFAULT_TENANT  # whose task it is: its indexes, idempotency key, statistics
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def submit(layout: Layout, task_id: str, new: NewTask, *, live: bool = True) -> 
         msg.data,
         new.trace,
         "1" if live else "0",
+        layout.tenant_arg(new.tenant),
         *new.limits.args(),
         *labels,
     )
@@ -511,7 +513,8 @@ class Index:
 
 
 def indexes(layout: Layout, kinds: Iterable[bytes], labels: Iterable[bytes]) -> list[Index]:
-    """Every index, given the members of `layout.indexed_kinds()` and `indexed_labels()`."""
+    """Every index of `layout`'s tenant, given the members of its `indexed_kinds()` and
+    `indexed_labels()`."""
     return [
         Index(layout.index_all()),
         *(Index(layout.index_state(s.value)) for s in State),

@@ -2,11 +2,17 @@
 
 The Lua scripts (`lua/_lib.lua` and each script) build the same names from the prefix they are
 given; Dramatiq's own keys (queues, delay queues, dead letters) are `mqlayout.MQLayout`'s.
+
+Tenants: what a tenant lists or counts (indexes, idempotency keys, per-kind statistics and run
+times) lives under `<prefix>:tn:<tenant>:...` (`Layout.of(tenant)`); the default tenant's keys
+keep the names they had before tenants, so existing data needs no migration. A task's own keys
+(hash, events), queues, leases, channels and the worker and kind registries are shared: ids are
+random and the owner check is one function (server/store.py), see docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from taskcast.core.mqlayout import MQLayout
@@ -14,6 +20,7 @@ from taskcast.core.mqlayout import MQLayout
 PREFIX = "taskcast"
 MAX_EVENTS = 10_000  # events kept per task; older ones are trimmed
 RETENTION_S = 7 * 24 * 3600  # how long a finished task is kept
+DEFAULT_TENANT = "default"  # the tenant of tasks stored without one, and of a server without tokens
 
 
 @dataclass(frozen=True)
@@ -23,9 +30,25 @@ class Layout:
     prefix: str = PREFIX
     max_events: int = MAX_EVENTS
     retention_s: int = RETENTION_S
+    tenant: str = DEFAULT_TENANT  # whose indexes, idempotency keys and statistics (`of`)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def _scoped(self, *parts: str) -> str:
+        """A key of this layout's tenant: the default tenant's has no tenant segment."""
+        if self.tenant == DEFAULT_TENANT:
+            return self._key(*parts)
+        return self._key("tn", self.tenant, *parts)
+
+    def of(self, tenant: str) -> Layout:
+        """This layout for `tenant`'s keys (the shared ones stay the same)."""
+        return self if tenant == self.tenant else replace(self, tenant=tenant)
+
+    @staticmethod
+    def tenant_arg(tenant: str) -> str:
+        """How a script is told the tenant: "" for the default one (`scope()` in `_lib.lua`)."""
+        return "" if tenant == DEFAULT_TENANT else tenant
 
     @property
     def namespace(self) -> str:
@@ -56,10 +79,11 @@ class Layout:
         return self._key("once", task_id, key)
 
     def idempotency(self, key: str) -> str:
-        """The string `<task id>|<fingerprint>` a client's idempotency key points to."""
-        return self._key("idem", key)
+        """The string `<task id>|<fingerprint>` a client's idempotency key points to (per
+        tenant)."""
+        return self._scoped("idem", key)
 
-    # Bulk operations
+    # Bulk operations (by operation id, global like task ids)
     def redrive(self, op_id: str) -> str:
         """The hash of a RedriveTasks operation's progress: total, cursor, retried, skipped."""
         return self._key("redrive", op_id)
@@ -68,22 +92,22 @@ class Layout:
         """The list of task ids a RedriveTasks operation selected, oldest first."""
         return self._key("redrive", op_id, "ids")
 
-    # Indexes: sorted sets of task ids scored by creation time
+    # Indexes (per tenant): sorted sets of task ids scored by creation time
     def index_all(self) -> str:
         """Every task."""
-        return self._key("idx", "all")
+        return self._scoped("idx", "all")
 
     def index_state(self, state: str) -> str:
         """The tasks in one state."""
-        return self._key("idx", "state", state)
+        return self._scoped("idx", "state", state)
 
     def index_kind(self, kind: str) -> str:
         """The tasks of one kind."""
-        return self._key("idx", "kind", kind)
+        return self._scoped("idx", "kind", kind)
 
     def index_label(self, label: str) -> str:
         """The tasks with one label, given as `label_member(k, v)`."""
-        return self._key("idx", "label", label)
+        return self._scoped("idx", "label", label)
 
     @staticmethod
     def label_member(name: str, value: str) -> str:
@@ -92,11 +116,15 @@ class Layout:
 
     def indexed_kinds(self) -> str:
         """The set of kinds that have an index."""
-        return self._key("idx", "kinds")
+        return self._scoped("idx", "kinds")
 
     def indexed_labels(self) -> str:
         """The set of labels that have an index."""
-        return self._key("idx", "labels")
+        return self._scoped("idx", "labels")
+
+    def tenants(self) -> str:
+        """The set of tenants other than the default one that ever submitted (for the pruner)."""
+        return self._key("tenants")
 
     # Registries, leases and channels
     def kinds(self) -> str:
@@ -159,9 +187,9 @@ class Layout:
         return self._key("stats", "running")
 
     def kind_counts(self, kind: str) -> str:
-        """The hash of task counts per state for one kind."""
-        return self._key("stats", "kind", kind)
+        """The hash of task counts per state for one kind (per tenant)."""
+        return self._scoped("stats", "kind", kind)
 
     def run_times(self, kind: str) -> str:
-        """The list of recent run times (ms) of one kind's successful attempts."""
-        return self._key("rt", kind)
+        """The list of recent run times (ms) of one kind's successful attempts (per tenant)."""
+        return self._scoped("rt", kind)

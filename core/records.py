@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.limits import TaskLimits
 from taskcast.core.states import State
 
@@ -71,6 +72,7 @@ class TaskRecord:
     progress_attempt: int = 0  # the attempt that reported the progress
     limits: TaskLimits = field(default_factory=TaskLimits)  # the per-key limits it runs under
     waiting_for: str = ""  # "c:<key>" or "r:<key>" while held back by a limit
+    tenant: str = DEFAULT_TENANT  # whose task it is (stored only for other tenants)
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> TaskRecord:
@@ -108,6 +110,7 @@ class TaskRecord:
                 _int(f.get("rperiod")),
             ),
             waiting_for=f.get("wait", ""),
+            tenant=f.get("tenant") or DEFAULT_TENANT,
         )
 
 

@@ -16,13 +16,14 @@ from grpc_reflection.v1alpha import reflection
 
 from taskcast.core import redisurl
 from taskcast.server import gateway, metrics
-from taskcast.server.auth import Access, TokenAuth, parse_tokens
+from taskcast.server.auth import Access, TokenAuth
 from taskcast.server.config import ServerSettings
 from taskcast.server.decoding import StrictDecoding
 from taskcast.server.fanout import Fanout
 from taskcast.server.healthcheck import BoundedHealth
 from taskcast.server.servicer import TaskService
 from taskcast.server.store import ServerStore, connect
+from taskcast.server.tenants import parse_tokens
 from taskcast.server.tls import credentials, describe
 from taskcast.v1 import tasks_pb2, tasks_pb2_grpc
 
@@ -101,8 +102,7 @@ async def create_server(settings: ServerSettings) -> Running:
     fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
     fanout.start()
     service = TaskService(store, fanout, settings)
-    full, read = parse_tokens(settings.auth_tokens), parse_tokens(settings.read_tokens)
-    access = Access(full, read)
+    access = Access(settings.tokens())
     server = grpc.aio.server(
         # Metrics outermost (refused calls are counted too), then the token check, so a client
         # without one is never parsed further.
@@ -155,7 +155,7 @@ async def _start_gateway(
     except redis.RedisError as exc:
         log.warning("watch-token key not read yet (%s); reading it on first use", exc)
     # The gateway's Access reads watch tokens too; gRPC's never does.
-    with_tokens = Access(access.full, access.read, service.tokens)
+    with_tokens = Access(access.tokens, service.tokens)
     routes = gateway.Gateway(
         service.store, service.watches, with_tokens, parse_tokens(settings.http_cors_origins)
     )

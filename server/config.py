@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from taskcast.core.settings import CommonSettings
+from taskcast.server import tenants
 
 
 class ServerSettings(CommonSettings):
@@ -27,6 +28,11 @@ class ServerSettings(CommonSettings):
         "", description="comma-separated bearer tokens with full access (empty: no auth)"
     )
     read_tokens: str = Field("", description="comma-separated bearer tokens that may only read")
+    tenants_file: str = Field(
+        "",
+        description="TOML file of tenants and their tokens (empty: one tenant, 'default', "
+        "whose tokens are auth_tokens and read_tokens)",
+    )
     grace: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
     max_health_watchers: int = Field(
         1000, ge=1, description="concurrent grpc.health.v1 Watch streams per process"
@@ -140,6 +146,23 @@ class ServerSettings(CommonSettings):
             except ssl.SSLError as exc:
                 raise ValueError(f"tls_client_ca is not a PEM CA bundle: {exc}") from None
         return self
+
+    @model_validator(mode="after")
+    def _tenants(self) -> ServerSettings:
+        self.tokens()  # a bad file or a token given twice fails start-up, naming the entry
+        return self
+
+    def tokens(self) -> tenants.Tokens:
+        """Every token and its caller: the default tenant's and the tenants file's.
+
+        Raises:
+            TenantsError: the tenants file is unusable, or a token is given twice.
+        """
+        return tenants.load(
+            tenants.parse_tokens(self.auth_tokens),
+            tenants.parse_tokens(self.read_tokens),
+            self.tenants_file,
+        )
 
     @property
     def tls(self) -> bool:

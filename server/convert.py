@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from taskcast.core.calls import LimitFigures
 from taskcast.core.capacity import WorkerRecord
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.limits import TaskLimits
 from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.states import State
@@ -183,6 +184,7 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
         time_to_first_output=dur(t.time_to_first_output_ms),
         limits=limits_to_pb(t.limits),
         waiting=waiting_of(t),
+        tenant=t.tenant,
     )
 
 
@@ -274,9 +276,12 @@ def stats_to_pb(
     *,
     watch_streams_open: int = 0,
     limits: list[LimitFigures] | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> pb.GetStatsResponse:
-    """The whole GetStats answer; `watch_streams_open` is this process's own count."""
+    """The whole GetStats answer; `watch_streams_open` is this process's own count, `kinds`
+    are `tenant`'s."""
     return pb.GetStatsResponse(
+        tenant=tenant,
         queues=[queue_stats_to_pb(q, workers) for q in queues],
         kinds=[kind_stats_to_pb(k) for k in kinds],
         workers=[worker_to_pb(w) for w in workers],

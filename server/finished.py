@@ -1,8 +1,9 @@
 """Finished tasks in bulk, for RedriveTasks: select them by a filter and snapshot their ids.
 
-Selection walks one index (the state indexes, or the kind's or a label's when it is smaller),
-oldest first, 1,000 entries a round trip, and checks each task's record against the whole filter.
-It examines at most `MAX_SCANNED` entries per index, so one request's cost is bounded.
+Selection walks one of the tenant's indexes (the state indexes, or the kind's or a label's when
+it is smaller), oldest first, 1,000 entries a round trip, and checks each task's record against
+the whole filter. It examines at most `MAX_SCANNED` entries per index, so one request's cost is
+bounded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from taskcast.core.calls import REDRIVE_KIND
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 
@@ -34,6 +36,7 @@ class Filter:
     error_type: str = ""
     after_ms: int = 0
     before_ms: int = 0
+    tenant: str = DEFAULT_TENANT  # whose indexes are walked: only its tasks are ever selected
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,9 @@ class Selection:
     truncated: bool
 
 
-async def idempotent(store: ServerStore, key: str) -> tuple[str, str] | None:
-    """The (task id, fingerprint) an idempotency key points to, if any."""
-    raw = cast("bytes | None", await store.client.get(store.layout.idempotency(key)))
+async def idempotent(store: ServerStore, key: str, tenant: str) -> tuple[str, str] | None:
+    """The (task id, fingerprint) `tenant`'s idempotency key points to, if any."""
+    raw = cast("bytes | None", await store.client.get(store.layout.of(tenant).idempotency(key)))
     if raw is None:
         return None
     task_id, _, digest = raw.decode().partition("|")
@@ -69,8 +72,9 @@ async def select(store: ServerStore, f: Filter, limit: int) -> Selection:
 
 
 async def _indexes(store: ServerStore, f: Filter) -> list[str]:
-    """The indexes to walk: the state indexes, or one kind or label index if it is smaller."""
-    layout = store.layout
+    """The indexes to walk (the filter's tenant's): the state indexes, or one kind or label index
+    if it is smaller."""
+    layout = store.layout.of(f.tenant)
     by_state = [layout.index_state(s.value) for s in f.states]
     others = [layout.index_kind(f.kind)] if f.kind else []
     others += [layout.index_label(layout.label_member(k, v)) for k, v in f.labels.items()]

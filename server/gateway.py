@@ -29,7 +29,7 @@ from aiohttp import web
 
 from taskcast.core.records import EventRecord
 from taskcast.server import jsonview, validation
-from taskcast.server.auth import Access
+from taskcast.server.auth import Access, check
 from taskcast.server.errors import InvalidArgument, translate
 from taskcast.server.store import ServerStore
 from taskcast.server.watch import Item, KeepAlive, WatchSession
@@ -110,8 +110,8 @@ class Gateway:
         app.on_response_prepare.append(self._cors)
         return app
 
-    async def _allowed(self, request: web.Request, rpc: str) -> str:
-        """The request's task id, once its caller may make `rpc` on it."""
+    async def _allowed(self, request: web.Request, rpc: str) -> tuple[str, str]:
+        """The request's task id and its caller's tenant, once the caller may make `rpc` on it."""
         task_id = request.match_info["id"]
         p = validation.Problems()
         validation.task_id(task_id, p)
@@ -119,24 +119,24 @@ class Gateway:
         caller = await self.access.identify(
             request.headers.get("Authorization", ""), request.query.get("token", "")
         )
-        caller.check(rpc, task_id)
-        return task_id
+        check(caller, rpc, task_id)
+        return task_id, caller.tenant
 
     async def get(self, request: web.Request) -> web.Response:
         """GET /v1/tasks/{id}."""
-        task_id = await self._allowed(request, "GetTask")
-        return web.json_response(jsonview.task(await self.store.get(task_id)))
+        task_id, tenant = await self._allowed(request, "GetTask")
+        return web.json_response(jsonview.task(await self.store.get(task_id, tenant)))
 
     async def cancel(self, request: web.Request) -> web.Response:
         """POST /v1/tasks/{id}:cancel, with an optional `{"reason": "..."}`."""
-        task_id = await self._allowed(request, "CancelTask")
+        task_id, tenant = await self._allowed(request, "CancelTask")
         reason = await _reason(request)
-        record = await self.store.cancel(task_id, reason or "cancelled by request")
+        record = await self.store.cancel(task_id, reason or "cancelled by request", tenant)
         return web.json_response(jsonview.task(record))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/tasks/{id}/events: the task's events after the cursor, as SSE."""
-        task_id = await self._allowed(request, "WatchTask")
+        task_id, tenant = await self._allowed(request, "WatchTask")
         after = _cursor(request)
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
@@ -146,7 +146,7 @@ class Gateway:
             await response.write(RETRY)
 
         try:
-            stream = self.watches.stream(task_id, after, started)
+            stream = self.watches.stream(task_id, after, tenant, started)
             async with contextlib.aclosing(stream) as items:
                 async for item in items:
                     await response.write(frame(item))

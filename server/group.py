@@ -1,13 +1,14 @@
 """One WatchTasks stream: the events of every task carrying a label, as domain items.
 
-The group is the label's index (`Layout.index_label`), in creation order. The stream registers
-one fan-out inbox for all its tasks, replays each task's stored events after its cursor, then
-takes live events, keeping per task the last sequence sent: an event at or before it is skipped,
-one past the next is a gap and that task's stream is re-read from it (the same rule as a
-WatchTask, per task). Tasks that join the group later are found by re-reading the index from
-the newest creation time known, every `POLL_S`; each is then replayed from its first event. An
-idle stream re-reads the marks (state, last sequence) of its unfinished tasks every `keepalive`
-seconds, catches up any that moved while the live feed said nothing, and sends a KeepAlive.
+The group is the label's index (`Layout.index_label`) of the caller's tenant, in creation order:
+another tenant's task with the same label is in another index, so it never joins. The stream
+registers one fan-out inbox for all its tasks, replays each task's stored events after its cursor,
+then takes live events, keeping per task the last sequence sent: an event at or before it is
+skipped, one past the next is a gap and that task's stream is re-read from it (the same rule as a
+WatchTask, per task). Tasks that join the group later are found by re-reading the index from the
+newest creation time known, every `POLL_S`; each is then replayed from its first event. An idle
+stream re-reads the marks (state, last sequence) of its unfinished tasks every `keepalive` seconds,
+catches up any that moved while the live feed said nothing, and sends a KeepAlive.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import EventRecord
 from taskcast.core.states import State
 from taskcast.server import metrics, validation
@@ -36,6 +38,7 @@ class GroupRequest:
     """A WatchTasksRequest as plain values."""
 
     label: str  # "key=value"
+    tenant: str = DEFAULT_TENANT  # whose label index is the group (another's tasks never join)
     cursors: dict[str, int] = field(default_factory=dict)  # task id -> last sequence received
     end_when_done: bool = False
 
@@ -103,7 +106,8 @@ class GroupStream:
         self.inbox = inbox
         self.r = r
         self.keepalive = keepalive
-        self.index = store.layout.index_label(store.layout.label_member(*r.label.split("=", 1)))
+        mine = store.layout.of(r.tenant)  # the caller's tenant's index: only its tasks join
+        self.index = mine.index_label(mine.label_member(*r.label.split("=", 1)))
         self.last: dict[str, int] = {}  # per task of the group: the last sequence sent
         self.ended: set[str] = set()  # tasks whose terminal event is their last one sent
         self.since = 0.0  # the newest creation time (index score) read

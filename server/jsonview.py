@@ -60,6 +60,18 @@ def task(t: TaskRecord) -> dict[str, Any]:
         out["finished_at"] = iso(t.finished)
     if t.time_to_first_output_ms:  # 0 is left out, as the client leaves out every zero
         out["time_to_first_output"] = t.time_to_first_output_ms / 1000
+    lim = t.limits
+    if lim:
+        out["limits"] = {
+            "concurrency_key": lim.concurrency_key,
+            "concurrency_limit": lim.concurrency_limit,
+            "rate_key": lim.rate_key,
+            "rate_limit": lim.rate_count,
+            "rate_period": lim.rate_period_ms / 1000 if lim.rate_period_ms else None,
+        }
+    if t.waiting_for:
+        out["waiting_for"] = "concurrency" if t.waiting_for.startswith("c:") else "rate"
+    out["tenant"] = t.tenant
     return out
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.server.interceptors import WrappingInterceptor
 from taskcast.server.stats import QueueFigures
 from taskcast.server.store import ServerStore
@@ -115,7 +116,9 @@ class QueueCollector(Collector):
     def _current(self) -> list[QueueFigures]:
         with self._lock:  # concurrent scrapes share one read
             if time.monotonic() - self._read_at >= self._ttl:
-                future = asyncio.run_coroutine_threadsafe(self._store.stats(), self._loop)
+                # queue figures are shared by all tenants: any tenant's read has them
+                stats = self._store.stats(DEFAULT_TENANT)
+                future = asyncio.run_coroutine_threadsafe(stats, self._loop)
                 try:
                     self._figures = future.result(STATS_TIMEOUT)[0]
                 except Exception as exc:  # Redis down or slow: the last figures, and a log line

@@ -113,6 +113,7 @@ def operation(f: Filter, rate: float, selection: Selection, key: str, retention_
         not_before_ms=0,
         idempotency_key=key,
         fingerprint=fingerprint(f, rate) if key else "",
+        tenant=f.tenant,  # the caller's: it alone may watch, get or cancel its operation
     )
 
 
@@ -127,19 +128,20 @@ class Started:
 
 
 async def start(store: ServerStore, f: Filter, rate: float, request_id: str) -> Started:
-    """Select, snapshot and record the operation, or find the one this request_id started.
+    """Select `f.tenant`'s tasks, snapshot them and record the operation as that tenant's task,
+    or find the one this request_id started (request ids are per tenant, as idempotency keys).
 
     Raises:
         FailedPrecondition: No live worker serves `taskcast.redrive` (it would never run).
         AlreadyExists: The request_id belongs to a different request.
     """
     key = f"{REDRIVE_KIND}/{request_id}" if request_id else ""
-    if key and (earlier := await finished.idempotent(store, key)) is not None:
+    if key and (earlier := await finished.idempotent(store, key, f.tenant)) is not None:
         if earlier[1] != fingerprint(f, rate):
             raise AlreadyExists(
                 f"request_id {request_id!r} started operation {earlier[0]} with a different request"
             )
-        return _found(await store.get(earlier[0]))
+        return _found(await store.get(earlier[0], f.tenant))
     info = (await store.kinds(refresh=True)).get(REDRIVE_KIND)
     if info is None or await store.now() - info.seen_ms >= LIVE_MS:
         raise FailedPrecondition(

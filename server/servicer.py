@@ -1,19 +1,22 @@
 """TaskService: protobuf in, domain calls, protobuf out, and nothing more.
 
-Requests become plain values through `convert` and are checked by `validation`; the logic lives in
-plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` checking payloads),
-`redrive` (RedriveTasks' rules) with `finished` (selecting finished tasks),
-`watch` (the watch state machine), `stats` (figures and percentiles), `kinds` (ListKinds) and
-`store` (Redis). Domain errors become statuses in `errors.guard`.
+Requests become plain values through `convert` and are checked by `validation`; each call is for
+the tenant `auth.caller()` names, passed to the store with every read and write. The logic lives
+in plain modules that never import `_pb2`: `submit` (SubmitTask's rules, `schemas` checking
+payloads), `redrive` (RedriveTasks' rules) with `finished` (selecting finished tasks), `group`
+(WatchTasks), `watch` (the watch state machine), `stats` (figures and percentiles), `kinds`
+(ListKinds) and `store` (Redis). Domain errors become statuses in `errors.guard`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from taskcast.core import tracing
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.server import (
     convert,
     finished,
@@ -26,6 +29,7 @@ from taskcast.server import (
     validation,
     watchtokens,
 )
+from taskcast.server.auth import caller
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import guard
 from taskcast.server.fanout import Fanout
@@ -57,6 +61,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         new = await submit.new_task(convert.submit_from_pb(request), self.store, self.settings)
+        new = replace(new, tenant=caller().tenant)
         parent = traces.parent_of(context.invocation_metadata())
         record, created = await traces.submit(
             self.store, self.tracer, uuid.uuid4().hex, new, parent
@@ -75,6 +80,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             self.settings,
             self.tracer,
             traces.parent_of(context.invocation_metadata()),
+            caller().tenant,
         )
         for outcome in outcomes:
             if isinstance(outcome, tuple) and outcome[1]:
@@ -84,7 +90,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
     @guard
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
         _check_id(request.task_id)
-        return pb.GetTaskResponse(task=convert.task_to_pb(await self.store.get(request.task_id)))
+        record = await self.store.get(request.task_id, caller().tenant)
+        return pb.GetTaskResponse(task=convert.task_to_pb(record))
 
     @guard
     async def CancelTask(
@@ -94,7 +101,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
         validation.task_id(request.task_id, p)
         validation.reason(request.reason, p)
         p.check()
-        record = await self.store.cancel(request.task_id, request.reason or "cancelled by request")
+        record = await self.store.cancel(
+            request.task_id, request.reason or "cancelled by request", caller().tenant
+        )
         return pb.CancelTaskResponse(task=convert.task_to_pb(record))
 
     @guard
@@ -105,7 +114,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
         validation.task_id(request.task_id, p)
         validation.idempotency_key(request.request_id, p, "request_id")
         p.check()
-        record, retried = await self.store.retry(request.task_id, request.request_id)
+        record, retried = await self.store.retry(
+            request.task_id, request.request_id, caller().tenant
+        )
         return pb.RetryTaskResponse(task=convert.task_to_pb(record), retried=retried)
 
     @guard
@@ -114,7 +125,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     ) -> pb.RedriveTasksResponse:
         p = validation.Problems()
         r = convert.redrive_from_pb(request, p)
-        f = redrive.check(r, p)
+        f = replace(redrive.check(r, p), tenant=caller().tenant)
         p.check()
         if r.dry_run:
             selection = await finished.select(self.store, f, redrive.MAX_SELECTED)
@@ -144,6 +155,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         cursor = convert.cursor_from_token(request.page_token, p)
         p.check()
         tasks, nxt = await self.store.page(
+            tenant=caller().tenant,
             state=state,
             kind=request.kind,
             labels=dict(request.labels),
@@ -159,13 +171,17 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     @guard
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        queues, kinds = await self.store.stats()
+        tenant = caller().tenant
+        queues, kinds = await self.store.stats(tenant)
         return convert.stats_to_pb(
             queues,
             kinds,
             await self.store.workers(),
             watch_streams_open=self.watches.open,
-            limits=await self.store.limit_stats(),
+            # Limit keys are shared by every tenant (a key names an upstream resource), and one
+            # built from a payload is a tenant's data: only the default tenant's callers see them.
+            limits=await self.store.limit_stats() if tenant == DEFAULT_TENANT else [],
+            tenant=tenant,
         )
 
     @guard
@@ -185,8 +201,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
         given = (request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
         ttl = watchtokens.ttl_ms(validation.duration_ms(given, "ttl", p), p)
         p.check()
-        await self.store.get(request.task_id)  # NOT_FOUND: no token for a task that is not there
-        token, expires = await self.tokens.issue(request.task_id, ttl, request.allow_cancel)
+        tenant = caller().tenant  # NOT_FOUND: no token for a task that is not there (or not ours)
+        await self.store.get(request.task_id, tenant)
+        token, expires = await self.tokens.issue(request.task_id, ttl, request.allow_cancel, tenant)
         return pb.CreateWatchTokenResponse(token=token, expire_time=convert.ts(expires))
 
     @guard
@@ -194,14 +211,16 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
         _check_id(request.task_id)
-        async for item in self.watches.stream(request.task_id, request.after_sequence):
+        stream = self.watches.stream(request.task_id, request.after_sequence, caller().tenant)
+        async for item in stream:
             yield convert.watch_item_to_pb(item)
 
     @guard
     async def WatchTasks(
         self, request: pb.WatchTasksRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
-        async for item in group.stream(self.watches, convert.group_from_pb(request)):
+        r = replace(convert.group_from_pb(request), tenant=caller().tenant)
+        async for item in group.stream(self.watches, r):
             yield convert.watch_item_to_pb(item)
 
 

@@ -1,4 +1,9 @@
-"""The server's side of the Redis model: submit, read, cancel, retry, list, count. Asyncio only."""
+"""The server's side of the Redis model: submit, read, cancel, retry, list, count. Asyncio only.
+
+Every call is made for one tenant. A task is read or changed by id only through `owned`, which
+answers NotFound for another tenant's task exactly as for an unknown id; lists and counts read
+the tenant's own keys (`Layout.of`).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from taskcast.core import calls, mqlayout, redisurl, scripts
 from taskcast.core.calls import Call, NewTask
 from taskcast.core.capacity import LIVE_MS, WorkerRecord
 from taskcast.core.kinds import KindInfo
-from taskcast.core.layout import Layout
+from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.records import EventRecord, TaskRecord
 from taskcast.core.scripts import redis_ms
 from taskcast.core.states import ACTIVE, TERMINAL, State
@@ -37,9 +42,9 @@ POOL_SIZE = 64  # connections per server process; commands beyond wait for one
 SUMMARY_FIELDS = (
     "id", "kind", "queue", "state", "labels", "attempt", "max_attempts", "created", "updated",
     "started", "finished", "not_before", "timeout_ms", "error", "seq", "idem", "cancel",
-    "pfrac", "pmsg", "ttfo",
+    "pfrac", "pmsg", "ttfo", "tenant",
 )  # fmt: skip
-# Upper bounds of what protobuf adds to a Task's strings: each of its 9 strings costs at most a
+# Upper bounds of what protobuf adds to a Task's strings: each of its 10 strings costs at most a
 # tag and a 5-byte length; 5 Timestamps (14 bytes each), 2 Durations, the ints, Progress and the
 # list entry's own tag and length come to under 200. A label costs its text plus at most 18.
 TASK_OVERHEAD, LABEL_OVERHEAD, PAGE_OVERHEAD = 256, 18, 128
@@ -141,7 +146,7 @@ class ServerStore:
             raise _reused(new, done.task_id)
         if done.created:  # what the script just wrote (its times are Redis's), without reading
             return _fresh(task_id, new, done.created_ms, done.not_before_ms), True
-        return await self.get(done.task_id), done.task_id == task_id
+        return await self.get(done.task_id, new.tenant), done.task_id == task_id
 
     async def submit_many(
         self, items: list[tuple[str, NewTask]]
@@ -225,15 +230,37 @@ class ServerStore:
             raws = await pipe.execute()
         return [TaskRecord.from_hash(raw) if raw else None for raw in raws]
 
-    async def get(self, task_id: str) -> TaskRecord:
-        """One task; NotFound when unknown or expired."""
-        raw = await self.client.hgetall(self.layout.task(task_id))
-        if not raw:
-            raise NotFound(task_id)
-        return TaskRecord.from_hash(raw)
+    async def owned(
+        self, task_id: str, tenant: str, fields: tuple[str, ...] | None = None
+    ) -> dict[bytes, bytes]:
+        """The one way to a task by id: its hash (whole, or just `fields`) when it belongs to
+        `tenant`. NotFound when it is unknown, expired, or another tenant's: the same answer, so
+        an id tells a caller nothing about other tenants (ids are random, and this is the only
+        check). A task's tenant never changes, so a check before a script is as good as one in
+        it. Every RPC that takes a task id goes through here (or `get`) first.
 
-    async def cancel(self, task_id: str, reason: str) -> TaskRecord:
+        Raises:
+            NotFound: unknown, expired, or another tenant's task.
+        """
+        key = self.layout.task(task_id)
+        if fields is None:
+            raw = cast("dict[bytes, bytes]", await self.client.hgetall(key))
+        else:
+            names = (*fields, "tenant", "state")  # every stored task has a state
+            values = cast("list[bytes | None]", await self.client.hmget(key, *names))
+            raw = {n.encode(): v for n, v in zip(names, values, strict=True) if v is not None}
+        owner = raw.get(b"tenant")
+        if not raw or (owner.decode() if owner else DEFAULT_TENANT) != tenant:
+            raise NotFound(task_id)
+        return raw
+
+    async def get(self, task_id: str, tenant: str) -> TaskRecord:
+        """One task of `tenant`; NotFound when unknown, expired or another tenant's."""
+        return TaskRecord.from_hash(await self.owned(task_id, tenant))
+
+    async def cancel(self, task_id: str, reason: str, tenant: str) -> TaskRecord:
         """Cancel now (PENDING, RETRYING) or ask the running attempt to stop."""
+        await self.owned(task_id, tenant, ())
         done = calls.cancel_reply(await self._run(calls.cancel(self.layout, task_id, reason)))
         if done.result is calls.CancelResult.MISSING:
             raise NotFound(task_id)
@@ -242,22 +269,21 @@ class ServerStore:
                 f"task {task_id} already finished ({done.finished.value}); nothing to cancel",
                 subject=f"taskcast.v1.Task/{task_id}",
             )
-        return await self.get(task_id)
+        return await self.get(task_id, tenant)
 
-    async def retry(self, task_id: str, request_id: str) -> tuple[TaskRecord, bool]:
+    async def retry(self, task_id: str, request_id: str, tenant: str) -> tuple[TaskRecord, bool]:
         """Run a FAILED or CANCELLED task again (`retry.lua`); whether this call retried it.
 
         A call whose `request_id` retried the task last answers the task as it is, retried False.
 
         Raises:
-            NotFound: Unknown or expired id.
+            NotFound: Unknown or expired id, or another tenant's task.
             FailedPrecondition: The task is not FAILED or CANCELLED.
         """
         for _ in range(3):  # "moved": the task changed between the read and the script
-            fields = await self.client.hmget(self.layout.task(task_id), *calls.RETRY_FIELDS)
-            if fields[0] is None:
-                raise NotFound(task_id)
-            call = calls.retry(self.layout, task_id, request_id, cast("list[bytes]", fields))
+            raw = await self.owned(task_id, tenant, calls.RETRY_FIELDS)
+            fields = [raw[f.encode()] for f in calls.RETRY_FIELDS]
+            call = calls.retry(self.layout, task_id, request_id, fields)
             done = calls.retry_reply(await self._run(call))
             if done.result is calls.RetryResult.MISSING:
                 raise NotFound(task_id)
@@ -281,7 +307,9 @@ class ServerStore:
         return cast("bytes | None", await self.client.get(key)) or mine
 
     async def mark(self, task_id: str) -> tuple[State, int] | None:
-        """The task's state and newest event's sequence, or None when the task is gone."""
+        """The task's state and newest event's sequence, or None when the task is gone.
+
+        For a watch already admitted (`get` checked the tenant): no tenant check here."""
         reply = await self.client.hmget(self.layout.task(task_id), "state", "seq")
         state, seq = cast("list[bytes | None]", reply)
         return None if state is None else (State(state.decode()), int(seq or 0))
@@ -289,8 +317,9 @@ class ServerStore:
     async def events_after(
         self, task_id: str, after: int, batch: int = 500
     ) -> AsyncIterator[EventRecord]:
-        """Stored events with a sequence greater than `after`, in order. A compacted task
-        (compact.lua) has only its terminal event left, kept in its hash as `tail`."""
+        """Stored events with a sequence greater than `after`, in order (an admitted watch's).
+        A compacted task (compact.lua) has only its terminal event left, kept in its hash as
+        `tail`."""
         key, start = self.layout.events(task_id), f"({after}-0"
         while True:
             reply = await self.client.xrange(key, min=start, max="+", count=batch)
@@ -327,6 +356,7 @@ class ServerStore:
     async def page(
         self,
         *,
+        tenant: str,
         state: State | None,
         kind: str,
         labels: dict[str, str],
@@ -335,7 +365,8 @@ class ServerStore:
         payloads: bool = False,
         max_bytes: int = 1 << 20,
     ) -> tuple[list[TaskRecord], tuple[int, str] | None]:
-        """A page of tasks, newest first, and the cursor of the next page (None at the end).
+        """A page of `tenant`'s tasks, newest first, and the cursor of the next page (None at
+        the end).
 
         The cursor is the last task returned (creation time, id); the next page starts right
         after its rank, so tasks created in the same millisecond are neither skipped nor
@@ -346,7 +377,7 @@ class ServerStore:
         tasks would take more than `max_bytes` as protobuf (one task at least). Payloads are
         measured (HSTRLEN) before they are read, so a page never reads more than it returns.
         """
-        index = self._pick_index(state, kind, labels)
+        index = _pick_index(self.layout.of(tenant), state, kind, labels)
         rank = await self._rank_after(index, cursor)
         found: list[TaskRecord] = []
         used = PAGE_OVERHEAD
@@ -361,7 +392,9 @@ class ServerStore:
                 await self.client.zrem(index, *expired)
             rank += len(rows) - len(expired)
             for (member, score), (rec, size) in zip(rows, records, strict=True):
-                if rec is not None and _matches(rec, state, kind, labels):
+                # The tenant too: an index is the tenant's own, but a worker older than tenants
+                # would index any task in the default tenant's (docs/operations.md, upgrades).
+                if rec is not None and rec.tenant == tenant and _matches(rec, state, kind, labels):
                     if found and used + size > max_bytes:
                         return await self._with_payloads(found, payloads), cursor
                     found.append(rec)
@@ -420,15 +453,6 @@ class ServerStore:
             for rec, (payload, result) in zip(records, replies, strict=True)
         ]
 
-    def _pick_index(self, state: State | None, kind: str, labels: dict[str, str]) -> str:
-        if kind:
-            return self.layout.index_kind(kind)
-        if state is not None:
-            return self.layout.index_state(state.value)
-        if labels:
-            return self.layout.index_label(self.layout.label_member(*min(labels.items())))
-        return self.layout.index_all()
-
     async def workers(self, limit: int = 1000) -> list[WorkerRecord]:
         """Live worker processes, most recently seen first; long-gone records are dropped."""
         raw = await self.client.hgetall(self.layout.workers())
@@ -453,21 +477,22 @@ class ServerStore:
         forgotten on the way (`limits.lua`)."""
         return calls.limits_reply(await self._run(calls.limits(self.layout, most)))
 
-    async def stats(self) -> tuple[list[QueueFigures], list[KindFigures]]:
-        """Per-queue and per-kind figures (see GetStatsResponse)."""
+    async def stats(self, tenant: str) -> tuple[list[QueueFigures], list[KindFigures]]:
+        """Per-queue figures (shared by every tenant) and `tenant`'s per-kind figures (see
+        GetStatsResponse)."""
         kinds = await self.kinds(refresh=True)
         per_queue = await self.client.hgetall(self.layout.running_counts())
         running = {k.decode(): int(v) for k, v in cast("dict[bytes, bytes]", per_queue).items()}
         queues = sorted({info.queue for info in kinds.values()} | set(running))
-        mq = self.layout.mq
+        mq, mine = self.layout.mq, self.layout.of(tenant)
         async with self.client.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.llen(mq.queue(q))
                 pipe.hlen(mq.msgs(mqlayout.delayed(q)))
                 pipe.zcard(mq.dead(q))
             for k in sorted(kinds):
-                pipe.hgetall(self.layout.kind_counts(k))
-                pipe.lrange(self.layout.run_times(k), 0, -1)
+                pipe.hgetall(mine.kind_counts(k))
+                pipe.lrange(mine.run_times(k), 0, -1)
             out = await pipe.execute()
         queue_stats = [
             QueueFigures(
@@ -499,6 +524,16 @@ def _reused(new: NewTask, existing: str) -> AlreadyExists:
     )
 
 
+def _pick_index(layout: Layout, state: State | None, kind: str, labels: dict[str, str]) -> str:
+    if kind:
+        return layout.index_kind(kind)
+    if state is not None:
+        return layout.index_state(state.value)
+    if labels:
+        return layout.index_label(layout.label_member(*min(labels.items())))
+    return layout.index_all()
+
+
 def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
     return TaskRecord(
         id=task_id,
@@ -524,12 +559,13 @@ def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
         progress_message="",
         time_to_first_output_ms=None,
         limits=new.limits,
+        tenant=new.tenant,
     )
 
 
 def _pb_size(rec: TaskRecord) -> int:
     """An upper bound of the task's size as a protobuf list item, payload and result aside."""
-    texts = [rec.id, rec.kind, rec.queue, rec.idempotency_key, rec.progress_message]
+    texts = [rec.id, rec.kind, rec.queue, rec.idempotency_key, rec.progress_message, rec.tenant]
     if rec.error is not None:
         texts += [rec.error.type, rec.error.message]
     labels = sum(len(k.encode()) + len(v.encode()) + LABEL_OVERHEAD for k, v in rec.labels.items())

@@ -8,7 +8,7 @@ given explicitly are the same request (`max_attempts=1` where 1 is the kind's de
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from taskcast.core.calls import NewTask
@@ -109,9 +109,11 @@ async def submit_many(
     settings: ServerSettings,
     tracer: Tracer | None,
     parent: str,
+    tenant: str,
 ) -> list[Outcome]:
     """SubmitTasks: each request checked as `new_task` does, on its own; the valid ones stored in
-    one pipeline (`ServerStore.submit_many`). One outcome per request, in order.
+    one pipeline (`ServerStore.submit_many`), each as `tenant`'s task (its idempotency key and
+    indexes are that tenant's, as SubmitTask's). One outcome per request, in order.
 
     Raises:
         InvalidArgument: No requests, or more than `MAX_BATCH`.
@@ -124,7 +126,8 @@ async def submit_many(
     valid: list[tuple[str, NewTask]] = []
     for r in requests:
         try:
-            valid.append((uuid.uuid4().hex, await new_task(r, store, settings)))
+            new = replace(await new_task(r, store, settings), tenant=tenant)
+            valid.append((uuid.uuid4().hex, new))
             out.append(None)  # filled from the store's answers below
         except ServiceError as exc:
             out.append(exc)

@@ -65,9 +65,14 @@ class WatchSession:
         self.open = 0
 
     async def stream(
-        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None = None
+        self,
+        task_id: str,
+        after: int,
+        tenant: str,
+        started: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[Item, None]:
-        """Every event of `task_id` with a sequence greater than `after`, up to the terminal one.
+        """Every event of `tenant`'s task `task_id` with a sequence greater than `after`, up to
+        the terminal one.
 
         `started` is awaited once the stream is admitted and the task and cursor checked, before
         the first item: the HTTP gateway sends its response headers there, so every refusal
@@ -77,12 +82,14 @@ class WatchSession:
             InvalidArgument: `after` is negative or past the task's last event.
             ResourceExhausted: this process has `max_watchers` streams open, or the watcher fell
                 behind the live events (its inbox overflowed).
-            NotFound: the task is unknown or expired.
+            NotFound: the task is unknown, expired or another tenant's.
             Unavailable: the server is shutting down.
         """
         if after < 0:
             raise InvalidArgument([("after_sequence", "must be 0 or more")])
-        counted = self.counted(task_id, f" after {after}", self._admitted(task_id, after, started))
+        counted = self.counted(
+            task_id, f" after {after}", self._admitted(task_id, after, tenant, started)
+        )
         async with contextlib.aclosing(counted):  # its slot freed when this stream closes
             async for item in counted:
                 yield item
@@ -120,10 +127,14 @@ class WatchSession:
             log.debug("watch %s closed: %s (%d open)", what, ended, self.open)
 
     async def _admitted(
-        self, task_id: str, after: int, started: Callable[[], Awaitable[None]] | None
+        self,
+        task_id: str,
+        after: int,
+        tenant: str,
+        started: Callable[[], Awaitable[None]] | None,
     ) -> AsyncGenerator[Item, None]:
-        """`stream` once its slot is reserved: the cursor checked, then the items."""
-        task = await self.store.get(task_id)  # NOT_FOUND before the stream starts
+        """`stream` once its slot is reserved: the owner and cursor checked, then the items."""
+        task = await self.store.get(task_id, tenant)  # NOT_FOUND before the stream starts
         if after > task.last_sequence:
             # Sequences only come from events this task emitted: a larger cursor would skip
             # events (the terminal one too) and wait for ever, so it is refused at once.

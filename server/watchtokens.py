@@ -4,7 +4,8 @@ A backend with a full-access token asks for one (CreateWatchToken) and hands it 
 opens the HTTP gateway with it (`?token=`, as EventSource cannot send headers). The format is
 compact and self-contained, so nothing is stored per token:
 
-    base64url(JSON {"v": 1, "task": <id>, "exp": <ms since the epoch>, "cancel": <bool>})
+    base64url(JSON {"v": 1, "task": <id>, "exp": <ms since the epoch>, "cancel": <bool>,
+                    "tn": <tenant>, for a tenant other than the default one})
     "." base64url(HMAC-SHA256(key, <the first part as ASCII>))        (no "=" padding)
 
 The key is TASKCAST_TOKEN_SECRET when set, else a random 32-byte key made once in Redis (SET NX
@@ -25,7 +26,9 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.server.auth import Grant
 from taskcast.server.errors import Unauthenticated
 from taskcast.server.validation import Problems
@@ -76,10 +79,15 @@ class WatchTokens:
     def _sign(self, key: bytes, body: str) -> str:
         return _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
 
-    async def issue(self, task_id: str, ttl: int, cancel: bool) -> tuple[str, int]:
-        """A token for `task_id` valid `ttl` ms from now, and when it expires (ms)."""
+    async def issue(
+        self, task_id: str, ttl: int, cancel: bool, tenant: str = DEFAULT_TENANT
+    ) -> tuple[str, int]:
+        """A token for `tenant`'s task `task_id` valid `ttl` ms from now, and when it expires
+        (ms). The default tenant's tokens carry no tenant claim."""
         expires = int(self._clock() * 1000) + ttl
-        claims = {"v": VERSION, "task": task_id, "exp": expires, "cancel": cancel}
+        claims: dict[str, Any] = {"v": VERSION, "task": task_id, "exp": expires, "cancel": cancel}
+        if tenant != DEFAULT_TENANT:
+            claims["tn"] = tenant
         body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
         return f"{body}.{self._sign(await self.key(), body)}", expires
 
@@ -102,7 +110,12 @@ class WatchTokens:
             )
         try:
             claims = json.loads(_unb64(body))
-            grant = Grant(str(claims["task"]), int(claims["exp"]), bool(claims["cancel"]))
+            grant = Grant(
+                str(claims["task"]),
+                int(claims["exp"]),
+                bool(claims["cancel"]),
+                str(claims.get("tn", DEFAULT_TENANT)),
+            )
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise Unauthenticated("malformed watch token") from None
         if claims.get("v") != VERSION:

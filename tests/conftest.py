@@ -87,6 +87,18 @@ def worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def short_lived_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
+    """A worker whose finished tasks expire after one second, swept every 0.3 s."""
+    proc = WorkerProcess(
+        redis_server.url,
+        prefix,
+        extra_env={"TASKCAST_RETENTION": "1", "TASKCAST_PRUNE_INTERVAL": "0.3"},
+    ).start()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def workers(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerGroup]:
     """Worker processes a test starts itself (`workers.start(...)`); all killed afterwards."""

@@ -91,6 +91,50 @@ def new_task(**changes: Any) -> NewTask:
     return NewTask(**{**fields, **changes})
 
 
+def command(
+    *args: str, env: dict[str, str], timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`taskcast ARGS` as a user runs it (`stdin` its input), with `env` over this process's
+    environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "taskcast.cli.main", *args],
+        input=stdin,
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def expired(get: Callable[[], object]) -> bool:
+    """Whether `get` (a task's) answers NotFoundError: the task expired."""
+    from taskcast.client import NotFoundError
+
+    try:
+        get()
+    except NotFoundError:
+        return True
+    return False
+
+
+def await_pruned(client: redis.Redis, layout: Layout, task_id: str, label: str) -> None:
+    """Wait until the sweep took a SUCCEEDED `test.echo` task out of every index it was in."""
+    indexes = (
+        layout.index_all(),
+        layout.index_kind("test.echo"),
+        layout.index_state("SUCCEEDED"),
+        layout.index_label(label),
+    )
+    for index in indexes:
+
+        def pruned(i: str = index) -> bool:
+            return client.zscore(i, task_id) is None
+
+        eventually(pruned, what=f"{index} index pruned")
+
+
 def drop_keys(client: redis.Redis, *layouts: Layout) -> None:
     """Delete every key under each layout's prefix (a test's own prefix, after the test)."""
     for layout in layouts:

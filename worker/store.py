@@ -19,7 +19,7 @@ from taskcast.core import calls, redisurl, scripts
 from taskcast.core.calls import Call, Held, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
-from taskcast.core.layout import Layout
+from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.records import TaskError
 from taskcast.core.scripts import redis_ms
 from taskcast.core.states import State
@@ -160,22 +160,18 @@ class WorkerStore:
         to an expired task (a task expires `retention` after it finished, and finished after it
         was created): those are checked, oldest first, up to `budget` per call, 200 per script
         call. A kind or label index left empty leaves the set that lists it (`prune.lua`), so
-        neither set grows with every label ever used. Returns how many entries were dropped.
+        neither set grows with every label ever used. Every tenant's indexes are swept: the
+        default tenant's, then those of each tenant that ever submitted (`Layout.tenants`).
+        Returns how many entries were dropped.
         """
         removed = 0
-        kinds = cast("set[bytes]", self.client.smembers(self.layout.indexed_kinds()))
-        labels = cast("set[bytes]", self.client.smembers(self.layout.indexed_labels()))
-        for index in calls.indexes(self.layout, kinds, labels):
-            start = 0
-            while budget > 0:
-                checked, gone = calls.prune_reply(
-                    self.run(calls.prune(self.layout, index, start, 200))
-                )
-                removed += gone
-                start += checked - gone
-                budget -= checked
-                if checked < 200:
-                    break
+        others = cast("set[bytes]", self.client.smembers(self.layout.tenants()))
+        for tenant in [DEFAULT_TENANT, *sorted(t.decode() for t in others)]:
+            layout = self.layout.of(tenant)
+            kinds = cast("set[bytes]", self.client.smembers(layout.indexed_kinds()))
+            labels = cast("set[bytes]", self.client.smembers(layout.indexed_labels()))
+            for index in calls.indexes(layout, kinds, labels):
+                removed, budget = self._prune_index(index, removed, budget)
         return removed
 
     def compact(self, window: float, budget: int = 50_000) -> int:
@@ -192,6 +188,18 @@ class WorkerStore:
             if looked < 500:
                 break
         return done
+
+    def _prune_index(self, index: calls.Index, removed: int, budget: int) -> tuple[int, int]:
+        """Sweep one index within `budget`; the dropped count and budget left, updated."""
+        start = 0
+        while budget > 0:
+            checked, gone = calls.prune_reply(self.run(calls.prune(self.layout, index, start, 200)))
+            removed += gone
+            start += checked - gone
+            budget -= checked
+            if checked < 200:
+                break
+        return removed, budget
 
     def now(self) -> int:
         """Redis's clock in epoch ms: the one clock of every stored or compared time."""

@@ -24,6 +24,14 @@ local LIVE = true
 
 local function tkey(id) return P .. ":t:" .. id end
 
+-- The prefix of a tenant's own keys (indexes, idempotency keys, per-kind statistics and run
+-- times): the task hash's `tenant` field, absent for the default tenant, whose keys keep their
+-- names from before tenants (the Lua side of Layout._scoped in core/layout.py).
+local function scope(tenant)
+  if not tenant or tenant == "" then return P end
+  return P .. ":tn:" .. tenant
+end
+
 -- Append one event to the task's stream (its sequence is the stream id) and publish it live.
 local function emit(id, fields)
   local seq = redis.call("HINCRBY", tkey(id), "seq", 1)
@@ -37,21 +45,22 @@ local function emit(id, fields)
   return seq
 end
 
--- Move a task between states: indexes, per-kind counts, per-queue running count.
+-- Move a task between states: its tenant's indexes and per-kind counts, per-queue running count.
 -- Leaving RUNNING releases the attempt's concurrency share (`_limits.lua`); any move ends a wait
 -- for a limit (the task started, or will never start from that wait).
 local function move(id, from, to)
   local t = tkey(id)
-  local kind, queue, created, ckey, wait = unpack(
-    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait"))
+  local kind, queue, created, ckey, wait, tenant = unpack(
+    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait", "tenant"))
+  local S = scope(tenant)
   if from == "RUNNING" and ckey then redis.call("ZREM", P .. ":lim:c:" .. ckey, id) end
   if wait then
     redis.call("ZREM", P .. ":lim:w:" .. wait, id)
     redis.call("HDEL", t, "wait")
   end
-  if from then redis.call("ZREM", P .. ":idx:state:" .. from, id) end
-  redis.call("ZADD", P .. ":idx:state:" .. to, created, id)
-  local stats = P .. ":stats:kind:" .. kind
+  if from then redis.call("ZREM", S .. ":idx:state:" .. from, id) end
+  redis.call("ZADD", S .. ":idx:state:" .. to, created, id)
+  local stats = S .. ":stats:kind:" .. kind
   if from and not TERMINAL[from] then redis.call("HINCRBY", stats, from, -1) end
   redis.call("HINCRBY", stats, to, 1)
   if from == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, -1) end
@@ -67,7 +76,7 @@ local function move(id, from, to)
     redis.call("EXPIRE", t, RETENTION)
     redis.call("EXPIRE", P .. ":e:" .. id, RETENTION)
     local idem = redis.call("HGET", t, "idem")
-    if idem and idem ~= "" then redis.call("EXPIRE", P .. ":idem:" .. idem, RETENTION) end
+    if idem and idem ~= "" then redis.call("EXPIRE", S .. ":idem:" .. idem, RETENTION) end
   end
 end
 

@@ -3,8 +3,8 @@
 -- Returns {new state} or {"stale"} when the attempt no longer owns the task.
 local id, attempt, outcome, result, err, retryable, delay_ms, mq_queue, rid, data = unpack(A, 1, 10)
 local t = tkey(id)
-local state, cur, cancel, max_attempts, started, kind = unpack(
-  redis.call("HMGET", t, "state", "attempt", "cancel", "max_attempts", "started", "kind"))
+local state, cur, cancel, max_attempts, started, kind, tenant = unpack(
+  redis.call("HMGET", t, "state", "attempt", "cancel", "max_attempts", "started", "kind", "tenant"))
 if state ~= "RUNNING" or cur ~= attempt then return {"stale"} end
 if cancel == "1" or outcome == "cancelled" then
   local reason = redis.call("HGET", t, "cancel_reason") or ""
@@ -15,7 +15,7 @@ end
 if outcome == "ok" then
   redis.call("HSET", t, "result", result)
   redis.call("HDEL", t, "error")
-  local rt = P .. ":rt:" .. kind
+  local rt = scope(tenant) .. ":rt:" .. kind
   redis.call("LPUSH", rt, NOW - tonumber(started))
   redis.call("LTRIM", rt, 0, 999)
   move(id, state, "SUCCEEDED")

@@ -24,8 +24,9 @@ local function step(outcome, ...)
   return {...}
 end
 if op and redis.call("HGET", op, "cursor") ~= pos then return {"cursor"} end
-local state, cur, max_attempts, budget, last_request, idem = unpack(
-  redis.call("HMGET", t, "state", "attempt", "max_attempts", "budget", "retry_request", "idem"))
+local state, cur, max_attempts, budget, last_request, idem, tenant = unpack(
+  redis.call("HMGET", t, "state", "attempt", "max_attempts", "budget", "retry_request", "idem",
+             "tenant"))
 if not state then return step("skipped", "missing") end
 if request ~= "" and last_request == request then
   if op then return step("skipped", "same") end
@@ -37,7 +38,7 @@ budget = budget or max_attempts
 -- Kept while it runs again: move() gives them the retention once more when it ends.
 redis.call("PERSIST", t)
 redis.call("PERSIST", P .. ":e:" .. id)
-if idem and idem ~= "" then redis.call("PERSIST", P .. ":idem:" .. idem) end
+if idem and idem ~= "" then redis.call("PERSIST", scope(tenant) .. ":idem:" .. idem) end
 redis.call("HDEL", t, "error", "result", "cancel", "cancel_reason", "finished")
 redis.call("HSET", t, "budget", budget, "max_attempts", tonumber(cur) + tonumber(budget),
   "retry_request", request)

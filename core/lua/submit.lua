@@ -1,8 +1,8 @@
 -- A: id, kind, queue, payload, labels_json, max_attempts, not_before (ms, the client's clock),
 --    delay (ms from now), timeout_ms, idempotency key, fingerprint, mq queue (Q or Q.DQ),
 --    message id, message data, traceparent ("" for none), live ("1": publish the PENDING event,
---    "0": store it only), concurrency key, concurrency limit, rate key, rate count, rate period
---    (ms) (""/0: none; see _limits.lua), label keys...
+--    "0": store it only), tenant ("" for the default one), concurrency key, concurrency limit,
+--    rate key, rate count, rate period (ms) (""/0: none; see _limits.lua), label keys...
 -- A watch can only start once its caller has the id this script's reply carries, and then
 -- replays the stored PENDING event; a group watch finds new tasks in the label index. So the
 -- live publish of this first event is only ever read to be ignored: a batch ("0") skips it.
@@ -10,18 +10,20 @@
 -- known key, or for this very call run again (redis-py retrying after a lost reply: the id is new
 -- on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, timeout_ms,
-      idem, fp, mq_queue, rid, data, trace, live, ckey, climit, rkey, rcount, rperiod = unpack(A, 1, 21)
+      idem, fp, mq_queue, rid, data, trace, live, tenant, ckey, climit, rkey, rcount, rperiod =
+      unpack(A, 1, 22)
 LIVE = live ~= "0"
+local S = scope(tenant)
 if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
 local again = redis.call("HGET", tkey(id), "fp")
 if again then return {0, id, again} end
 if idem ~= "" then
-  local existing = redis.call("GET", P .. ":idem:" .. idem)
+  local existing = redis.call("GET", S .. ":idem:" .. idem)
   if existing then
     local sep = string.find(existing, "|", 1, true)
     return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
   end
-  redis.call("SET", P .. ":idem:" .. idem, id .. "|" .. fp)
+  redis.call("SET", S .. ":idem:" .. idem, id .. "|" .. fp)
 end
 redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", payload,
   "labels", labels, "attempt", 0, "max_attempts", max_attempts, "created", NOW, "updated", NOW,
@@ -29,12 +31,16 @@ redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", 
 if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
 if ckey ~= "" then redis.call("HSET", tkey(id), "ckey", ckey, "climit", climit) end
 if rkey ~= "" then redis.call("HSET", tkey(id), "rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
-redis.call("ZADD", P .. ":idx:all", NOW, id)
-redis.call("ZADD", P .. ":idx:kind:" .. kind, NOW, id)
-redis.call("SADD", P .. ":idx:kinds", kind)
-for i = 22, #A do
-  redis.call("ZADD", P .. ":idx:label:" .. A[i], NOW, id)
-  redis.call("SADD", P .. ":idx:labels", A[i])
+if tenant ~= "" then  -- the default tenant's tasks have no field, as before tenants
+  redis.call("HSET", tkey(id), "tenant", tenant)
+  redis.call("SADD", P .. ":tenants", tenant)
+end
+redis.call("ZADD", S .. ":idx:all", NOW, id)
+redis.call("ZADD", S .. ":idx:kind:" .. kind, NOW, id)
+redis.call("SADD", S .. ":idx:kinds", kind)
+for i = 23, #A do
+  redis.call("ZADD", S .. ":idx:label:" .. A[i], NOW, id)
+  redis.call("SADD", S .. ":idx:labels", A[i])
 end
 move(id, nil, "PENDING")
 emit(id, {"type", "state", "state", "PENDING", "attempt", "0"})

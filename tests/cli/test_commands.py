@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from taskcast.cli.redis_proc import answers, free_port
-from tests.support import ROOT, eventually
+from tests.support import ROOT, command, eventually
 
 TASKCAST = [sys.executable, "-m", "taskcast.cli.main"]
 
@@ -25,17 +25,7 @@ TASKCAST = [sys.executable, "-m", "taskcast.cli.main"]
 def run(
     *args: str, server: str, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TASKCAST_SERVER": server, "COLUMNS": "200"}
-    return subprocess.run(
-        [*TASKCAST, *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+    return command(*args, env={"TASKCAST_SERVER": server}, timeout=timeout, stdin=stdin)
 
 
 @pytest.mark.usefixtures("worker")

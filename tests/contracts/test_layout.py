@@ -13,7 +13,8 @@ from tests.support import ROOT
 # Pieces of taskcast's and Dramatiq's key names, inside a string literal (f-strings included).
 KEY_PIECE = re.compile(
     r"""(?x)
-    :(?:t|e|idx|kinds|workers|leases|once|idem|stats|rt|live|cancel|mq|prune-lock|fin|lim)(?:[:"'}]|$)
+    :(?:t|e|tn|tenants|idx|kinds|workers|leases|once|idem|stats|rt|live|cancel|mq|prune-lock
+       |fin|lim)(?:[:"'}]|$)
     | \.(?:DQ|XQ|msgs|wake)\b
     | __acks__ | __heartbeats__
     """

@@ -17,6 +17,7 @@ import redis
 from taskcast.cli.redis_proc import RedisProcess, free_port
 from taskcast.client import TaskClient, TaskState
 from taskcast.core import mqlayout
+from taskcast.core.layout import DEFAULT_TENANT
 from tests.support import ServerProcess, WorkerProcess, new_task
 
 SKEW_S = 20  # ten times the test lease (2 s, WorkerProcess's default)
@@ -115,6 +116,6 @@ async def test_a_delay_becomes_an_eta_by_redis_time(
         stored = await store.client.hvals(layout.mq.msgs(mqlayout.delayed("unserved")))
         etas = [Message.decode(cast(bytes, data)).options["eta"] for data in stored]
         assert etas == [record.not_before]
-        await store.cancel("d" * 32, "test over")
+        await store.cancel("d" * 32, "test over", DEFAULT_TENANT)
     finally:
         await store.client.aclose()

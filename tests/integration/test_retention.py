@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import NotFoundError, TaskClient
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
-from tests.support import WorkerProcess, eventually
+from tests.support import await_pruned, eventually, expired
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +19,6 @@ def server_settings(redis_server: RedisProcess, prefix: str) -> ServerSettings:
     )
 
 
-@pytest.fixture(scope="module")
-def short_lived_worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(
-        redis_server.url,
-        prefix,
-        extra_env={"TASKCAST_RETENTION": "1", "TASKCAST_PRUNE_INTERVAL": "0.3"},
-    ).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.mark.usefixtures("short_lived_worker")
 def test_finished_task_expires_with_its_events(
     client: TaskClient, rdb: object, prefix: str
@@ -40,28 +27,11 @@ def test_finished_task_expires_with_its_events(
     handle.wait(timeout=20)
     running = client.submit("test.echo", {}, delay=60)  # not finished: never expires
 
-    def gone() -> bool:
-        try:
-            handle.get()
-        except NotFoundError:
-            return True
-        return False
-
-    eventually(gone, timeout=20, what="the finished task to expire")
+    eventually(lambda: expired(handle.get), timeout=20, what="the finished task to expire")
     layout = Layout(prefix)
     assert not rdb.exists(layout.events(handle.id))  # type: ignore[attr-defined]
     # The workers sweep the expired task out of every index, listed or not.
-    indexes = (
-        layout.index_all(),
-        layout.index_kind("test.echo"),
-        layout.index_state("SUCCEEDED"),
-        layout.index_label("keep=no"),
-    )
-    for index in indexes:
-        eventually(
-            lambda i=index: rdb.zscore(i, handle.id) is None,  # type: ignore[attr-defined, misc]
-            what=f"{index} index pruned",
-        )
+    await_pruned(rdb, layout, handle.id, "keep=no")  # type: ignore[arg-type]
     assert [t.id for t in client.list(labels={"keep": "no"})] == []
     with pytest.raises(NotFoundError):
         list(handle.watch())

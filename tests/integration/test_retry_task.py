@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import redis
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import (
+    AsyncTaskClient,
     Event,
     FailedPreconditionError,
     NotFoundError,
@@ -103,12 +105,23 @@ def test_each_retry_gets_a_fresh_budget_of_attempts(client: TaskClient) -> None:
     assert states(list(handle.watch()))[-2:] == [("RUNNING", 5), ("SUCCEEDED", 5)]
 
 
-def test_wait_after_a_retry_waits_for_the_new_end(client: TaskClient) -> None:
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_wait_after_a_retry_waits_for_the_new_end(
+    client: TaskClient, grpc_addr: str, twin: str
+) -> None:
     """`wait` reads to the stream's end: the replay's earlier terminal event is not the end."""
     handle = client.submit("test.block", {"seconds": 1}, delay=60)
     handle.cancel()
     handle.retry()  # PENDING again at once; its attempt blocks for a second
-    assert handle.wait(timeout=20) == "finished"
+    if twin == "sync":
+        assert handle.wait(timeout=20) == "finished"
+        return
+
+    async def wait() -> Any:
+        async with AsyncTaskClient(grpc_addr, token=FULL) as aio:
+            return await aio.wait(handle.id, timeout=20)
+
+    assert asyncio.run(wait()) == "finished"
 
 
 def test_retry_keeps_the_task_until_it_ends_again(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.states import State
 from taskcast.server import convert, submit
 from taskcast.server.config import ServerSettings
@@ -54,10 +55,12 @@ async def test_the_store_reports_typed_figures_per_queue_and_kind(store: ServerS
             record, _ = await store.submit(
                 uuid.uuid4().hex, await submit.new_task(request, store, settings)
             )
-            _ = [item async for item in watches.stream(record.id, 0)]  # until it ended
+            _ = [
+                item async for item in watches.stream(record.id, 0, DEFAULT_TENANT)
+            ]  # until it ended
     finally:
         await fanout.stop()
-    queues, kinds = await store.stats()
+    queues, kinds = await store.stats(DEFAULT_TENANT)
     default = next(q for q in queues if q.name == "default")
     assert isinstance(default, QueueFigures) and default.running == 0
     echo = next(k for k in kinds if k.kind == "test.echo")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import EventRecord
 from taskcast.core.states import State
 from taskcast.server import submit
@@ -26,6 +27,8 @@ from taskcast.server.errors import InvalidArgument, NotFound, ResourceExhausted,
 from taskcast.server.fanout import RESYNC, Fanout, Watcher
 from taskcast.server.store import ServerStore, connect
 from taskcast.server.watch import Item, KeepAlive, Trimmed, WatchSession
+
+T = DEFAULT_TENANT  # every task here is the default tenant's
 
 
 @dataclass
@@ -90,14 +93,14 @@ def states(items: Sequence[Item]) -> list[str]:
 @pytest.mark.usefixtures("worker")
 async def test_a_running_task_replays_then_follows_live_events_to_its_end(rig: Rig) -> None:
     task_id = await rig.submit("test.block", '{"seconds": 30}', delay=0)
-    stream = rig.session().stream(task_id, 0)
+    stream = rig.session().stream(task_id, 0, T)
     seen: list[Item] = []
     async with contextlib.aclosing(stream):
         async for item in stream:
             seen.append(item)
             if isinstance(item, EventRecord) and item.type == "progress":
                 break  # the handler now blocks until cancelled
-        await rig.store.cancel(task_id, "enough")  # the end arrives live
+        await rig.store.cancel(task_id, "enough", T)  # the end arrives live
         seen += [item async for item in stream]
     assert sequences(seen) == list(range(1, len(seen) + 1))
     assert states(seen) == ["PENDING", "RUNNING", "CANCELLED"]
@@ -110,12 +113,12 @@ async def test_a_finished_task_replays_and_ends_a_cursor_at_the_end_gets_nothing
     rig: Rig,
 ) -> None:
     task_id = await rig.submit()
-    await rig.store.cancel(task_id, "no")
+    await rig.store.cancel(task_id, "no", T)
     session = rig.session()
-    items = [i async for i in session.stream(task_id, 0)]
+    items = [i async for i in session.stream(task_id, 0, T)]
     assert sequences(items) == [1, 2] and states(items) == ["PENDING", "CANCELLED"]
-    assert [i async for i in session.stream(task_id, 2)] == []
-    assert [i async for i in session.stream(task_id, 1)] == items[1:]
+    assert [i async for i in session.stream(task_id, 2, T)] == []
+    assert [i async for i in session.stream(task_id, 1, T)] == items[1:]
     assert rig.fanout.count == 0 and task_id not in rig.fanout.watchers
 
 
@@ -123,37 +126,37 @@ async def test_a_finished_task_replays_and_ends_a_cursor_at_the_end_gets_nothing
 async def test_a_cursor_before_zero_or_past_the_last_event_is_refused(rig: Rig, after: int) -> None:
     task_id = await rig.submit()
     with pytest.raises(InvalidArgument) as info:
-        _ = [i async for i in rig.session().stream(task_id, after)]
+        _ = [i async for i in rig.session().stream(task_id, after, T)]
     assert [f for f, _ in info.value.violations] == ["after_sequence"]
     assert rig.fanout.count == 0
 
 
 async def test_an_unknown_task_is_not_found(rig: Rig) -> None:
     with pytest.raises(NotFound):
-        _ = [i async for i in rig.session().stream(uuid.uuid4().hex, 0)]
+        _ = [i async for i in rig.session().stream(uuid.uuid4().hex, 0, T)]
 
 
 async def test_trimmed_history_is_announced_before_what_is_left(rig: Rig) -> None:
     task_id = await rig.submit()
-    await rig.store.cancel(task_id, "no")
+    await rig.store.cancel(task_id, "no", T)
     await rig.store.client.xtrim(rig.store.layout.events(task_id), minid="2-0", approximate=False)
-    items = [i async for i in rig.session().stream(task_id, 0)]
+    items = [i async for i in rig.session().stream(task_id, 0, T)]
     assert items[0] == Trimmed(task_id, 2)
     assert sequences(items) == [2]
     # A cursor past the trimmed part needs no notice.
-    assert [i async for i in rig.session().stream(task_id, 1)] == items[1:]
+    assert [i async for i in rig.session().stream(task_id, 1, T)] == items[1:]
 
 
 async def test_an_idle_stream_yields_keep_alives_until_the_end(rig: Rig) -> None:
     task_id = await rig.submit()
-    stream = rig.session(keepalive=0.05).stream(task_id, 0)
+    stream = rig.session(keepalive=0.05).stream(task_id, 0, T)
     seen: list[Item] = []
     async with contextlib.aclosing(stream):
         async for item in stream:
             seen.append(item)
             if sum(isinstance(i, KeepAlive) for i in seen) == 3:
                 break
-        await rig.store.cancel(task_id, "no")
+        await rig.store.cancel(task_id, "no", T)
         seen += [item async for item in stream]
     assert sequences(seen) == [1, 2]
     assert all(i.task_id == task_id for i in seen if isinstance(i, KeepAlive))
@@ -166,12 +169,12 @@ async def test_events_the_live_feed_missed_are_read_from_the_stream(rig: Rig, wa
     """The end is stored while the watcher is cut off from the live feed; whatever wakes it
     next (a resync, a live event past the next sequence, the idle re-check) makes it re-read."""
     task_id = await rig.submit()
-    stream = rig.session(keepalive=0.05 if wake == "idle check" else 30.0).stream(task_id, 0)
+    stream = rig.session(keepalive=0.05 if wake == "idle check" else 30.0).stream(task_id, 0, T)
     async with contextlib.aclosing(stream):
         first = await anext(stream)
         assert isinstance(first, EventRecord) and first.sequence == 1
         async with rig.cut_off(task_id):
-            await rig.store.cancel(task_id, "no")  # PENDING -> CANCELLED: sequence 2
+            await rig.store.cancel(task_id, "no", T)  # PENDING -> CANCELLED: sequence 2
         inbox = rig.inbox(task_id)
         if wake == "resync":
             inbox.signal(RESYNC)
@@ -183,7 +186,7 @@ async def test_events_the_live_feed_missed_are_read_from_the_stream(rig: Rig, wa
 
 async def test_a_watcher_that_fell_behind_is_told_to_resume(rig: Rig) -> None:
     task_id = await rig.submit()
-    stream = rig.session().stream(task_id, 0)
+    stream = rig.session().stream(task_id, 0, T)
     async with contextlib.aclosing(stream):
         await anext(stream)
         inbox = rig.inbox(task_id)
@@ -196,7 +199,7 @@ async def test_a_watcher_that_fell_behind_is_told_to_resume(rig: Rig) -> None:
 
 async def test_a_stopping_server_tells_watchers_to_resume_elsewhere(rig: Rig) -> None:
     task_id = await rig.submit()
-    stream = rig.session().stream(task_id, 0)
+    stream = rig.session().stream(task_id, 0, T)
     async with contextlib.aclosing(stream):
         await anext(stream)
         await rig.fanout.stop()
@@ -207,13 +210,13 @@ async def test_a_stopping_server_tells_watchers_to_resume_elsewhere(rig: Rig) ->
 async def test_watchers_past_the_limit_are_refused(rig: Rig) -> None:
     task_id = await rig.submit()
     session = rig.session(max_watchers=1)
-    first = session.stream(task_id, 0)
+    first = session.stream(task_id, 0, T)
     async with contextlib.aclosing(first):
         await anext(first)
         with pytest.raises(ResourceExhausted, match="already has 1 watchers"):
-            await anext(session.stream(task_id, 0))
+            await anext(session.stream(task_id, 0, T))
     # The slot is free again once the first stream closed.
-    second = session.stream(task_id, 0)
+    second = session.stream(task_id, 0, T)
     async with contextlib.aclosing(second):
         assert isinstance(await anext(second), EventRecord)
 
@@ -224,7 +227,7 @@ async def test_each_stream_logs_its_open_and_close_and_frees_its_slot(
     task_id = await rig.submit()
     session = rig.session(max_watchers=2)
     caplog.set_level(logging.DEBUG, logger="taskcast.server")
-    stream = session.stream(task_id, 0)
+    stream = session.stream(task_id, 0, T)
     async with contextlib.aclosing(stream):
         await anext(stream)
         assert session.open == 1

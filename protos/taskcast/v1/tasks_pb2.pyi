@@ -18,12 +18,15 @@ google.rpc.* from google/rpc/error_details.proto:
                        parse as the request message (corrupt or truncated
                        bytes, invalid UTF-8 in a string) is INVALID_ARGUMENT
                        too, without details.
-  NOT_FOUND            unknown task id, or a finished task past its retention
-                       (7 days by default). Carries a ResourceInfo with
-                       resource_type "taskcast.v1.Task" and resource_name the id.
+  NOT_FOUND            unknown task id, a finished task past its retention
+                       (7 days by default), or another tenant's task (the
+                       same answer: an id tells nothing about other tenants).
+                       Carries a ResourceInfo with resource_type
+                       "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
-                       belongs to a different request; RedriveTasks: the
-                       request_id belongs to a different request. No details.
+                       belongs to a different request of the same tenant;
+                       RedriveTasks: the request_id belongs to a different
+                       request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
@@ -52,6 +55,14 @@ google.rpc.* from google/rpc/error_details.proto:
   PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
                        RetryTask, RedriveTasks (a dry run included) or
                        CreateWatchToken. No details.
+
+TENANTS. Each token belongs to one tenant (server setting TASKCAST_TENANTS_FILE;
+a server without one has the single tenant "default"). Every task belongs to
+the tenant of the token that submitted it. Tasks, their events, idempotency
+keys, lists and per-kind statistics are the tenant's own: another tenant's
+task is NOT_FOUND to GetTask, CancelTask, RetryTask and WatchTask, and never
+listed, counted, watched in a group (WatchTasks) or redriven (RedriveTasks).
+Kinds (ListKinds), queues and workers are shared.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -246,6 +257,7 @@ class Task(_message.Message):
     TIME_TO_FIRST_OUTPUT_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the server: 32 lowercase hex digits."""
     kind: _builtins.str
@@ -270,6 +282,12 @@ class Task(_message.Message):
     """As submitted; empty when the request had none."""
     cancel_requested: _builtins.bool
     """A cancel was asked for while the task was running."""
+    tenant: _builtins.str
+    """Output only: the tenant that submitted it (the tenant of the token that did;
+    "default" on a server without a tenants file). 1-63 characters of a-z 0-9 _ . -
+    Only that tenant's tokens can see or change the task: for any other it is
+    NOT_FOUND, as an unknown id is.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -338,10 +356,11 @@ class Task(_message.Message):
         time_to_first_output: _duration_pb2.Duration | None = ...,
         limits: Global___TaskLimits | None = ...,
         waiting: Global___Waiting | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "limits", b"limits", "not_before_time", b"not_before_time", "progress", b"progress", "start_time", b"start_time", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "limits", b"limits", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "start_time", b"start_time", "state", b"state", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "limits", b"limits", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1452,10 +1471,16 @@ class GetStatsResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     WATCH_STREAMS_OPEN_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     watch_streams_open: _builtins.int
     """WatchTask streams open on the server process that answered (not summed
     over replicas: ask each one, or read its metrics). Streams still being
     admitted count too, so this is the figure TASKCAST_MAX_WATCHERS bounds.
+    """
+    tenant: _builtins.str
+    """The caller's tenant (see Task.tenant). `kinds` counts that tenant's tasks
+    only; `queues` and `workers` are shared infrastructure, the same for every
+    tenant (queue depth, running, delayed and dead count every tenant's tasks).
     """
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]: ...
@@ -1463,7 +1488,11 @@ class GetStatsResponse(_message.Message):
     def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindStats]: ...
     @_builtins.property
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitStats]:
-        """Limit keys in use, at most 1,000, sorted by reason then key."""
+        """Limit keys in use, at most 1,000, sorted by reason then key. Keys are shared
+        by every tenant (a key names an upstream resource, such as an API account);
+        since a key built from a payload is a tenant's data, they are listed to the
+        default tenant's callers only (empty for any other tenant).
+        """
 
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStats]:
@@ -1477,10 +1506,11 @@ class GetStatsResponse(_message.Message):
         limits: _abc.Iterable[Global___LimitStats] | None = ...,
         workers: _abc.Iterable[Global___WorkerStats] | None = ...,
         watch_streams_open: _builtins.int = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "limits", b"limits", "queues", b"queues", "watch_streams_open", b"watch_streams_open", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "limits", b"limits", "queues", b"queues", "tenant", b"tenant", "watch_streams_open", b"watch_streams_open", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

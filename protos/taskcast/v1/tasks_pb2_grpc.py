@@ -109,7 +109,8 @@ class TaskServiceServicer:
         its `field` a path into the payload such as "payload_json.seconds" or
         "payload_json.messages[0].role" (an unknown key is named the same way).
         Same idempotency_key + same request returns the original task (created =
-        false); same key + a different request is ALREADY_EXISTS. "Same request"
+        false); same key + a different request is ALREADY_EXISTS. Keys are per
+        tenant: two tenants using one key get two tasks. "Same request"
         compares the effective request: kind, payload (as a JSON object, so key
         order and spacing do not matter), labels, delay and not_before as given,
         and queue, max_attempts and timeout after the kind's defaults fill the
@@ -122,27 +123,27 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitTasks(self, request, context):
-        """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
-        enqueued on its own, exactly as SubmitTask would (its own idempotency key,
-        schema check and ALREADY_EXISTS), and answered in its own result, in the
-        request's order: one bad item never fails the others, and nothing is
-        rolled back when another item fails. Two items of one call with the same
-        idempotency_key: the later one is a repeat of the earlier (created =
-        false) when the requests are the same, else its own ALREADY_EXISTS.
-        The call itself fails only as a whole: no items or more than 1,000
-        (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-        too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-        idempotency keys make that safe), or a request larger than the server
+        """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
+        item is checked, recorded and enqueued on its own, exactly as SubmitTask
+        would (its own idempotency key, schema check and ALREADY_EXISTS), and
+        answered in its own result, in the request's order: one bad item never
+        fails the others, and nothing is rolled back when another item fails. Two
+        items of one call with the same idempotency_key: the later one is a repeat
+        of the earlier (created = false) when the requests are the same, else its
+        own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+        than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+        down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+        the idempotency keys make that safe), or a request larger than the server
         accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-        by the same message limit as one SubmitTask, the payload limit plus
-        64 KiB, 1,088 KiB by default; split larger batches).
+        by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+        1,088 KiB by default; split larger batches).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """Returns one task.
+        """Returns one task of the caller's tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,35 +175,37 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedriveTasks(self, request, context):
-        """Retries every FAILED or CANCELLED task a filter selects, at no more than
-        max_per_second, as one operation. The server selects the tasks and
-        snapshots their ids, then answers at once: the operation is itself a task
-        of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-        worker consumes), so WatchTask streams its progress (Progress.message
-        "retried R, skipped S of T"), CancelTask stops it (no task is retried
-        after the cancel is seen), GetTask shows it, and its result_json is
-        {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-        it goes on across server restarts, and a worker lost mid-way is reaped
-        and the next attempt goes on from where it stopped, each selected task
-        retried at most once (RetryTask's script, with an atomic cursor). A task
-        that is no longer FAILED or CANCELLED when its turn comes (retried
-        meanwhile, expired) is skipped. With dry_run it only counts: the answer
-        carries the count and a sample of ids, and nothing is queued.
-        Idempotent through `request_id`.
+        """Retries every FAILED or CANCELLED task of the caller's tenant a filter
+        selects, at no more than max_per_second, as one operation. The server
+        selects the tasks and snapshots their ids, then answers at once: the
+        operation is itself a task of the built-in kind "taskcast.redrive" (queue
+        "taskcast", which every worker consumes) and of the caller's tenant, so
+        WatchTask streams its progress (Progress.message "retried R, skipped S of
+        T"), CancelTask stops it (no task is retried after the cancel is seen),
+        GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+        "total": T}. Workers run it, not the server: it goes on across server
+        restarts, and a worker lost mid-way is reaped and the next attempt goes on
+        from where it stopped, each selected task retried at most once (RetryTask's
+        script, with an atomic cursor). A task that is no longer FAILED or
+        CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+        dry_run it only counts: the answer carries the count and a sample of ids,
+        and nothing is queued. Idempotent through `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Lists tasks, newest first, filtered by state, kind and labels.
+        """Lists the caller's tenant's tasks, newest first, filtered by state, kind
+        and labels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """Queue depths and per-kind counts and run times.
+        """Queue depths and workers (shared by all tenants), and the caller's
+        tenant's per-kind counts and run times.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,7 +221,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """Replays the stored events after `after_sequence`, then streams live ones,
+        """Replays the stored events of a task of the caller's tenant (another
+        tenant's is NOT_FOUND before the stream starts) after `after_sequence`,
+        then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
         RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
         """
@@ -227,7 +232,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTasks(self, request, context):
-        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        """Watches a group: every task of the caller's tenant carrying one label (e.g.
+        "batch=42"; another tenant's task with the same label is never part of
+        it, and a cursor naming a task outside the group is ignored). Replays,
         task by task in creation order (the label's index), each task's stored
         events after its cursor, then streams the live events of those tasks and
         of tasks that get the label later (a task created after the stream opened

@@ -18,12 +18,15 @@ google.rpc.* from google/rpc/error_details.proto:
                        parse as the request message (corrupt or truncated
                        bytes, invalid UTF-8 in a string) is INVALID_ARGUMENT
                        too, without details.
-  NOT_FOUND            unknown task id, or a finished task past its retention
-                       (7 days by default). Carries a ResourceInfo with
-                       resource_type "taskcast.v1.Task" and resource_name the id.
+  NOT_FOUND            unknown task id, a finished task past its retention
+                       (7 days by default), or another tenant's task (the
+                       same answer: an id tells nothing about other tenants).
+                       Carries a ResourceInfo with resource_type
+                       "taskcast.v1.Task" and resource_name the id.
   ALREADY_EXISTS       SubmitTask (or one SubmitTasks item): the idempotency_key
-                       belongs to a different request; RedriveTasks: the
-                       request_id belongs to a different request. No details.
+                       belongs to a different request of the same tenant;
+                       RedriveTasks: the request_id belongs to a different
+                       request. No details.
   FAILED_PRECONDITION  CancelTask on a finished task, RetryTask on a task that
                        is not FAILED or CANCELLED. Carries a
                        PreconditionFailure with one violation: type "STATE",
@@ -52,6 +55,14 @@ google.rpc.* from google/rpc/error_details.proto:
   PERMISSION_DENIED    a read-only token on SubmitTask, SubmitTasks, CancelTask,
                        RetryTask, RedriveTasks (a dry run included) or
                        CreateWatchToken. No details.
+
+TENANTS. Each token belongs to one tenant (server setting TASKCAST_TENANTS_FILE;
+a server without one has the single tenant "default"). Every task belongs to
+the tenant of the token that submitted it. Tasks, their events, idempotency
+keys, lists and per-kind statistics are the tenant's own: another tenant's
+task is NOT_FOUND to GetTask, CancelTask, RetryTask and WatchTask, and never
+listed, counted, watched in a group (WatchTasks) or redriven (RedriveTasks).
+Kinds (ListKinds), queues and workers are shared.
   INTERNAL             a server bug; the message is generic, the server log has
                        the rest. No details.
 CANCELLED and DEADLINE_EXCEEDED come from gRPC itself (the caller cancelled,
@@ -112,7 +123,8 @@ class TaskServiceStub:
     its `field` a path into the payload such as "payload_json.seconds" or
     "payload_json.messages[0].role" (an unknown key is named the same way).
     Same idempotency_key + same request returns the original task (created =
-    false); same key + a different request is ALREADY_EXISTS. "Same request"
+    false); same key + a different request is ALREADY_EXISTS. Keys are per
+    tenant: two tenants using one key get two tasks. "Same request"
     compares the effective request: kind, payload (as a JSON object, so key
     order and spacing do not matter), labels, delay and not_before as given,
     and queue, max_attempts and timeout after the kind's defaults fill the
@@ -121,23 +133,23 @@ class TaskServiceStub:
     is kept (until retention after it finishes).
     """
     SubmitTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]
-    """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
-    enqueued on its own, exactly as SubmitTask would (its own idempotency key,
-    schema check and ALREADY_EXISTS), and answered in its own result, in the
-    request's order: one bad item never fails the others, and nothing is
-    rolled back when another item fails. Two items of one call with the same
-    idempotency_key: the later one is a repeat of the earlier (created =
-    false) when the requests are the same, else its own ALREADY_EXISTS.
-    The call itself fails only as a whole: no items or more than 1,000
-    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-    idempotency keys make that safe), or a request larger than the server
+    """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
+    item is checked, recorded and enqueued on its own, exactly as SubmitTask
+    would (its own idempotency key, schema check and ALREADY_EXISTS), and
+    answered in its own result, in the request's order: one bad item never
+    fails the others, and nothing is rolled back when another item fails. Two
+    items of one call with the same idempotency_key: the later one is a repeat
+    of the earlier (created = false) when the requests are the same, else its
+    own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+    than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+    down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+    the idempotency keys make that safe), or a request larger than the server
     accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-    by the same message limit as one SubmitTask, the payload limit plus
-    64 KiB, 1,088 KiB by default; split larger batches).
+    by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+    1,088 KiB by default; split larger batches).
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]
-    """Returns one task."""
+    """Returns one task of the caller's tenant."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
     """Cancels a task: PENDING or RETRYING ones at once, RUNNING ones
     cooperatively (the handler is told). A finished task is FAILED_PRECONDITION.
@@ -156,38 +168,46 @@ class TaskServiceStub:
     Idempotent through `request_id`.
     """
     RedriveTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]
-    """Retries every FAILED or CANCELLED task a filter selects, at no more than
-    max_per_second, as one operation. The server selects the tasks and
-    snapshots their ids, then answers at once: the operation is itself a task
-    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-    worker consumes), so WatchTask streams its progress (Progress.message
-    "retried R, skipped S of T"), CancelTask stops it (no task is retried
-    after the cancel is seen), GetTask shows it, and its result_json is
-    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-    it goes on across server restarts, and a worker lost mid-way is reaped
-    and the next attempt goes on from where it stopped, each selected task
-    retried at most once (RetryTask's script, with an atomic cursor). A task
-    that is no longer FAILED or CANCELLED when its turn comes (retried
-    meanwhile, expired) is skipped. With dry_run it only counts: the answer
-    carries the count and a sample of ids, and nothing is queued.
-    Idempotent through `request_id`.
+    """Retries every FAILED or CANCELLED task of the caller's tenant a filter
+    selects, at no more than max_per_second, as one operation. The server
+    selects the tasks and snapshots their ids, then answers at once: the
+    operation is itself a task of the built-in kind "taskcast.redrive" (queue
+    "taskcast", which every worker consumes) and of the caller's tenant, so
+    WatchTask streams its progress (Progress.message "retried R, skipped S of
+    T"), CancelTask stops it (no task is retried after the cancel is seen),
+    GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+    "total": T}. Workers run it, not the server: it goes on across server
+    restarts, and a worker lost mid-way is reaped and the next attempt goes on
+    from where it stopped, each selected task retried at most once (RetryTask's
+    script, with an atomic cursor). A task that is no longer FAILED or
+    CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+    dry_run it only counts: the answer carries the count and a sample of ids,
+    and nothing is queued. Idempotent through `request_id`.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
-    """Lists tasks, newest first, filtered by state, kind and labels."""
+    """Lists the caller's tenant's tasks, newest first, filtered by state, kind
+    and labels.
+    """
     GetStats: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]
-    """Queue depths and per-kind counts and run times."""
+    """Queue depths and workers (shared by all tenants), and the caller's
+    tenant's per-kind counts and run times.
+    """
     ListKinds: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListKindsRequest, _tasks_pb2.ListKindsResponse]
     """The kinds workers registered, by name: queue, defaults, payload schema and
     whether a live worker serves each, so clients in any language can discover
     them and build payloads.
     """
     WatchTask: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.TaskEvent]
-    """Replays the stored events after `after_sequence`, then streams live ones,
+    """Replays the stored events of a task of the caller's tenant (another
+    tenant's is NOT_FOUND before the stream starts) after `after_sequence`,
+    then streams live ones,
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
     WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]
-    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    """Watches a group: every task of the caller's tenant carrying one label (e.g.
+    "batch=42"; another tenant's task with the same label is never part of
+    it, and a cursor naming a task outside the group is ignored). Replays,
     task by task in creation order (the label's index), each task's stored
     events after its cursor, then streams the live events of those tasks and
     of tasks that get the label later (a task created after the stream opened
@@ -227,7 +247,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     its `field` a path into the payload such as "payload_json.seconds" or
     "payload_json.messages[0].role" (an unknown key is named the same way).
     Same idempotency_key + same request returns the original task (created =
-    false); same key + a different request is ALREADY_EXISTS. "Same request"
+    false); same key + a different request is ALREADY_EXISTS. Keys are per
+    tenant: two tenants using one key get two tasks. "Same request"
     compares the effective request: kind, payload (as a JSON object, so key
     order and spacing do not matter), labels, delay and not_before as given,
     and queue, max_attempts and timeout after the kind's defaults fill the
@@ -236,23 +257,23 @@ class TaskServiceAsyncStub(TaskServiceStub):
     is kept (until retention after it finishes).
     """
     SubmitTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.SubmitTasksRequest, _tasks_pb2.SubmitTasksResponse]  # type: ignore[assignment]
-    """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
-    enqueued on its own, exactly as SubmitTask would (its own idempotency key,
-    schema check and ALREADY_EXISTS), and answered in its own result, in the
-    request's order: one bad item never fails the others, and nothing is
-    rolled back when another item fails. Two items of one call with the same
-    idempotency_key: the later one is a repeat of the earlier (created =
-    false) when the requests are the same, else its own ALREADY_EXISTS.
-    The call itself fails only as a whole: no items or more than 1,000
-    (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-    too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-    idempotency keys make that safe), or a request larger than the server
+    """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
+    item is checked, recorded and enqueued on its own, exactly as SubmitTask
+    would (its own idempotency key, schema check and ALREADY_EXISTS), and
+    answered in its own result, in the request's order: one bad item never
+    fails the others, and nothing is rolled back when another item fails. Two
+    items of one call with the same idempotency_key: the later one is a repeat
+    of the earlier (created = false) when the requests are the same, else its
+    own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+    than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+    down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+    the idempotency keys make that safe), or a request larger than the server
     accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-    by the same message limit as one SubmitTask, the payload limit plus
-    64 KiB, 1,088 KiB by default; split larger batches).
+    by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+    1,088 KiB by default; split larger batches).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.GetTaskResponse]  # type: ignore[assignment]
-    """Returns one task."""
+    """Returns one task of the caller's tenant."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task: PENDING or RETRYING ones at once, RUNNING ones
     cooperatively (the handler is told). A finished task is FAILED_PRECONDITION.
@@ -271,38 +292,46 @@ class TaskServiceAsyncStub(TaskServiceStub):
     Idempotent through `request_id`.
     """
     RedriveTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RedriveTasksRequest, _tasks_pb2.RedriveTasksResponse]  # type: ignore[assignment]
-    """Retries every FAILED or CANCELLED task a filter selects, at no more than
-    max_per_second, as one operation. The server selects the tasks and
-    snapshots their ids, then answers at once: the operation is itself a task
-    of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-    worker consumes), so WatchTask streams its progress (Progress.message
-    "retried R, skipped S of T"), CancelTask stops it (no task is retried
-    after the cancel is seen), GetTask shows it, and its result_json is
-    {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-    it goes on across server restarts, and a worker lost mid-way is reaped
-    and the next attempt goes on from where it stopped, each selected task
-    retried at most once (RetryTask's script, with an atomic cursor). A task
-    that is no longer FAILED or CANCELLED when its turn comes (retried
-    meanwhile, expired) is skipped. With dry_run it only counts: the answer
-    carries the count and a sample of ids, and nothing is queued.
-    Idempotent through `request_id`.
+    """Retries every FAILED or CANCELLED task of the caller's tenant a filter
+    selects, at no more than max_per_second, as one operation. The server
+    selects the tasks and snapshots their ids, then answers at once: the
+    operation is itself a task of the built-in kind "taskcast.redrive" (queue
+    "taskcast", which every worker consumes) and of the caller's tenant, so
+    WatchTask streams its progress (Progress.message "retried R, skipped S of
+    T"), CancelTask stops it (no task is retried after the cancel is seen),
+    GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+    "total": T}. Workers run it, not the server: it goes on across server
+    restarts, and a worker lost mid-way is reaped and the next attempt goes on
+    from where it stopped, each selected task retried at most once (RetryTask's
+    script, with an atomic cursor). A task that is no longer FAILED or
+    CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+    dry_run it only counts: the answer carries the count and a sample of ids,
+    and nothing is queued. Idempotent through `request_id`.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """Lists tasks, newest first, filtered by state, kind and labels."""
+    """Lists the caller's tenant's tasks, newest first, filtered by state, kind
+    and labels.
+    """
     GetStats: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetStatsRequest, _tasks_pb2.GetStatsResponse]  # type: ignore[assignment]
-    """Queue depths and per-kind counts and run times."""
+    """Queue depths and workers (shared by all tenants), and the caller's
+    tenant's per-kind counts and run times.
+    """
     ListKinds: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListKindsRequest, _tasks_pb2.ListKindsResponse]  # type: ignore[assignment]
     """The kinds workers registered, by name: queue, defaults, payload schema and
     whether a live worker serves each, so clients in any language can discover
     them and build payloads.
     """
     WatchTask: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.TaskEvent]  # type: ignore[assignment]
-    """Replays the stored events after `after_sequence`, then streams live ones,
+    """Replays the stored events of a task of the caller's tenant (another
+    tenant's is NOT_FOUND before the stream starts) after `after_sequence`,
+    then streams live ones,
     and ends after the terminal event. Ends with UNAVAILABLE or
     RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
     """
     WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.TaskEvent]  # type: ignore[assignment]
-    """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+    """Watches a group: every task of the caller's tenant carrying one label (e.g.
+    "batch=42"; another tenant's task with the same label is never part of
+    it, and a cursor naming a task outside the group is ignored). Replays,
     task by task in creation order (the label's index), each task's stored
     events after its cursor, then streams the live events of those tasks and
     of tasks that get the label later (a task created after the stream opened
@@ -345,7 +374,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         its `field` a path into the payload such as "payload_json.seconds" or
         "payload_json.messages[0].role" (an unknown key is named the same way).
         Same idempotency_key + same request returns the original task (created =
-        false); same key + a different request is ALREADY_EXISTS. "Same request"
+        false); same key + a different request is ALREADY_EXISTS. Keys are per
+        tenant: two tenants using one key get two tasks. "Same request"
         compares the effective request: kind, payload (as a JSON object, so key
         order and spacing do not matter), labels, delay and not_before as given,
         and queue, max_attempts and timeout after the kind's defaults fill the
@@ -360,20 +390,20 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.SubmitTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.SubmitTasksResponse, _abc.Awaitable[_tasks_pb2.SubmitTasksResponse]]:
-        """Submits up to 1,000 tasks in one call. Each item is checked, recorded and
-        enqueued on its own, exactly as SubmitTask would (its own idempotency key,
-        schema check and ALREADY_EXISTS), and answered in its own result, in the
-        request's order: one bad item never fails the others, and nothing is
-        rolled back when another item fails. Two items of one call with the same
-        idempotency_key: the later one is a repeat of the earlier (created =
-        false) when the requests are the same, else its own ALREADY_EXISTS.
-        The call itself fails only as a whole: no items or more than 1,000
-        (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis down or
-        too few replicas confirming (UNAVAILABLE: resend the whole batch, the
-        idempotency keys make that safe), or a request larger than the server
+        """Submits up to 1,000 tasks in one call, each of the caller's tenant. Each
+        item is checked, recorded and enqueued on its own, exactly as SubmitTask
+        would (its own idempotency key, schema check and ALREADY_EXISTS), and
+        answered in its own result, in the request's order: one bad item never
+        fails the others, and nothing is rolled back when another item fails. Two
+        items of one call with the same idempotency_key: the later one is a repeat
+        of the earlier (created = false) when the requests are the same, else its
+        own ALREADY_EXISTS. The call itself fails only as a whole: no items or more
+        than 1,000 (INVALID_ARGUMENT), a read-only token (PERMISSION_DENIED), Redis
+        down or too few replicas confirming (UNAVAILABLE: resend the whole batch,
+        the idempotency keys make that safe), or a request larger than the server
         accepts (RESOURCE_EXHAUSTED from gRPC itself: the WHOLE request is bounded
-        by the same message limit as one SubmitTask, the payload limit plus
-        64 KiB, 1,088 KiB by default; split larger batches).
+        by the same message limit as one SubmitTask, the payload limit plus 64 KiB,
+        1,088 KiB by default; split larger batches).
         """
 
     @_abc_1.abstractmethod
@@ -382,7 +412,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.GetTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.GetTaskResponse, _abc.Awaitable[_tasks_pb2.GetTaskResponse]]:
-        """Returns one task."""
+        """Returns one task of the caller's tenant."""
 
     @_abc_1.abstractmethod
     def CancelTask(
@@ -419,21 +449,21 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.RedriveTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.RedriveTasksResponse, _abc.Awaitable[_tasks_pb2.RedriveTasksResponse]]:
-        """Retries every FAILED or CANCELLED task a filter selects, at no more than
-        max_per_second, as one operation. The server selects the tasks and
-        snapshots their ids, then answers at once: the operation is itself a task
-        of the built-in kind "taskcast.redrive" (queue "taskcast", which every
-        worker consumes), so WatchTask streams its progress (Progress.message
-        "retried R, skipped S of T"), CancelTask stops it (no task is retried
-        after the cancel is seen), GetTask shows it, and its result_json is
-        {"retried": R, "skipped": S, "total": T}. Workers run it, not the server:
-        it goes on across server restarts, and a worker lost mid-way is reaped
-        and the next attempt goes on from where it stopped, each selected task
-        retried at most once (RetryTask's script, with an atomic cursor). A task
-        that is no longer FAILED or CANCELLED when its turn comes (retried
-        meanwhile, expired) is skipped. With dry_run it only counts: the answer
-        carries the count and a sample of ids, and nothing is queued.
-        Idempotent through `request_id`.
+        """Retries every FAILED or CANCELLED task of the caller's tenant a filter
+        selects, at no more than max_per_second, as one operation. The server
+        selects the tasks and snapshots their ids, then answers at once: the
+        operation is itself a task of the built-in kind "taskcast.redrive" (queue
+        "taskcast", which every worker consumes) and of the caller's tenant, so
+        WatchTask streams its progress (Progress.message "retried R, skipped S of
+        T"), CancelTask stops it (no task is retried after the cancel is seen),
+        GetTask shows it, and its result_json is {"retried": R, "skipped": S,
+        "total": T}. Workers run it, not the server: it goes on across server
+        restarts, and a worker lost mid-way is reaped and the next attempt goes on
+        from where it stopped, each selected task retried at most once (RetryTask's
+        script, with an atomic cursor). A task that is no longer FAILED or
+        CANCELLED when its turn comes (retried meanwhile, expired) is skipped. With
+        dry_run it only counts: the answer carries the count and a sample of ids,
+        and nothing is queued. Idempotent through `request_id`.
         """
 
     @_abc_1.abstractmethod
@@ -442,7 +472,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.ListTasksResponse, _abc.Awaitable[_tasks_pb2.ListTasksResponse]]:
-        """Lists tasks, newest first, filtered by state, kind and labels."""
+        """Lists the caller's tenant's tasks, newest first, filtered by state, kind
+        and labels.
+        """
 
     @_abc_1.abstractmethod
     def GetStats(
@@ -450,7 +482,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.GetStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.GetStatsResponse, _abc.Awaitable[_tasks_pb2.GetStatsResponse]]:
-        """Queue depths and per-kind counts and run times."""
+        """Queue depths and workers (shared by all tenants), and the caller's
+        tenant's per-kind counts and run times.
+        """
 
     @_abc_1.abstractmethod
     def ListKinds(
@@ -469,7 +503,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.WatchTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tasks_pb2.TaskEvent], _abc.AsyncIterator[_tasks_pb2.TaskEvent]]:
-        """Replays the stored events after `after_sequence`, then streams live ones,
+        """Replays the stored events of a task of the caller's tenant (another
+        tenant's is NOT_FOUND before the stream starts) after `after_sequence`,
+        then streams live ones,
         and ends after the terminal event. Ends with UNAVAILABLE or
         RESOURCE_EXHAUSTED when the client should resume elsewhere or later.
         """
@@ -480,7 +516,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.WatchTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tasks_pb2.TaskEvent], _abc.AsyncIterator[_tasks_pb2.TaskEvent]]:
-        """Watches a group: every task carrying one label (e.g. "batch=42"). Replays,
+        """Watches a group: every task of the caller's tenant carrying one label (e.g.
+        "batch=42"; another tenant's task with the same label is never part of
+        it, and a cursor naming a task outside the group is ignored). Replays,
         task by task in creation order (the label's index), each task's stored
         events after its cursor, then streams the live events of those tasks and
         of tasks that get the label later (a task created after the stream opened
