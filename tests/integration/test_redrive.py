@@ -41,6 +41,11 @@ def failed_tasks(client: TaskClient, batch: str, n: int, **payload: Any) -> list
     return ids
 
 
+def oldest_first(client: TaskClient, ids: list[str]) -> list[str]:
+    """`ids` in index order: by creation time (ms), then by id for tasks of the same ms."""
+    return sorted(ids, key=lambda i: (client.get(i).created_at, i))
+
+
 def retries(rdb: redis.Redis, layout: Layout, task_id: str) -> list[int]:
     """Redis times (ms) of the task's "retry" events."""
     entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", rdb.xrange(layout.events(task_id)))
@@ -60,9 +65,9 @@ def test_dry_run_counts_and_samples_and_changes_nothing(client: TaskClient) -> N
     labels = {"batch": batch}
     every = client.redrive(labels=labels, dry_run=True)
     assert (every.count, every.truncated, every.operation) == (6, False, None)
-    assert every.sample_task_ids == runtime + fatal  # oldest first
+    assert every.sample_task_ids == oldest_first(client, runtime) + oldest_first(client, fatal)
     some = client.redrive(labels=labels, error_type="RuntimeError", dry_run=True, sample_size=2)
-    assert some.count == 4 and some.sample_task_ids == runtime[:2]
+    assert some.count == 4 and some.sample_task_ids == oldest_first(client, runtime)[:2]
     assert client.redrive(labels=labels, states=["CANCELLED"], dry_run=True).count == 0
     assert client.redrive(labels=labels, kind="demo.sleep", dry_run=True).count == 0
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
