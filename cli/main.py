@@ -115,6 +115,8 @@ def _submit_lines(args: argparse.Namespace) -> int:
         "delay": args.delay,
         "max_attempts": args.max_attempts,
         "timeout": args.timeout,
+        "priority": args.priority,
+        "fairness_key": args.fairness_key,
     }
     with _client(args) as client:
         failed = batch.submit_file(client, args, common)
@@ -142,6 +144,8 @@ def _submit(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             concurrency_key=args.concurrency_key,
             concurrency_limit=args.concurrency_limit,
+            priority=args.priority,
+            fairness_key=args.fairness_key,
         )
         if args.output == "json" and not args.watch:
             show.console.print_json(json.dumps(show.task_dict(handle.task)))
@@ -380,6 +384,10 @@ def parser() -> argparse.ArgumentParser:
         help="with --concurrency-limit: run at most N attempts naming it at once",
     )
     p.add_argument("--concurrency-limit", type=int, metavar="N")
+    p.add_argument("--priority", type=int, metavar="1-5", help="1 starts first, 5 last (default 3)")
+    p.add_argument(
+        "--fairness-key", metavar="KEY", help="share your tasks' starts round-robin among keys"
+    )
     p.add_argument("--watch", "-w", action="store_true", help="follow its events until it ends")
     p.set_defaults(fn=_submit)
 

@@ -31,6 +31,8 @@ def task_dict(t: Task) -> dict[str, Any]:
         "state": t.state.value,
         "queue": t.queue,
         "tenant": t.tenant,
+        "priority": t.priority,
+        "fairness_key": t.fairness_key,
         "attempt": t.attempt,
         "max_attempts": t.max_attempts,
         "labels": t.labels,

@@ -40,6 +40,11 @@ class TaskSpec:
     max_attempts: int | None = None
     timeout: float | dt.timedelta | None = None
     idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    priority: int | None = None
+    fairness_key: str | None = None
+    fairness_weight: float | None = None
 
 
 Item = TaskSpec | Mapping[str, Any]  # what `submit_many` takes per task

@@ -193,6 +193,11 @@ class TaskClient(_requests.Settings):
                 this key run at once, across all workers (replaces the kind's concurrency
                 limit). Key 1-128 bytes; limit 1 to 10,000.
             concurrency_limit: See `concurrency_key`.
+            priority: 1 (starts first) to 5 (last); default 3. Among the tasks ready on a
+                queue, a lower number starts first, however old the others are.
+            fairness_key: Shares your tasks' starts among keys (an end customer, a document
+                set), round-robin: one key's burst cannot starve another's trickle.
+            fairness_weight: The key's share against your other keys (0.01 to 100; 1).
 
         Raises:
             InvalidArgumentError: Unknown kind, payload not a JSON object, too large or not
@@ -210,9 +215,10 @@ class TaskClient(_requests.Settings):
         Args:
             items: `TaskSpec`s, or mappings with the same keys (`kind`, `payload`, `queue`,
                 `labels`, `delay`, `not_before`, `max_attempts`, `timeout`,
-                `idempotency_key`: the arguments of `submit`). An item without a key gets a
-                fresh one, as in `submit`: give your own keys to make calling `submit_many`
-                again after a failure safe.
+                `idempotency_key`, `concurrency_key`, `concurrency_limit`, `priority`,
+                `fairness_key`, `fairness_weight`: the arguments of `submit`). An item without
+                a key gets a fresh one, as in `submit`: give your own keys to make calling
+                `submit_many` again after a failure safe.
 
         Returns:
             One result per item, in order: its handle (`.task` set; an idempotent repeat

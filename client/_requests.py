@@ -114,6 +114,9 @@ class SubmitOptions(TypedDict, total=False):
     idempotency_key: str | None
     concurrency_key: str | None
     concurrency_limit: int | None
+    priority: int | None
+    fairness_key: str | None
+    fairness_weight: float | None
 
 
 class ListOptions(TypedDict, total=False):
@@ -169,6 +172,9 @@ def submit_request(
         max_attempts=options.get("max_attempts") or 0,
         concurrency_key=options.get("concurrency_key") or "",
         concurrency_limit=options.get("concurrency_limit") or 0,
+        priority=options.get("priority") or 0,
+        fairness_key=options.get("fairness_key") or "",
+        fairness_weight=options.get("fairness_weight") or 0.0,
     )
     if (delay := options.get("delay")) is not None:
         _duration(delay, req.delay)

@@ -98,6 +98,10 @@ class Task:
     #: While a limit holds it back: "concurrency" or "rate"; else "".
     waiting_for: str = ""
     tenant: str = "default"  #: the tenant that submitted it (the token's)
+    #: Among ready tasks, 1 starts first, 5 last (see `TaskClient.submit`).
+    priority: int = 3
+    fairness_key: str = ""  #: shares its tenant's starts with its other keys ("": one key)
+    fairness_weight: float = 1.0  #: the key's share against the tenant's other keys
 
     @classmethod
     def from_pb(cls, t: pb.Task) -> Task:
@@ -125,6 +129,9 @@ class Task:
             limits=_limits(t.limits) if t.HasField("limits") else None,
             waiting_for=t.waiting.reason if t.HasField("waiting") else "",
             tenant=t.tenant or "default",
+            priority=t.scheduling.priority or 3,  # 0: a server from before priorities
+            fairness_key=t.scheduling.fairness_key,
+            fairness_weight=t.scheduling.fairness_weight or 1.0,
         )
 
     def to_dict(self) -> dict[str, Any]:

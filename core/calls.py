@@ -17,6 +17,7 @@ from taskcast.core import mqlayout
 from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.limits import TaskLimits
 from taskcast.core.records import TaskError, TaskRecord
+from taskcast.core.scheduling import Scheduling
 from taskcast.core.states import State
 
 
@@ -64,6 +65,7 @@ class NewTask:
     # The effective per-key limits (core/limits.py).
     limits: TaskLimits = field(default_factory=TaskLimits)
     tenant: str = DEFAULT_TENANT  # whose task it is: its indexes, idempotency key, statistics
+    scheduling: Scheduling = field(default_factory=Scheduling)  # priority and fair share
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ def submit(layout: Layout, task_id: str, new: NewTask, *, live: bool = True) -> 
         "1" if live else "0",
         layout.tenant_arg(new.tenant),
         *new.limits.args(),
+        new.scheduling.field(layout.tenant_arg(new.tenant)),
         *labels,
     )
 
@@ -549,6 +552,20 @@ def compact(layout: Layout, window_ms: int, count: int) -> Call:
 def compact_reply(reply: Any) -> tuple[int, int]:
     """Ids looked at, tasks compacted."""
     return int(reply[0]), int(reply[1])
+
+
+# route, requeue: Dramatiq's own enqueues and requeues, to where a task's messages wait
+def route(layout: Layout, queue: str, redis_id: str, data: bytes) -> Call:
+    """Put a message Dramatiq enqueues itself where it waits: its task's bucket (route.lua)."""
+    return Call("route", [layout.mq.msgs(queue)], [*layout.common_args(), queue, redis_id, data])
+
+
+def requeue(layout: Layout, queue: str, acks: str, messages: list[tuple[str, str]]) -> Call:
+    """Hand fetched messages ((message id, task id) pairs) back to their buckets (requeue.lua)."""
+    pairs = [x for pair in messages for x in pair]
+    return Call(
+        "requeue", [acks, layout.mq.msgs(queue)], [*layout.common_args(), queue, acks, *pairs]
+    )
 
 
 # wake

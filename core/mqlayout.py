@@ -11,7 +11,15 @@ Dramatiq 2.2 (`dramatiq/brokers/redis/dispatch.lua`), under a namespace `ns`:
     ns:__acks__.<broker id>.<queue> ids fetched by one broker and not yet acknowledged
 
 taskcast adds `ns:<queue>.wake`: tokens an idle consumer blocks on (`worker/transport.py`);
-the rule that writes them is `wake()` in `lua/_lib.lua`, for every caller.
+the rule that writes them is `wake()` in `lua/_lib.lua`, for every caller. And the buckets of
+tasks that wait by priority and fair share instead of on `ns:<queue>` (`place()` in
+`lua/_lib.lua`, served by `lua/_fetch.lua` inside Dramatiq's fetch):
+
+    ns:<queue>.fair                 hash: "n" messages in buckets, weights other than 1
+    ns:<queue>.fair.<p>             sorted set of tenants with messages of priority p, by pass
+    ns:<queue>.fair.<p>.<tenant>    sorted set of that tenant's fairness keys, by pass
+    ns:<queue>.fair.<p>.<tenant>:<key>  list of message ids (the default bucket, priority 3 of
+                                    the default tenant with no key, is `ns:<queue>` itself)
 """
 
 from __future__ import annotations
@@ -64,6 +72,18 @@ class MQLayout:
     def heartbeats(self) -> str:
         """The sorted set of broker ids by last command (Dramatiq's own; taskcast writes none)."""
         return f"{self.namespace}:__heartbeats__"
+
+    def fair(self, queue: str) -> str:
+        """The hash of how many messages wait in the queue's priority and fairness buckets
+        ("n"), and their weights (`place()` in lua/_lib.lua)."""
+        return f"{self.namespace}:{queue}.fair"
+
+    def bucket(self, queue: str, priority: int, tenant: str = "", key: str = "") -> str:
+        """The list where tasks of one priority, tenant ("": the default one) and fairness key
+        wait; the default bucket (3, "", "") is the queue's own list."""
+        if (priority, tenant, key) == (3, "", ""):
+            return self.queue(queue)
+        return f"{self.fair(queue)}.{priority}.{tenant}:{key}"
 
     def wake(self, queue: str) -> str:
         """The wake-up list idle consumers of `queue` block on."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.limits import TaskLimits
+from taskcast.core.scheduling import Scheduling
 from taskcast.core.states import State
 
 
@@ -73,6 +74,7 @@ class TaskRecord:
     limits: TaskLimits = field(default_factory=TaskLimits)  # the per-key limits it runs under
     waiting_for: str = ""  # "c:<key>" or "r:<key>" while held back by a limit
     tenant: str = DEFAULT_TENANT  # whose task it is (stored only for other tenants)
+    scheduling: Scheduling = field(default_factory=Scheduling)  # priority and fair share
 
     @classmethod
     def from_hash(cls, h: dict[Any, Any]) -> TaskRecord:
@@ -111,6 +113,7 @@ class TaskRecord:
             ),
             waiting_for=f.get("wait", ""),
             tenant=f.get("tenant") or DEFAULT_TENANT,
+            scheduling=Scheduling.from_field(f.get("fair", "")),
         )
 
 

@@ -30,6 +30,8 @@ NAMES = (
     "compact",
     "wake",
     "limits",
+    "route",
+    "requeue",
 )
 # Pieces a script needs besides `_lib.lua`, prepended in this order.
 INCLUDES = {"begin": ("_limits",)}
@@ -42,6 +44,26 @@ def _source(name: str) -> str:
 
 
 SOURCES = {name: _source(name) for name in NAMES}
+
+# Where `_fetch.lua` goes in Dramatiq's dispatch.lua: before its first command, after its locals,
+# heartbeat and maintenance (dramatiq>=2.2,<2.3 in pyproject.toml; tests/unit checks the marker).
+DISPATCH_MARKER = 'if command == "enqueue" then'
+
+
+def dispatch(dramatiq_source: str) -> str:
+    """Dramatiq's dispatch.lua with taskcast's fetch (priorities, fair share) inserted.
+
+    Raises:
+        RuntimeError: The source no longer has the place the fetch goes (another Dramatiq).
+    """
+    at = dramatiq_source.find(DISPATCH_MARKER)
+    if at < 0:
+        raise RuntimeError(
+            'Dramatiq\'s dispatch.lua has no `if command == "enqueue"`: this Dramatiq is not '
+            "the 2.2 taskcast's transport is written for"
+        )
+    fetch = (resources.files("taskcast.core") / "lua" / "_fetch.lua").read_text()
+    return dramatiq_source[:at] + fetch + "\n" + dramatiq_source[at:]
 
 
 def now_ms() -> int:

@@ -70,6 +70,9 @@ def submit_from_pb(r: pb.SubmitTaskRequest) -> SubmitRequest:
         timeout=_pair(r, "timeout"),
         concurrency_key=r.concurrency_key,
         concurrency_limit=r.concurrency_limit,
+        priority=r.priority,
+        fairness_key=r.fairness_key,
+        fairness_weight=r.fairness_weight,
     )
 
 
@@ -185,6 +188,11 @@ def task_to_pb(t: TaskRecord) -> pb.Task:
         limits=limits_to_pb(t.limits),
         waiting=waiting_of(t),
         tenant=t.tenant,
+        scheduling=pb.Scheduling(
+            priority=t.scheduling.priority,
+            fairness_key=t.scheduling.fairness_key,
+            fairness_weight=t.scheduling.fairness_weight,
+        ),
     )
 
 

@@ -72,6 +72,10 @@ def task(t: TaskRecord) -> dict[str, Any]:
     if t.waiting_for:
         out["waiting_for"] = "concurrency" if t.waiting_for.startswith("c:") else "rate"
     out["tenant"] = t.tenant
+    out["priority"] = t.scheduling.priority
+    if t.scheduling.fairness_key:
+        out["fairness_key"] = t.scheduling.fairness_key
+    out["fairness_weight"] = t.scheduling.fairness_weight
     return out
 
 

@@ -61,7 +61,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         new = await submit.new_task(convert.submit_from_pb(request), self.store, self.settings)
-        new = replace(new, tenant=caller().tenant)
+        new = submit.owned(new, caller())
         parent = traces.parent_of(context.invocation_metadata())
         record, created = await traces.submit(
             self.store, self.tracer, uuid.uuid4().hex, new, parent
@@ -80,7 +80,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             self.settings,
             self.tracer,
             traces.parent_of(context.invocation_metadata()),
-            caller().tenant,
+            caller(),
         )
         for outcome in outcomes:
             if isinstance(outcome, tuple) and outcome[1]:

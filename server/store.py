@@ -488,6 +488,7 @@ class ServerStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.llen(mq.queue(q))
+                pipe.hget(mq.fair(q), "n")  # those waiting in buckets (`place()` in _lib.lua)
                 pipe.hlen(mq.msgs(mqlayout.delayed(q)))
                 pipe.zcard(mq.dead(q))
             for k in sorted(kinds):
@@ -497,14 +498,14 @@ class ServerStore:
         queue_stats = [
             QueueFigures(
                 name=q,
-                depth=out[3 * i],
-                delayed=out[3 * i + 1],
-                dead=out[3 * i + 2],
+                depth=out[4 * i] + max(int(out[4 * i + 1] or 0), 0),
+                delayed=out[4 * i + 2],
+                dead=out[4 * i + 3],
                 running=max(running.get(q, 0), 0),
             )
             for i, q in enumerate(queues)
         ]
-        base, kind_stats = 3 * len(queues), []
+        base, kind_stats = 4 * len(queues), []
         for i, k in enumerate(sorted(kinds)):
             counts = {s.decode(): int(v) for s, v in out[base + 2 * i].items()}
             kind_stats.append(
@@ -560,6 +561,7 @@ def _fresh(task_id: str, new: NewTask, now: int, not_before: int) -> TaskRecord:
         time_to_first_output_ms=None,
         limits=new.limits,
         tenant=new.tenant,
+        scheduling=new.scheduling,
     )
 
 

@@ -11,14 +11,17 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from taskcast.core import scheduling
 from taskcast.core.calls import NewTask
 from taskcast.core.kinds import ANY_KIND, KindInfo
 from taskcast.core.records import TaskRecord
+from taskcast.core.scheduling import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY, Scheduling
 from taskcast.core.scripts import now_ms
 from taskcast.server import limits, schemas, traces, validation
 from taskcast.server.config import ServerSettings
 from taskcast.server.errors import InvalidArgument, ServiceError, clip
 from taskcast.server.store import ServerStore
+from taskcast.server.tenants import Caller
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -43,6 +46,9 @@ class SubmitRequest:
     timeout: Pair | None = None
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    priority: int = 0  # 0: the default
+    fairness_key: str = ""
+    fairness_weight: float = 0.0  # 0: 1
 
 
 async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSettings) -> NewTask:
@@ -61,6 +67,7 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
             f"must be between 1 and {validation.MAX_ATTEMPTS} (0: the kind's default)",
         )
     limits.check(r.concurrency_key, r.concurrency_limit, p)
+    sched = _scheduling(r, p)
     p.check()
     info = await _kind(r.kind, store, settings)
     if info.schema:  # the kind declared a payload model: its fields are checked before queueing
@@ -84,6 +91,8 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
             max_attempts,
             timeout_ms,
             *([r.concurrency_key, r.concurrency_limit] if r.concurrency_key else []),
+            *([sched.priority] if sched.priority != DEFAULT_PRIORITY else []),
+            *([sched.fairness_key, sched.fairness_weight] if sched.fairness_key else []),
         )
     return NewTask(
         kind=r.kind,
@@ -97,7 +106,14 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
         idempotency_key=r.idempotency_key,
         fingerprint=digest,
         limits=task_limits,
+        scheduling=sched,
     )
+
+
+def owned(new: NewTask, caller: Caller) -> NewTask:
+    """`new` as the caller's tenant's task, with the weight its tenants file gives it."""
+    scheduling = replace(new.scheduling, tenant_weight=caller.weight)
+    return replace(new, tenant=caller.tenant, scheduling=scheduling)
 
 
 Outcome = tuple[TaskRecord, bool] | ServiceError  # (task, created) or the item's own error
@@ -109,11 +125,11 @@ async def submit_many(
     settings: ServerSettings,
     tracer: Tracer | None,
     parent: str,
-    tenant: str,
+    caller: Caller,
 ) -> list[Outcome]:
     """SubmitTasks: each request checked as `new_task` does, on its own; the valid ones stored in
-    one pipeline (`ServerStore.submit_many`), each as `tenant`'s task (its idempotency key and
-    indexes are that tenant's, as SubmitTask's). One outcome per request, in order.
+    one pipeline (`ServerStore.submit_many`), each as the caller's tenant's task (its idempotency
+    key and indexes are that tenant's, as SubmitTask's). One outcome per request, in order.
 
     Raises:
         InvalidArgument: No requests, or more than `MAX_BATCH`.
@@ -126,13 +142,39 @@ async def submit_many(
     valid: list[tuple[str, NewTask]] = []
     for r in requests:
         try:
-            new = replace(await new_task(r, store, settings), tenant=tenant)
+            new = owned(await new_task(r, store, settings), caller)
             valid.append((uuid.uuid4().hex, new))
             out.append(None)  # filled from the store's answers below
         except ServiceError as exc:
             out.append(exc)
     stored = iter(await traces.submit_many(store, tracer, valid, parent) if valid else [])
     return [next(stored) if o is None else o for o in out]
+
+
+def _scheduling(r: SubmitRequest, p: validation.Problems) -> Scheduling:
+    """The task's priority, fairness key and weight, each checked."""
+    if r.priority and not HIGHEST_PRIORITY <= r.priority <= LOWEST_PRIORITY:
+        p.add(
+            "priority",
+            f"must be {HIGHEST_PRIORITY} (starts first) to {LOWEST_PRIORITY} (last); "
+            f"0 means the default, {DEFAULT_PRIORITY}",
+        )
+    key = r.fairness_key
+    if key and (
+        len(key.encode()) > scheduling.MAX_KEY_BYTES or any(c < " " or c == "\x7f" for c in key)
+    ):
+        p.add(
+            "fairness_key", f"must be 1 to {scheduling.MAX_KEY_BYTES} bytes, no control characters"
+        )
+    weight = r.fairness_weight
+    if weight and not scheduling.MIN_WEIGHT <= weight <= scheduling.MAX_WEIGHT:  # NaN fails too
+        p.add(
+            "fairness_weight",
+            f"must be {scheduling.MIN_WEIGHT:g} to {scheduling.MAX_WEIGHT:g}; 0 means 1",
+        )
+    elif weight and not key:
+        p.add("fairness_weight", "weighs a fairness_key against the others: give one")
+    return Scheduling(r.priority or DEFAULT_PRIORITY, key, weight or 1.0)
 
 
 def _times(r: SubmitRequest, p: validation.Problems) -> tuple[int, int, int]:

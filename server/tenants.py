@@ -10,6 +10,7 @@ The tokens come from two places, merged at start-up and checked together:
       read_tokens = ["..."]        # may only read
       token_sha256 = ["<hex>"]     # the same, given as SHA-256 digests: the file holds no secret
       read_token_sha256 = ["<hex>"]
+      weight = 2.0                 # its share of starts against other tenants' (default 1)
 
 A token is known by its SHA-256 digest, looked up in one dict: the lookup's timing can only tell
 about a digest, and finding a token from its digest is a preimage search. No token configured at
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskcast.core import scheduling
 from taskcast.core.layout import DEFAULT_TENANT
 
 __all__ = ["OPEN", "Caller", "TenantsError", "Tokens", "digest", "load", "parse_tokens"]
@@ -37,6 +39,7 @@ FIELDS = {  # field -> (read only, given as digests)
     "token_sha256": (False, True),
     "read_token_sha256": (True, True),
 }
+KEYS = {*FIELDS, "weight"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class Caller:
     can_write: bool
     task_id: str = ""
     cancel: bool = False
+    weight: float = 1.0  # the tenant's share of starts on a busy queue (core/scheduling.py)
 
 
 OPEN = Caller(DEFAULT_TENANT, True)  # a server with no tokens: everyone, as before tenants
@@ -92,8 +96,10 @@ def load(full: Iterable[str], read: Iterable[str], path: str = "") -> Tokens:
     where: dict[bytes, str] = {}
     given = [("TASKCAST_AUTH_TOKENS", DEFAULT_TENANT, False, False, list(full))]
     given.append(("TASKCAST_READ_TOKENS", DEFAULT_TENANT, True, False, list(read)))
+    weights: dict[str, float] = {}
     if path:
-        given += _entries(path)
+        entries, weights = _entries(path)
+        given += entries
     for origin, tenant, read_only, hashed, values in given:
         for value in values:
             key = bytes.fromhex(value) if hashed else digest(value)
@@ -102,12 +108,16 @@ def load(full: Iterable[str], read: Iterable[str], path: str = "") -> Tokens:
                     f"{origin}: a token is also given in {where[key]}; each token belongs to "
                     "one tenant, with one kind of access"
                 )
-            callers[key], where[key] = Caller(tenant, not read_only), origin
+            weight = weights.get(tenant, 1.0)
+            callers[key], where[key] = Caller(tenant, not read_only, weight=weight), origin
     return Tokens(callers)
 
 
-def _entries(path: str) -> list[tuple[str, str, bool, bool, list[str]]]:
-    """(where, tenant, read only, as digests, values) for each entry of the file."""
+Entry = tuple[str, str, bool, bool, list[str]]  # where, tenant, read only, as digests, values
+
+
+def _entries(path: str) -> tuple[list[Entry], dict[str, float]]:
+    """Each entry of the file, and the weights it gives tenants."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
@@ -119,7 +129,8 @@ def _entries(path: str) -> list[tuple[str, str, bool, bool, list[str]]]:
         raise TenantsError(
             f"tenants file {path}: expected only [tenants.<name>] tables, at least one"
         )
-    out = []
+    out: list[Entry] = []
+    weights: dict[str, float] = {}
     for name, table in tenants.items():
         origin = f"tenants file {path}, [tenants.{name}]"
         if not NAME.fullmatch(name):
@@ -127,13 +138,33 @@ def _entries(path: str) -> list[tuple[str, str, bool, bool, list[str]]]:
                 f"{origin}: a tenant name is 1-63 characters of a-z 0-9 _ . - starting with "
                 "a-z or 0-9"
             )
-        if not isinstance(table, dict) or not table or set(table) - set(FIELDS):
-            raise TenantsError(f"{origin}: give one or more of {', '.join(FIELDS)}")
+        if not isinstance(table, dict) or not set(table) & set(FIELDS) or set(table) - KEYS:
+            raise TenantsError(
+                f"{origin}: give one or more of {', '.join(FIELDS)}, and optionally weight"
+            )
+        if "weight" in table:
+            weights[name] = _weight(origin, table["weight"])
         for field, values in table.items():
+            if field == "weight":
+                continue
             read_only, hashed = FIELDS[field]
             entry = f"{origin} {field}"
             out.append((entry, name, read_only, hashed, _values(entry, values, hashed)))
-    return out
+    return out, weights
+
+
+def _weight(origin: str, value: object) -> float:
+    """A tenant's weight: a number in bounds (a bool is not one)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not scheduling.MIN_WEIGHT <= value <= scheduling.MAX_WEIGHT
+    ):
+        raise TenantsError(
+            f"{origin} weight: a number from {scheduling.MIN_WEIGHT:g} to "
+            f"{scheduling.MAX_WEIGHT:g} (1 by default)"
+        )
+    return float(value)
 
 
 def _values(origin: str, values: object, hashed: bool) -> list[str]:

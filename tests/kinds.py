@@ -207,6 +207,17 @@ def counted(payload: dict[str, Any], ctx: TaskContext) -> int:
     return ctx.attempt
 
 
+@task("test.ordered", max_attempts=2, retry_backoff=(0.05, 0.1))
+def ordered(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Append `tag#attempt` to the Redis list `payload.log` as it starts, then take `seconds`;
+    with `fail_first`, the first attempt then fails (and is retried). Returns the attempt."""
+    _rdb().rpush(payload["log"], f"{payload['tag']}#{ctx.attempt}")
+    time.sleep(float(payload.get("seconds", 0)))
+    if payload.get("fail_first") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return ctx.attempt
+
+
 @task("test.rated", max_attempts=1, rate=Rate("20/s", key="{payload.account}"))
 def rated(payload: dict[str, Any], ctx: TaskContext) -> int:
     """Return Redis's time (ms) as the handler starts."""

@@ -2,8 +2,9 @@
 Dramatiq 2.2's private Redis code (hence `dramatiq>=2.2,<2.3` in pyproject.toml).
 
 Dramatiq's key names are `core/mqlayout.py`'s; the wake-up rule is `wake()` in `core/lua/_lib.lua`,
-run here through the `wake` script after Dramatiq's own enqueues. docs/architecture.md says what
-another broker would have to provide.
+run here by `route.lua` for Dramatiq's own enqueues. Which waiting message a fetch takes
+(priorities and fair share) is `core/lua/_fetch.lua`, inserted into Dramatiq's own fetch script.
+docs/architecture.md says what another broker would have to provide.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import _scripts as dramatiq_scripts
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
@@ -83,6 +86,16 @@ class _WakingConsumer(_RedisConsumer):
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
 
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Hand back messages fetched and not started (a graceful stop): a live queue's go back
+        to their tasks' buckets, keeping their priority and fair share (requeue.lua)."""
+        if self.slots is None:  # a delay queue's: Dramatiq's own requeue
+            super().requeue(messages)
+            return
+        pairs = [(m.options["redis_message_id"], m.message_id) for m in messages]
+        if pairs:
+            self.broker.requeue_fetched(self.queue_name, pairs)
+
     def ack(self, message: MessageProxy) -> None:
         """Dramatiq's ack, unless `begin` already did it in its own script (`Broker.ack_of`)."""
         if message.options.pop(ACKED, False):
@@ -131,7 +144,8 @@ class _WakingConsumer(_RedisConsumer):
 
 class Broker(RedisBroker):  # subclassing the library broker
     """RedisBroker that recovers the messages Dramatiq drops on a connection error, hands back
-    messages of kinds it does not serve, and gates fetching on free slots.
+    messages of kinds it does not serve, gates fetching on free slots, and fetches by priority
+    and fair share (its enqueues and requeues keep a task's place: `place()` in _lib.lua).
 
     When a consumer thread hits a connection error, Dramatiq discards the messages it held in
     memory (delayed ones, and a live queue's prefetched ones), while their ids stay in this
@@ -149,6 +163,12 @@ class Broker(RedisBroker):  # subclassing the library broker
         self.unserved_timeout_ms = int(unserved_timeout * 1000)
         self.mq = store.layout.mq
         self._wake = self.client.register_script(scripts.SOURCES["wake"])
+        self._route = self.client.register_script(scripts.SOURCES["route"])
+        self._requeue = self.client.register_script(scripts.SOURCES["requeue"])
+        # Dramatiq's fetch, taking the highest priority and the fair share first (_fetch.lua).
+        self.scripts["dispatch"] = self.client.register_script(
+            scripts.dispatch(dramatiq_scripts["dispatch"].decode())
+        )
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer for `queue_name`, after requeueing this process's orphaned acks.
@@ -179,13 +199,18 @@ class Broker(RedisBroker):  # subclassing the library broker
         rid = message.options["redis_message_id"]
         return calls.Ack(self.mq.acks(self.broker_id, queue), queue, rid)
 
-    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Enqueue (Dramatiq's own moves from a delay queue, requeues), then wake a consumer."""
-        sent = super().enqueue(message, delay=delay)
-        if delay is None:
-            call = calls.wake(self.store.layout, sent.queue_name)
-            self._wake(keys=call.keys, args=call.args)
-        return sent
+    def requeue_fetched(self, queue_name: str, messages: list[tuple[str, str]]) -> None:
+        """Put fetched, unstarted messages ((message id, task id) pairs) back where they wait."""
+        acks = self.mq.acks(self.broker_id, queue_name)
+        call = calls.requeue(self.store.layout, queue_name, acks, messages)
+        self._requeue(keys=call.keys, args=call.args)
+
+    def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
+        """Dramatiq's own enqueue (a delayed message moved on when due, a hand-back, a limit's
+        deferral), through `route.lua`: a live queue's message waits in its task's bucket, keeping
+        its priority and fair share, and an idle consumer is woken."""
+        call = calls.route(self.store.layout, queue_name, redis_id, data)
+        self._route(keys=call.keys, args=call.args)
 
     def defer(self, queue_name: str, message: Message[Any], delay_ms: int) -> None:
         """Put `message` on `queue_name`'s delay queue for `delay_ms`, and wake that delay queue's

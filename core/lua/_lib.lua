@@ -94,15 +94,71 @@ local function wake(queue)
   if redis.call("LLEN", list) < 64 then redis.call("RPUSH", list, 1) end
 end
 
--- Put an encoded Dramatiq message for task `id` on a queue exactly as RedisBroker.enqueue does,
--- and wake a consumer when the queue was empty (a busy queue needs no token).
+-- Priorities and fair share (docs/architecture.md, "Which task starts next"). A task with the
+-- default priority (3), of the default tenant and with no fairness key waits on its queue's own
+-- list, as Dramatiq's messages do. Any other waits in a bucket, a list per (priority, tenant,
+-- fairness key), named in its hash's `fair` field, "<priority>\n<tenant>\n<key>\n<tenant
+-- weight>\n<key weight>" (submit.lua). Per queue and priority, a sorted set ranks the tenants with
+-- work by pass, and one per tenant ranks its keys; a fetch (`_fetch.lua`, run inside Dramatiq's
+-- own fetch) takes the lowest pass of the highest priority and advances it by 1/weight: stride
+-- scheduling, so each tenant, then each key within it, gets its weighted share of the starts.
+-- A newcomer joins at the current lowest pass: no credit for idle time, no wait behind a backlog.
+-- `<queue>.fair` holds how many messages wait in buckets ("n") and the weights other than 1.
+local function mq_fair(queue) return MQ .. ":" .. queue .. ".fair" end
+
+-- Add `member` to a pass ranking at its lowest pass, unless it is already there.
+local function join(zset, member)
+  if redis.call("ZSCORE", zset, member) then return end
+  local first = redis.call("ZRANGE", zset, 0, 0, "WITHSCORES")
+  redis.call("ZADD", zset, first[2] or 0, member)
+end
+
+-- Weights other than 1 are kept while the tenant or key has work: a field of `<queue>.fair`.
+local function set_weight(F, field, w)
+  if w == "" or tonumber(w) == 1 then redis.call("HDEL", F, field)
+  else redis.call("HSET", F, field, w) end
+end
+
+-- Put message `rid` where it waits: its bucket when `fair` (a hash's `fair` field) names one, else
+-- the queue's list; at the back, or at the front when `front` (a message handed back, that was
+-- first); wake a consumer when the list was empty (a busy queue needs no token).
+local function place(queue, rid, fair, front)
+  local push = front and "LPUSH" or "RPUSH"
+  local p, tenant, key, tw, kw
+  if fair then
+    p, tenant, key, tw, kw = string.match(fair, "^(%d)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$")
+  end
+  if not p or (p == "3" and tenant == "" and key == "") then
+    if redis.call(push, mq_queue(queue), rid) == 1 then wake(queue) end
+    return
+  end
+  local F = mq_fair(queue)
+  local level = F .. "." .. p
+  local keys = level .. "." .. tenant
+  redis.call("HINCRBY", F, "n", 1)
+  if redis.call(push, keys .. ":" .. key, rid) == 1 then
+    join(keys, key)
+    join(level, tenant)
+    set_weight(F, "w" .. p .. "." .. tenant, tw)
+    set_weight(F, "w" .. p .. "." .. tenant .. ":" .. key, kw)
+    wake(queue)
+  end
+end
+
+-- Put an encoded Dramatiq message for task `id` on a queue as RedisBroker.enqueue does (a live
+-- queue's message in the task's bucket, `place`), and wake a consumer when it waited alone.
 -- The task remembers where its message went, so a cancel can take it back.
 -- A delay given relative (core/mqlayout.py encodes it as a negative eta) becomes NOW + delay.
 local function enqueue(id, queue, rid, data)
   data = string.gsub(data, '"eta":%-(%d+)', function(d)
     return '"eta":' .. string.format("%d", NOW + tonumber(d))
   end, 1)
-  redis.call("HSET", tkey(id), "mq", queue, "rid", rid)
+  local t = tkey(id)
+  redis.call("HSET", t, "mq", queue, "rid", rid)
   redis.call("HSET", mq_msgs(queue), rid, data)
-  if redis.call("RPUSH", mq_queue(queue), rid) == 1 then wake(queue) end
+  if string.sub(queue, -3) == ".DQ" then
+    if redis.call("RPUSH", mq_queue(queue), rid) == 1 then wake(queue) end
+  else
+    place(queue, rid, redis.call("HGET", t, "fair"))
+  end
 end

@@ -2,7 +2,8 @@
 --    delay (ms from now), timeout_ms, idempotency key, fingerprint, mq queue (Q or Q.DQ),
 --    message id, message data, traceparent ("" for none), live ("1": publish the PENDING event,
 --    "0": store it only), tenant ("" for the default one), concurrency key, concurrency limit,
---    rate key, rate count, rate period (ms) (""/0: none; see _limits.lua), label keys...
+--    rate key, rate count, rate period (ms) (""/0: none; see _limits.lua), the `fair` field ("":
+--    priority 3, the default tenant, no fairness key: see `place()` in _lib.lua), label keys...
 -- A watch can only start once its caller has the id this script's reply carries, and then
 -- replays the stored PENDING event; a group watch finds new tasks in the label index. So the
 -- live publish of this first event is only ever read to be ignored: a batch ("0") skips it.
@@ -10,8 +11,8 @@
 -- known key, or for this very call run again (redis-py retrying after a lost reply: the id is new
 -- on every call).
 local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, timeout_ms,
-      idem, fp, mq_queue, rid, data, trace, live, tenant, ckey, climit, rkey, rcount, rperiod =
-      unpack(A, 1, 22)
+      idem, fp, mq_queue, rid, data, trace, live, tenant, ckey, climit, rkey, rcount, rperiod,
+      fair = unpack(A, 1, 23)
 LIVE = live ~= "0"
 local S = scope(tenant)
 if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
@@ -31,6 +32,7 @@ redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", 
 if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
 if ckey ~= "" then redis.call("HSET", tkey(id), "ckey", ckey, "climit", climit) end
 if rkey ~= "" then redis.call("HSET", tkey(id), "rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
+if fair ~= "" then redis.call("HSET", tkey(id), "fair", fair) end
 if tenant ~= "" then  -- the default tenant's tasks have no field, as before tenants
   redis.call("HSET", tkey(id), "tenant", tenant)
   redis.call("SADD", P .. ":tenants", tenant)
@@ -38,7 +40,7 @@ end
 redis.call("ZADD", S .. ":idx:all", NOW, id)
 redis.call("ZADD", S .. ":idx:kind:" .. kind, NOW, id)
 redis.call("SADD", S .. ":idx:kinds", kind)
-for i = 23, #A do
+for i = 24, #A do
   redis.call("ZADD", S .. ":idx:label:" .. A[i], NOW, id)
   redis.call("SADD", S .. ":idx:labels", A[i])
 end

@@ -11,7 +11,7 @@ from dramatiq import Message
 
 from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient, TaskState
-from taskcast.core import mqlayout
+from taskcast.core import calls, mqlayout, scripts
 from taskcast.core.layout import Layout
 from taskcast.server.store import ServerStore, connect
 from taskcast.worker.slots import Slots
@@ -38,11 +38,20 @@ async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisPr
         await store.submit("a" * 32, new_task(queue="w"))
         await store.submit("b" * 32, new_task(queue="w"))
         assert rdb.llen(wake) == 1
-        # Dramatiq's own enqueue (a delayed message moved on, a requeue): a token each time,
-        # and at most 64 wait, whoever wrote them.
+        # Dramatiq's own enqueue (a delayed message moved on, a hand-back) goes through
+        # route.lua, the same rule: none on a busy queue ...
         for _ in range(100):
             broker.enqueue(Message(queue_name="w", actor_name="a", args=(), kwargs={}, options={}))
         assert rdb.llen(layout.mq.queue("w")) == 102
+        assert rdb.llen(wake) == 1
+        # ... and one on an empty queue.
+        rdb.delete(layout.mq.queue("w"), wake)
+        broker.enqueue(Message(queue_name="w", actor_name="a", args=(), kwargs={}, options={}))
+        assert rdb.llen(wake) == 1
+        # At most 64 wait, whoever wrote them (wake.lua: a limit's deferral wakes a delay queue).
+        wake_script, call = rdb.register_script(scripts.SOURCES["wake"]), calls.wake(layout, "w")
+        for _ in range(100):
+            wake_script(keys=call.keys, args=call.args)
         assert rdb.llen(wake) == 64
         rdb.delete(layout.mq.queue("w"))
         await store.submit("c" * 32, new_task(queue="w"))

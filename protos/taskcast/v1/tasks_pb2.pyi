@@ -258,6 +258,7 @@ class Task(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    SCHEDULING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the server: 32 lowercase hex digits."""
     kind: _builtins.str
@@ -330,6 +331,12 @@ class Task(_message.Message):
         attempt starts or the task ends).
         """
 
+    @_builtins.property
+    def scheduling(self) -> Global___Scheduling:
+        """Where it stands among the ready tasks of its queue: its priority and
+        fairness key, as submitted (the defaults when not given).
+        """
+
     def __init__(
         self,
         *,
@@ -357,14 +364,51 @@ class Task(_message.Message):
         limits: Global___TaskLimits | None = ...,
         waiting: Global___Waiting | None = ...,
         tenant: _builtins.str = ...,
+        scheduling: Global___Scheduling | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "limits", b"limits", "not_before_time", b"not_before_time", "progress", b"progress", "start_time", b"start_time", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "limits", b"limits", "not_before_time", b"not_before_time", "progress", b"progress", "scheduling", b"scheduling", "start_time", b"start_time", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "limits", b"limits", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "last_sequence", b"last_sequence", "limits", b"limits", "max_attempts", b"max_attempts", "not_before_time", b"not_before_time", "payload_json", b"payload_json", "progress", b"progress", "queue", b"queue", "result_json", b"result_json", "scheduling", b"scheduling", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "time_to_first_output", b"time_to_first_output", "timeout", b"timeout", "update_time", b"update_time", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class Scheduling(_message.Message):
+    """A task's place among the ready tasks of its queue. Among those, the lowest
+    priority number starts first. Within a priority, starts go round-robin among
+    the tenants with tasks ready (each tenant's share in proportion to the weight
+    its tenants file gives it, 1 by default), then within a tenant among its
+    fairness keys (in proportion to fairness_weight), then oldest first. A
+    tenant or key that had no task ready joins at the current round, so it
+    neither waits behind another's backlog nor gains credit for idle time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    FAIRNESS_WEIGHT_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    """1 (starts first) to 5 (last); 3 by default."""
+    fairness_key: _builtins.str
+    """Empty: the tenant's tasks share one key."""
+    fairness_weight: _builtins.float
+    def __init__(
+        self,
+        *,
+        priority: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
+        fairness_weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fairness_key", b"fairness_key", "fairness_weight", b"fairness_weight", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Scheduling: _TypeAlias = Scheduling  # noqa: Y015
 
 @_typing.final
 class TaskLimits(_message.Message):
@@ -684,6 +728,9 @@ class SubmitTaskRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    FAIRNESS_WEIGHT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """Task kind, e.g. "ai.chat", "demo.sleep". Required. It must have been
     registered by a worker (one that started and announced its kinds), else
@@ -713,6 +760,24 @@ class SubmitTaskRequest(_message.Message):
     break; limit: 1 to 10,000. Part of "same request" for idempotency.
     """
     concurrency_limit: _builtins.int
+    priority: _builtins.int
+    """Which ready task starts first (see Scheduling): 1 (first) to 5 (last); 0
+    means the default, 3. Among the tasks ready on a queue, a lower number
+    starts first, whatever its age; within one priority, starts go round-robin
+    among tenants, then among fairness keys, then oldest first. Retries,
+    delays and waits for a limit keep it. Part of "same request".
+    """
+    fairness_key: _builtins.str
+    """Shares the starts of the caller's tasks of one priority on one queue among
+    keys (an end customer, a document set): a key's burst cannot starve
+    another key's trickle. Empty: one key for all. 1-128 bytes of UTF-8, no
+    control character. Part of "same request" for idempotency.
+    """
+    fairness_weight: _builtins.float
+    """The key's share against the tenant's other keys, 0.01 to 100; 0 means 1.
+    Needs fairness_key. A tenant's share against other tenants is set by the
+    server's tenants file, never by a caller.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """See NAMES above for the rules on keys and values."""
@@ -745,10 +810,13 @@ class SubmitTaskRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        fairness_key: _builtins.str = ...,
+        fairness_weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "not_before", b"not_before", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "max_attempts", b"max_attempts", "not_before", b"not_before", "payload_json", b"payload_json", "queue", b"queue", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "fairness_key", b"fairness_key", "fairness_weight", b"fairness_weight", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "max_attempts", b"max_attempts", "not_before", b"not_before", "payload_json", b"payload_json", "priority", b"priority", "queue", b"queue", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
