@@ -9,6 +9,7 @@ Redis list as it starts), so the order is the one the fetches chose.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import redis
 
 from taskcast.cli.redis_proc import RedisProcess
-from taskcast.client import InvalidArgumentError, TaskClient, TaskHandle, TaskSpec
+from taskcast.client import InvalidArgumentError, TaskClient, TaskHandle, TaskSpec, TaskState
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
 from taskcast.server.tenants import TenantsError, load
@@ -64,6 +65,13 @@ def started(rdb: redis.Redis, log: str) -> list[str]:
     return [t.decode() for t in cast("list[bytes]", rdb.lrange(log, 0, -1))]
 
 
+def fetched_not_started(rdb: redis.Redis, prefix: str) -> int:
+    """Messages of the default queue some consumer fetched and has not started (`begin` takes
+    a message out of its consumer's ack set as the attempt starts)."""
+    acks = Layout(prefix).mq.acks("*", "default")
+    return sum(rdb.scard(k) for k in rdb.scan_iter(match=acks))
+
+
 def no_worker_running(workers: WorkerGroup) -> None:
     """The kinds registered and no worker running: what is submitted now waits."""
     workers.start(threads=1).stop()
@@ -76,11 +84,12 @@ def ordered(client: TaskClient, log: str, tag: str, **options: Any) -> TaskHandl
     return client.submit("test.ordered", payload, **options)
 
 
-def many(client: TaskClient, log: str, tag: str, n: int, **options: Any) -> list[TaskHandle]:
+def many(
+    client: TaskClient, log: str, tag: str, n: int, seconds: float = 0, **options: Any
+) -> list[TaskHandle]:
     """`n` tasks tagged `tag-0` ... in one SubmitTasks call (in that order)."""
-    items = [
-        TaskSpec("test.ordered", {"log": log, "tag": f"{tag}-{i}"}, **options) for i in range(n)
-    ]
+    payloads = [{"log": log, "tag": f"{tag}-{i}", "seconds": seconds} for i in range(n)]
+    items = [TaskSpec("test.ordered", p, **options) for p in payloads]
     out = client.submit_many(items)
     assert all(isinstance(h, TaskHandle) for h in out), out
     return [h for h in out if isinstance(h, TaskHandle)]
@@ -189,14 +198,11 @@ def test_a_graceful_stop_hands_fetched_tasks_back_to_their_buckets(
     no_worker_running(workers)
     urgent = [ordered(client, log, f"urgent-{i}", seconds=1, priority=1) for i in range(3)]
     worker = workers.start(threads=1)
-    mq = Layout(prefix).mq
-    acks = mq.acks("*", "default")  # every consumer's; `begin` acks a task as it starts
-
-    def fetched_not_started() -> int:
-        return sum(rdb.scard(k) for k in rdb.scan_iter(match=acks))
-
-    eventually(lambda: rdb.llen(log) == 1 and fetched_not_started() == 1, 20, "a prefetch")
+    eventually(
+        lambda: rdb.llen(log) == 1 and fetched_not_started(rdb, prefix) == 1, 20, "a prefetch"
+    )
     worker.stop()
+    mq = Layout(prefix).mq
     assert rdb.llen(mq.queue("default")) == 0
     assert rdb.llen(mq.bucket("default", 1)) == 2  # the fetched one back, and the third
     backlog = many(client, log, "normal", 5)
@@ -208,6 +214,34 @@ def test_a_graceful_stop_hands_fetched_tasks_back_to_their_buckets(
         "urgent-2#1",
         *(f"normal-{i}#1" for i in range(5)),
     ]
+
+
+def test_nothing_waiting_in_buckets_is_lost_when_a_worker_is_killed(
+    clients: dict[str, TaskClient],
+    workers: WorkerGroup,
+    rdb: redis.Redis,
+    log: str,
+    prefix: str,
+) -> None:
+    """kill -9 of a worker running and holding tasks taken from the buckets: its running ones
+    are reaped into their buckets again, its fetched ones put back by Dramatiq (on the queue's
+    own list, which the fetch serves as the default bucket); every task succeeds, once."""
+    quick = {"TASKCAST_MQ_HEARTBEAT_TIMEOUT": "3", "TASKCAST_MQ_MAINTENANCE_CHANCE": "100000"}
+    no_worker_running(workers)
+    handles = many(clients[ACME], log, "acme", 20, seconds=0.2, priority=2)
+    handles += many(clients[BETA], log, "beta", 20, seconds=0.2, fairness_key="k")
+    victim = workers.start(threads=2, extra_env=quick)
+    eventually(
+        lambda: rdb.llen(log) >= 2 and fetched_not_started(rdb, prefix) > 0,
+        20,
+        "tasks running and more fetched",
+    )
+    victim.stop(signal.SIGKILL)
+    workers.start(threads=2, extra_env=quick)
+    finish(handles)
+    assert all(h.get().state is TaskState.SUCCEEDED for h in handles)
+    tags = {t.split("#")[0] for t in started(rdb, log)}
+    assert tags == {f"{who}-{i}" for who in ("acme", "beta") for i in range(20)}
 
 
 @pytest.mark.parametrize(
