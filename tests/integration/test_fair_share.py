@@ -119,12 +119,13 @@ def test_higher_priority_tasks_submitted_after_a_backlog_start_first(
 def test_delayed_and_retried_tasks_keep_their_priority(
     clients: dict[str, TaskClient], workers: WorkerGroup, rdb: redis.Redis, log: str
 ) -> None:
-    """A backlog of 20 default-priority tasks of 50 ms each; an urgent task that fails once (its
+    """A backlog of 20 default-priority tasks of 200 ms each; an urgent task that fails once (its
     retry waits on the delay queue) and an urgent delayed one each start long before the
-    backlog drains, where a task that lost its priority would start after all 20."""
+    backlog drains (within 10 starts: 2 s, for a retry due 0.1 s after its first attempt), where
+    a task that lost its priority would start after all 20."""
     client = clients[DEFAULT]
     no_worker_running(workers)
-    handles = [ordered(client, log, f"backlog-{i}", seconds=0.05) for i in range(20)]
+    handles = many(client, log, "backlog", 20, seconds=0.2)
     handles.append(ordered(client, log, "retried", fail_first=True, priority=1))
     handles.append(ordered(client, log, "delayed", delay=0.2, priority=1))
     workers.start(threads=1)
