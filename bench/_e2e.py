@@ -7,10 +7,12 @@ clock when the last one is done. CPU seconds are summed over every process invol
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ import redis
 from celery import Celery
 from dramatiq.brokers.redis import RedisBroker
 
-from bench import _procs
+from bench import _procs, _report
 from taskcast.client import AsyncTaskClient, RpcError, TaskSpec
 from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.mqlayout import MQLayout
@@ -39,6 +41,18 @@ def _drain(check: Callable[[], bool], n: int, started: float) -> float:
     return time.perf_counter() - started
 
 
+def parser(description: str, batch: bool = False) -> argparse.ArgumentParser:
+    """The options of every end-to-end benchmark: worker layout, tasks per system (0: the
+    benchmark's default) and, with `batch`, tasks per SubmitTasks call."""
+    p = _report.parser(description)
+    p.add_argument("--processes", "-p", type=int, default=2)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument("--tasks", "-n", type=int, default=0, help="tasks per system")
+    if batch:
+        p.add_argument("--batch", "-b", type=int, default=100, help="tasks per SubmitTasks call")
+    return p
+
+
 def result(
     system: str, n: int, elapsed: float, cpu: dict[str, float], **extra: Any
 ) -> dict[str, Any]:
@@ -56,6 +70,14 @@ def result(
     }
 
 
+async def watch_batch(tc: AsyncTaskClient, label: dict[str, str]) -> None:
+    """Wait for every task carrying `label` to end, on one group stream."""
+    ((key, value),) = label.items()
+    async with tc.watch_group(f"{key}={value}", end_when_done=True) as events:
+        async for _ in events:
+            pass
+
+
 def taskcast(
     n: int,
     processes: int,
@@ -68,6 +90,7 @@ def taskcast(
     server_env: dict[str, str] | None = None,
     batch: int = 0,
     kind: str = "bench.noop",
+    wait: bool = False,
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
@@ -75,6 +98,8 @@ def taskcast(
     `env` goes to the workers and the server, `server_env` to the server only.
     `batch` > 0: each caller submits `batch` tasks per SubmitTasks call instead of one per call.
     `kind` is the no-op kind submitted (bench.limits: one under limits).
+    `wait`: each caller waits for its task (`wait`) or its batch (`watch_group` on a label the
+    batch carries) before submitting the next, as a caller that wants the outcome does.
     """
     with _procs.stack() as st:
         r = st.redis()
@@ -96,13 +121,20 @@ def taskcast(
 
                 async def caller() -> None:
                     for _ in left:
-                        await tc.submit(kind, "{}")
+                        handle = await tc.submit(kind, "{}")
+                        if wait:
+                            await handle.wait()
 
                 async def batch_caller() -> None:
-                    spec = TaskSpec(kind, "{}")
-                    while chunk := [spec for _ in itertools.islice(left, batch)]:
+                    while True:
+                        label = {"batch": uuid.uuid4().hex} if wait else None
+                        spec = TaskSpec(kind, "{}", labels=label)
+                        if not (chunk := [spec for _ in itertools.islice(left, batch)]):
+                            return
                         results = await tc.submit_many(chunk)
                         assert not any(isinstance(r, RpcError) for r in results), results[:3]
+                        if label:
+                            await watch_batch(tc, label)
 
                 one = batch_caller if batch else caller
                 await asyncio.gather(*(one() for _ in range(CALLERS)))
@@ -136,6 +168,7 @@ def taskcast(
             processes=processes,
             threads=threads,
             batch=batch,
+            wait=wait,
         )
 
 

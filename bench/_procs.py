@@ -289,8 +289,10 @@ class Stack:
             {"BENCH_REDIS_URL": redis_url, **env},
         )
 
-    def celery_workers(self, redis_url: str, processes: int, threads: int) -> list[Child]:
-        """N `celery worker` processes, each with a thread pool of `threads`."""
+    def celery_workers(
+        self, redis_url: str, processes: int, threads: int, app: str = "bench._celery_app"
+    ) -> list[Child]:
+        """N `celery -A app worker` processes, each with a thread pool of `threads`."""
         out = []
         for i in range(processes):
             out.append(
@@ -299,7 +301,7 @@ class Stack:
                     [
                         str(BIN / "celery"),
                         "-A",
-                        "bench._celery_app",
+                        app,
                         "worker",
                         "--pool",
                         "threads",
@@ -317,6 +319,21 @@ class Stack:
                 )
             )
         return out
+
+    def seed_api(self, redis_url: str) -> tuple[Child, int]:
+        """The seed design's HTTP API (`uvicorn bench._seed_app:api`, one process) on a free
+        port; returns once it accepts connections."""
+        port = free_port()
+        child = self.spawn(
+            "seed-api",
+            [
+                *(PY, "-m", "uvicorn", "bench._seed_app:api", "--host", "127.0.0.1"),
+                *("--port", str(port), "--log-level", "warning", "--no-access-log"),
+            ],
+            {"BENCH_REDIS_URL": redis_url},
+        )
+        self._await(child, lambda: port_open(port), "seed API")
+        return child, port
 
     def otlp_sink(self) -> int:
         """A silent OTLP/gRPC trace receiver (bench._otlp_sink); returns its port."""

@@ -20,7 +20,8 @@ from taskcast.client import AsyncTaskClient, TaskSpec
 
 def submit_only(n: int, batch: int) -> dict[str, Any]:
     """The submit path alone: batches into a server with no worker (tasks stay queued), so its
-    CPU per task (client, server, Redis) is what SubmitTasks costs, apart from running them."""
+    CPU per task (client, server, Redis) is what SubmitTasks costs, apart from running them.
+    `batch` 0: one SubmitTask call per task instead."""
     with _procs.stack() as st:
         r = st.redis()
         server, port = st.server(r.url, accept_any_kind=True)
@@ -31,8 +32,11 @@ def submit_only(n: int, batch: int) -> dict[str, Any]:
 
                 async def caller() -> None:
                     spec = TaskSpec("bench.noop", "{}")
-                    while chunk := [spec for _ in itertools.islice(left, batch)]:
-                        await tc.submit_many(chunk)
+                    while chunk := [spec for _ in itertools.islice(left, batch or 1)]:
+                        if batch:
+                            await tc.submit_many(chunk)
+                        else:
+                            await tc.submit(spec.kind, spec.payload)
 
                 await asyncio.gather(*(caller() for _ in range(_e2e.CALLERS)))
 
@@ -68,11 +72,7 @@ def run(n: int, processes: int, threads: int, batch: int) -> dict[str, dict[str,
 
 
 def main() -> None:
-    p = _report.parser(__doc__ or "")
-    p.add_argument("--processes", "-p", type=int, default=2)
-    p.add_argument("--threads", "-t", type=int, default=8)
-    p.add_argument("--tasks", "-n", type=int, default=0, help="tasks per system")
-    p.add_argument("--batch", "-b", type=int, default=100, help="tasks per SubmitTasks call")
+    p = _e2e.parser(__doc__ or "", batch=True)
     args = p.parse_args()
     n = args.tasks or (3_000 if args.quick else 20_000)
     print(

@@ -52,10 +52,7 @@ def table(res: dict[str, dict[str, Any]], dq: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = _report.parser(__doc__ or "")
-    p.add_argument("--processes", "-p", type=int, default=2)
-    p.add_argument("--threads", "-t", type=int, default=8)
-    p.add_argument("--tasks", "-n", type=int, default=0, help="tasks per system")
+    p = _e2e.parser(__doc__ or "")
     args = p.parse_args()
     n = args.tasks or (1_500 if args.quick else 20_000)
     print(

@@ -11,6 +11,7 @@ ALL = (
     "submit",
     "e2e",
     "batch",
+    "seed",
     "handoff",
     "fanout",
     "gateway",

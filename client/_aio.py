@@ -275,10 +275,13 @@ class AsyncTaskClient(_requests.Settings):
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result; see `TaskClient.wait`."""
+        last: Event | None = None
         try:
             async with self.watch(task_id, timeout=timeout) as events:
-                async for _ in events:  # to the stream's end (see TaskClient.wait)
-                    pass
+                async for event in events:  # to the stream's end (see TaskClient.wait)
+                    last = event
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
+        if _requests.succeeded(last):
+            return last.result
         return _requests.outcome(await self.get(task_id))

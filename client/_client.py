@@ -425,17 +425,23 @@ class TaskClient(_requests.Settings):
     def wait(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result once it succeeds.
 
+        One WatchTask stream to its end: a success's result comes with its event; after any
+        other end, one GetTask reads the final task the error carries.
+
         Raises:
             TaskFailedError: It ended FAILED (`.error` says why).
             TaskCancelledError: It ended CANCELLED.
             WaitTimeoutError: `timeout` seconds passed first (the task goes on).
         """
+        last: Event | None = None
         try:
             # To the stream's end, not the first terminal event: after a RetryTask the replay
             # holds an earlier series' end, and the server ends the stream after the last one.
             with self.watch(task_id, timeout=timeout) as events:
-                for _ in events:
-                    pass
+                for event in events:
+                    last = event
         except DeadlineExceededError as exc:
             raise _requests.wait_timeout(task_id, timeout) from exc
-        return _requests.outcome(self.get(task_id))
+        if _requests.succeeded(last):
+            return last.result
+        return _requests.outcome(self.get(task_id))  # the errors carry the final task

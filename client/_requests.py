@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar, Unpack
+from typing import Any, Generic, TypedDict, TypeGuard, TypeVar, Unpack
 
 import grpc
 from google.protobuf.message import Message
@@ -475,6 +475,14 @@ def _otel_inject() -> Callable[[dict[str, str]], None] | None:
 def wait_timeout(task_id: str, timeout: float | None) -> WaitTimeoutError:
     """The error `wait` raises when `timeout` passed before the task ended."""
     return WaitTimeoutError(f"task {task_id} not finished after {timeout}s")
+
+
+def succeeded(last: Event | None) -> TypeGuard[Event]:
+    """Whether a wait's stream ended on the task's success. Its event carries the result and a
+    success is final, so `wait` returns it without a GetTask: one round trip fewer per task
+    (16 callers submitting and waiting, three pairs back to back: 5.4-5.7 -> 4.1-5.0 CPU-ms per
+    task over all processes, docs/performance.md)."""
+    return last is not None and last.state is TaskState.SUCCEEDED
 
 
 def outcome(task: Task) -> Any:

@@ -14,7 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskcast.cli.redis_proc import RedisProcess, free_port
-from taskcast.client import Event, NotFoundError, TaskClient, TaskHandle, TaskState
+from taskcast.client import (
+    AsyncTaskClient,
+    Event,
+    NotFoundError,
+    TaskClient,
+    TaskHandle,
+    TaskState,
+)
 from taskcast.server.config import ServerSettings
 from tests.support import WorkerProcess, eventually
 
@@ -234,6 +241,41 @@ def test_rpcs_are_counted_by_method_and_code(client: TaskClient, worker: WorkerP
         ) == (before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 2)
 
     eventually(counted, 10, "calls counted by method and code")
+
+
+GET_TASK = "taskcast.v1.TaskService/GetTask"
+
+
+def gets(code: str) -> float:
+    """GetTask calls the server counted with `code`."""
+    return server("taskcast_rpc_requests_total", method=GET_TASK, code=code)
+
+
+def no_get_since(ok: float, missing: float) -> None:
+    """No GetTask answered OK since `ok` was read: a GetTask of a missing task, made after the
+    calls in question, is counted first (it marks when their counts would have landed)."""
+    eventually(lambda: gets("NOT_FOUND") == missing + 1, 10, "the marker GetTask counted")
+    assert gets("OK") == ok
+
+
+def test_wait_takes_a_success_off_its_stream(client: TaskClient, worker: WorkerProcess) -> None:
+    ok, missing = gets("OK"), gets("NOT_FOUND")
+    assert client.submit("test.echo", {"n": 0}).wait(30) == {"payload": {"n": 0}, "attempt": 1}
+    with pytest.raises(NotFoundError):
+        client.get("0" * 32)
+    no_get_since(ok, missing)  # the result came with the SUCCEEDED event: no GetTask after it
+
+
+async def test_async_wait_takes_a_success_off_its_stream(
+    grpc_addr: str, worker: WorkerProcess
+) -> None:
+    ok, missing = gets("OK"), gets("NOT_FOUND")
+    async with AsyncTaskClient(grpc_addr) as client:
+        handle = await client.submit("test.echo", {"n": 1})
+        assert await handle.wait(30) == {"payload": {"n": 1}, "attempt": 1}
+        with pytest.raises(NotFoundError):
+            await client.get("0" * 32)
+    no_get_since(ok, missing)
 
 
 def test_a_bad_request_is_counted_with_its_code(grpc_addr: str) -> None:
