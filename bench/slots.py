@@ -7,7 +7,11 @@ after 2 s (`bench._slow_http`), baseline `httpx`. The worker is `taskcast worker
 defaults (1 process, 8 threads, 1,000 slots). Targets: makespan <= 1.3x the baseline's, peak
 RUNNING = N, worker RSS < 400 MiB at N = 1,000, worker CPU per call <= 2x the baseline's.
 
-    python -m bench.slots [--quick] [--kinds ai http] [--n 200 1000]
+`--submit` says how the N tasks are submitted: `batch`, in SubmitTasks calls of up to 1,000 items
+(what a caller with N calls in hand does: the targets are judged on it), or `single`, N concurrent
+SubmitTask calls (the burst of separate callers); both by default, each against its own baseline.
+
+    python -m bench.slots [--quick] [--kinds ai http] [--n 200 1000] [--submit batch single]
 """
 
 from __future__ import annotations
@@ -102,8 +106,16 @@ def baseline(
     return out
 
 
-async def _submit_all(tc: Any, kind: str, payload: dict[str, Any], n: int) -> list[str]:
-    handles = await asyncio.gather(*(tc.submit(KIND[kind], payload) for _ in range(n)))
+async def _submit_all(
+    tc: Any, kind: str, payload: dict[str, Any], n: int, submit: str = "single"
+) -> list[str]:
+    if submit == "single":
+        handles = await asyncio.gather(*(tc.submit(KIND[kind], payload) for _ in range(n)))
+    else:
+        handles = await tc.submit_many({"kind": KIND[kind], "payload": payload} for _ in range(n))
+    failed = [h for h in handles if isinstance(h, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n} submits failed, first: {failed[0]!r}")
     return [h.id for h in handles]
 
 
@@ -115,7 +127,12 @@ def _done(stats: Any, kind: str) -> int:
 
 
 async def through_taskcast(
-    port: int, kind: str, payload: dict[str, Any], n: int, meter: _procs.CpuMeter
+    port: int,
+    kind: str,
+    payload: dict[str, Any],
+    n: int,
+    meter: _procs.CpuMeter,
+    submit: str = "single",
 ) -> dict[str, Any]:
     """Submit N at once, sample GetStats until all are terminal, then read every task record."""
     from taskcast.client import AsyncTaskClient
@@ -124,7 +141,7 @@ async def through_taskcast(
         before, peak_sampled = _done(await tc.stats(), kind), 0
         meter.start()
         t0 = time.time()
-        ids = await _submit_all(tc, kind, payload, n)
+        ids = await _submit_all(tc, kind, payload, n, submit)
         submitted = time.time() - t0
         deadline = time.monotonic() + 600
         while True:
@@ -142,7 +159,7 @@ async def through_taskcast(
                 return await tc.get(task_id)
 
         tasks = await asyncio.gather(*(get(i) for i in ids))
-    return _summarise(tasks, t0, submitted, peak_sampled, cpu, n)
+    return {"submit": submit} | _summarise(tasks, t0, submitted, peak_sampled, cpu, n)
 
 
 def _summarise(
@@ -173,10 +190,16 @@ def _summarise(
 
 
 def run_kind(
-    kind: str, ns: list[int], max_load: float, wait: float, profile: Path | None = None
+    kind: str,
+    ns: list[int],
+    submits: list[str],
+    max_load: float,
+    wait: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """One private stack per kind: upstream, Redis, server, one default worker; each N in turn."""
-    out: dict[str, Any] = {}
+    """One private stack per kind: upstream, Redis, server, one default worker; each N and
+    submit mode in turn, each with its own baseline run just before it."""
+    out: dict[str, Any] = {s: {} for s in submits}
     with _procs.stack() as st:
         port = free_port()
         if kind == "ai":
@@ -198,30 +221,31 @@ def run_kind(
             through_taskcast(tc_port, kind, payload, 5, _meter(worker, server, r, upstream))
         )
         for n in ns:
-            load = settle(max_load, wait)
-            base = baseline(st, kind, url, n, upstream)
-            idle = idle_cpu(worker)
-            load_tc = settle(max_load, wait)
-            meter = _meter(worker, server, r, upstream)
-            spy = _spy(worker, profile, f"{kind}-{n}")
-            with RssPeak(worker) as rss:
-                idle_mib = rss.sample()
-                tc = asyncio.run(through_taskcast(tc_port, kind, payload, n, meter))
-            if spy is not None and profile is not None:
-                _unspy(spy, profile / f"{kind}-{n}.txt")
-            window = tc["makespan_s"] + STATS_EVERY  # about the metered window
-            tc["worker_idle_cpu_ms_per_call"] = idle * window / n * 1000
-            tc["worker_rss_mib"] = {
-                "idle": round(idle_mib, 1),
-                "peak_process": round(rss.top, 1),
-                "peak_tree": round(rss.tree, 1),
-            }
-            out[str(n)] = {
-                "baseline": base,
-                "taskcast": tc,
-                "load": {"baseline": load, "taskcast": load_tc, "after": settle(99, 0)},
-            }
-            _print(kind, n, out[str(n)])
+            for submit in submits:
+                load = settle(max_load, wait)
+                base = baseline(st, kind, url, n, upstream)
+                idle = idle_cpu(worker)
+                load_tc = settle(max_load, wait)
+                meter = _meter(worker, server, r, upstream)
+                spy = _spy(worker, profile, f"{kind}-{submit}-{n}")
+                with RssPeak(worker) as rss:
+                    idle_mib = rss.sample()
+                    tc = asyncio.run(through_taskcast(tc_port, kind, payload, n, meter, submit))
+                if spy is not None and profile is not None:
+                    _unspy(spy, profile / f"{kind}-{submit}-{n}.txt")
+                window = tc["makespan_s"] + STATS_EVERY  # about the metered window
+                tc["worker_idle_cpu_ms_per_call"] = idle * window / n * 1000
+                tc["worker_rss_mib"] = {
+                    "idle": round(idle_mib, 1),
+                    "peak_process": round(rss.top, 1),
+                    "peak_tree": round(rss.tree, 1),
+                }
+                out[submit][str(n)] = {
+                    "baseline": base,
+                    "taskcast": tc,
+                    "load": {"baseline": load, "taskcast": load_tc, "after": settle(99, 0)},
+                }
+                _print(kind, n, out[submit][str(n)])
     return out
 
 
@@ -293,13 +317,21 @@ def _print(kind: str, n: int, run: dict[str, Any]) -> None:
     ]  # fmt: skip
     header = ["path", "makespan s", "peak RUNNING", "wait p50 ms", "wait p99 ms", "RSS MiB",
               "CPU ms/call", "failed"]  # fmt: skip
-    print(_report.table(f"{KIND[kind]}, N = {n} (load {run['load']})", header, rows), flush=True)
+    title = f"{KIND[kind]}, N = {n}, {tc['submit']} submit (load {run['load']})"
+    print(_report.table(title, header, rows), flush=True)
 
 
 def main() -> None:
     p = _report.parser(__doc__ or "")
     p.add_argument("--kinds", nargs="*", choices=sorted(KIND), default=["ai", "http"])
     p.add_argument("--n", type=int, nargs="*", help="tasks at once (default 200 1000; quick 100)")
+    p.add_argument(
+        "--submit",
+        nargs="*",
+        choices=["batch", "single"],
+        default=["batch", "single"],
+        help="SubmitTasks calls (batch, judged) or N SubmitTask calls (single)",
+    )
     p.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-min load under this")
     p.add_argument("--settle", type=float, help="longest wait for that (s; 60, quick 0)")
     p.add_argument(
@@ -308,15 +340,21 @@ def main() -> None:
     args = p.parse_args()
     ns = args.n or ([100] if args.quick else [200, 1000])
     settle_s = args.settle if args.settle is not None else (0 if args.quick else 60)
-    runs = {kind: run_kind(kind, ns, args.max_load, settle_s, args.profile) for kind in args.kinds}
+    runs = {
+        kind: run_kind(kind, ns, args.submit, args.max_load, settle_s, args.profile)
+        for kind in args.kinds
+    }
     if args.profile is not None:
         return  # py-spy's sampling costs the worker CPU: these figures are not results
-    verdicts = {kind: targets(res) for kind, res in runs.items()}
-    for kind, ts in verdicts.items():
-        for name, t in ts.items():
-            print(
-                f"{KIND[kind]} {name}: {t['value']:.2f} ({t['target']}) {_report.verdict(t['met'])}"
-            )
+    verdicts = {
+        kind: {submit: targets(res) for submit, res in by_submit.items()}
+        for kind, by_submit in runs.items()
+    }
+    for kind, by_submit in verdicts.items():
+        for submit, ts in by_submit.items():
+            for name, t in ts.items():
+                met = _report.verdict(t["met"])
+                print(f"{KIND[kind]} {submit} {name}: {t['value']:.2f} ({t['target']}) {met}")
     _report.write("slots", args.quick, {"runs": runs, "targets": verdicts})
 
 

@@ -58,3 +58,12 @@ async def test_backend_refuses_before_connecting() -> None:
         await backend.connect_tcp("127.0.0.1", 9, timeout=5)
     with pytest.raises(BlockedAddressError, match="unix sockets"):
         await backend.connect_unix_socket("/tmp/x.sock")
+
+
+async def test_backend_checks_addresses_given_as_such_and_resolves_the_rest() -> None:
+    # An address is checked as written; "127.1" is a name to getaddrinfo, which resolves it.
+    backend = GuardedBackend(AddressPolicy())
+    with pytest.raises(BlockedAddressError, match=r"refused to connect to ::1: loopback"):
+        await backend.connect_tcp("::1", 9, timeout=5)
+    with pytest.raises(BlockedAddressError, match=r"to 127\.1 \(127\.0\.0\.1\): loopback"):
+        await backend.connect_tcp("127.1", 9, timeout=5)

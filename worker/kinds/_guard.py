@@ -100,14 +100,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         """Resolve; refuse if any address is disallowed; connect to the first that answers."""
-        try:
-            with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = [host] if _literal(host) else await _resolve(host, port, timeout)
         for address in addresses:
             why = self.policy.refusal(host, ipaddress.ip_address(address.partition("%")[0]))
             if why is not None:
@@ -135,6 +128,31 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     async def sleep(self, seconds: float) -> None:
         """Sleep, as the wrapped backend does."""
         await self._inner.sleep(seconds)
+
+
+def _literal(host: str) -> bool:
+    """Whether `host` is an IP address already (asyncio's own connect skips resolving those)."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses `host` resolves to, in order, without repeats.
+
+    Only names are resolved: getaddrinfo runs on the loop's thread pool even for an address,
+    and that hop was 67 us of CPU per connection (5% of a whole loopback GET's), for nothing.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
