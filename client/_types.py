@@ -211,7 +211,7 @@ class Event:
     error: TaskError | None = None
     next_attempt_at: dt.datetime | None = None
     first_available_sequence: int = 0
-    reason: str = ""  #: waiting: "concurrency" or "rate"
+    reason: str = ""  #: waiting: "concurrency", "rate" or "tokens"
     key: str = ""  #: waiting: the limit's key
     limit: int = 0  #: waiting: the limit (running at once, or starts per `period`)
     period: float | None = None  #: waiting for a rate: its period in seconds

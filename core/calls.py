@@ -15,7 +15,7 @@ from typing import Any
 
 from taskcast.core import mqlayout
 from taskcast.core.layout import DEFAULT_TENANT, Layout
-from taskcast.core.limits import TaskLimits
+from taskcast.core.limits import TaskLimits, TokenLimit
 from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.states import State
 
@@ -280,7 +280,7 @@ class Held:
     """`begin` held the task back for a limit: no attempt started; try again after `wait_ms`
     (0: back off), bringing `turn` (the rate limit's reserved turn, Redis ms; 0 for none)."""
 
-    reason: str  # "concurrency" or "rate"
+    reason: str  # "concurrency", "rate" or "tokens"
     key: str
     limit: int
     wait_ms: int
@@ -304,13 +304,16 @@ def begin(
     token: str,
     turn: int = 0,
     ack: Ack | None = None,
+    tokens: TokenLimit | None = None,
 ) -> Call:
     """Start `attempt` under a lease, if its limits allow; `token` is unique per delivery,
     `turn` the one a rate limit reserved for it earlier (0: none). With `ack`, acknowledge the
     delivered Dramatiq message in the same script when the attempt runs or the delivery is
-    skipped (a delivery a limit holds back stays Dramatiq's to ack)."""
+    skipped (a delivery a limit holds back stays Dramatiq's to ack). `tokens`: the kind's token
+    budget, its key built from the payload by the worker."""
     acked = (ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")
-    return _about(layout, "begin", task_id, attempt, lease_ms, token, turn, *acked)
+    budget = tokens.args() if tokens else []
+    return _about(layout, "begin", task_id, attempt, lease_ms, token, turn, *acked, *budget)
 
 
 def begin_reply(reply: Any) -> Started | Skipped | Held:
@@ -359,6 +362,7 @@ class Outcome:
     result: str = ""
     error: TaskError | None = None
     retry_delay_ms: int = 0
+    tokens: int = -1  # tokens the handler reported using (`ctx.used_tokens`); -1: none reported
 
 
 def finish(
@@ -397,6 +401,7 @@ def finish(
         "1" if retryable else "0",
         outcome.retry_delay_ms,
         *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
+        outcome.tokens,
     )
 
 
@@ -474,12 +479,15 @@ def expired_reply(reply: Any) -> list[str]:
 class LimitFigures:
     """One limit key now: `busy` is running (concurrency) or starts in the last period (rate)."""
 
-    reason: str  # "concurrency" or "rate"
+    reason: str  # "concurrency", "rate" or "tokens"
     key: str
     limit: int
-    period_ms: int  # rate only (0 for concurrency)
-    busy: int
+    period_ms: int  # rate and tokens (0 for concurrency)
+    busy: int  # tokens: debited or reserved within the last period
     waiting: int  # tasks that emitted Waiting for it and have not started
+
+
+REASONS = {"c": "concurrency", "r": "rate", "t": "tokens"}  # the first letter of a limit field
 
 
 def limits(layout: Layout, most: int) -> Call:
@@ -492,7 +500,7 @@ def limits_reply(reply: Any) -> list[LimitFigures]:
     out = []
     for i in range(0, len(reply), 4):
         field, value = _text(reply[i]), _text(reply[i + 1]).split(" ")
-        reason = "concurrency" if field[0] == "c" else "rate"
+        reason = REASONS[field[0]]
         period = int(value[1]) if len(value) > 1 else 0
         out.append(
             LimitFigures(

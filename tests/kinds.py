@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskcast.core import redisurl
-from taskcast.worker import Concurrency, NonRetryableError, Rate, TaskContext, task
+from taskcast.worker import Concurrency, NonRetryableError, Rate, TaskContext, Tokens, task
 
 log = logging.getLogger("tests.kinds")
 
@@ -204,6 +204,14 @@ def counted(payload: dict[str, Any], ctx: TaskContext) -> int:
         time.sleep(float(payload.get("seconds", 0.1)))  # the handler's work
     finally:
         _rdb().decr(counter)
+    return ctx.attempt
+
+
+@task("test.tokens", max_attempts=1, tokens=Tokens("100/s", key="{payload.account}", reserve=10))
+def tokens(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Report `payload.use` tokens used (none when absent); returns the attempt."""
+    if "use" in payload:
+        ctx.used_tokens(int(payload["use"]))
     return ctx.attempt
 
 

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -16,6 +17,7 @@ from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from taskcast.core import calls, mqlayout
 from taskcast.core.calls import Held, Outcome, Skipped, Status
+from taskcast.core.limits import TokenLimit
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
@@ -103,7 +105,10 @@ class Lifecycle(Middleware):
         ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
         turn = int(message.options.get("tc_turn") or 0)
         token = uuid.uuid4().hex
-        started = self.store.begin(task_id, number, self.settings.lease_ms, token, turn, ack)
+        tokens = self._token_limit(message.actor_name, task_id)
+        started = self.store.begin(
+            task_id, number, self.settings.lease_ms, token, turn, ack, tokens
+        )
         if isinstance(started, Held):  # not acked by `begin`: Dramatiq's ack, after the copy
             self._hold(broker, message, started)
             raise SkipMessage(f"held back by its {started.reason} limit")
@@ -139,6 +144,15 @@ class Lifecycle(Middleware):
         with self._lock:
             self.running[task_id] = ctx
         attempts.set_current(attempt)
+
+    def _token_limit(self, kind: str, task_id: str) -> TokenLimit | None:
+        """The kind's token budget for this task, its key built from the payload: one Redis read
+        more per delivery, for token-budgeted kinds only (an `ai.chat` call takes seconds)."""
+        spec = self.registry.kinds.get(kind)
+        budget = spec.token_budget() if spec is not None else None
+        if budget is None:
+            return None
+        return budget.of(kind, self.store.payload(task_id))
 
     def _hold(self, broker: Any, message: Any, held: Held) -> None:
         """Put a delivery a limit held back on its delay queue, to try again after the wait."""
@@ -181,13 +195,13 @@ class Lifecycle(Middleware):
             return
         with self._lock:
             self.running.pop(attempt.task_id, None)
-        outcome = self._outcome(spec, attempt, exception)
+        outcome = replace(self._outcome(spec, attempt, exception), tokens=attempt.ctx.tokens)
         self._ended(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
         spec = self.registry.kinds[attempt.kind]
-        outcome = self._outcome(spec, attempt, exception)
+        outcome = replace(self._outcome(spec, attempt, exception), tokens=attempt.ctx.tokens)
         try:
             reply = await self.writer.call(self._finish(attempt, outcome))
             self._ended(attempt, outcome, calls.finish_reply(reply))

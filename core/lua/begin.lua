@@ -1,9 +1,10 @@
 -- A: id, attempt the message starts, lease ms, delivery token (unique per delivery), the turn a
 -- rate limit reserved for this message (Redis ms; 0 for none), then the delivered Dramatiq
--- message's ack set, queue and id ("" when the caller acks it itself).
+-- message's ack set, queue and id ("" when the caller acks it itself), then the worker's token
+-- budget for it: key, tokens, period ms, reservation ("" / absent: none; core/limits.py Tokens).
 -- Returns {"run", payload, max_attempts, traceparent or "", waited}, {"skip", reason} or, when a
 -- limit holds the task back (`_limits.lua`; nothing changes but the wait's one event),
--- {"wait", "concurrency" | "rate", key, limit, wait ms (0: back off), turn}; waited
+-- {"wait", "concurrency" | "rate" | "tokens", key, limit, wait ms (0: back off), turn}; waited
 -- is the first attempt's ms from when the task was due (created, or not_before if later) until
 -- now, else -1. Calling it again with the same token answers "run" again (waited -1: measured
 -- once), so a retried call after a lost reply is harmless.
@@ -21,6 +22,8 @@ local function acked(reply)
   end
   return reply
 end
+local tk = nil
+if A[9] and A[9] ~= "" then tk = {A[9], tonumber(A[10]), tonumber(A[11]), tonumber(A[12])} end
 local t = tkey(id)
 local state, attempt, payload, max_attempts, out, owner, trace, created, not_before, ckey, climit,
       rkey, rcount, rperiod = unpack(
@@ -36,11 +39,11 @@ end
 if msg_attempt ~= tonumber(attempt) + 1 then
   return acked({"skip", "stale attempt " .. msg_attempt})
 end
-if ckey or rkey then
+if ckey or rkey or tk then
   local refused = admit(id, msg_attempt, lease_ms, turn, ckey, tonumber(climit), rkey,
-                        tonumber(rcount), tonumber(rperiod))
+                        tonumber(rcount), tonumber(rperiod), tk)
   if refused then
-    waiting(id, msg_attempt, refused, tonumber(rperiod))
+    waiting(id, msg_attempt, refused, refused[1] == "tokens" and tk[3] or tonumber(rperiod))
     return {"wait", unpack(refused)}
   end
 end
