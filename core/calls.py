@@ -38,6 +38,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _tenant(value: bytes | str) -> str:
+    """A tenant as a script returns it ("" for the default one)."""
+    return _text(value) or DEFAULT_TENANT
+
+
 def state_reply(reply: Any) -> State | None:
     """The state `finish`, `reap` or `abandon` moved the task to; None when it changed nothing
     (the attempt no longer owns the task, or the task moved on meanwhile)."""
@@ -266,6 +271,7 @@ class Started:
     max_attempts: int
     trace: str = ""  # the traceparent stored with the task ("": not traced)
     waited_ms: int = -1  # first attempts: ms from due (created or not_before) to start; else -1
+    tenant: str = DEFAULT_TENANT  # whose task it is (the worker's metrics count by tenant)
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,7 @@ class Held:
     limit: int
     wait_ms: int
     turn: int
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -320,9 +327,18 @@ def begin_reply(reply: Any) -> Started | Skipped | Held:
     """Read `begin`'s reply."""
     what = _text(reply[0])
     if what == "run":
-        return Started(_text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]))
+        return Started(
+            _text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]), _tenant(reply[5])
+        )
     if what == "wait":
-        return Held(_text(reply[1]), _text(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
+        return Held(
+            _text(reply[1]),
+            _text(reply[2]),
+            int(reply[3]),
+            int(reply[4]),
+            int(reply[5]),
+            _tenant(reply[6]),
+        )
     return Skipped(_text(reply[1]))
 
 

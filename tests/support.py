@@ -58,6 +58,15 @@ def settings_for(redis_server: RedisProcess, prefix: str, **changes: Any) -> Ser
     return ServerSettings(**{**fields, **changes})
 
 
+def tenants_file(directory: Path, tokens: dict[str, str]) -> str:
+    """A tenants file in `directory` giving each tenant (key) one full-access token (value)."""
+    path = directory / "tenants.toml"
+    path.write_text(
+        "".join(f'[tenants.{t}]\ntokens = ["{token}"]\n' for t, token in tokens.items())
+    )
+    return str(path)
+
+
 def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -137,6 +137,7 @@ class Lifecycle(Middleware):
             payload=json.loads(started.payload),
             ctx=ctx,
             is_async=spec.is_async,
+            tenant=started.tenant,
         )
         if self.tracer is not None:
             attempt.span = traces.start(self.tracer, attempt, started.trace)
@@ -158,7 +159,7 @@ class Lifecycle(Middleware):
         """Put a delivery a limit held back on its delay queue, to try again after the wait."""
         tries = int(message.options.get("tc_holds") or 0)
         if tries == 0:
-            metrics.limit_wait(message.actor_name, held.reason)
+            metrics.limit_wait(message.actor_name, held.reason, held.tenant)
         delay = held.wait_ms or min(HOLD_MIN_MS * 2**tries, HOLD_MAX_MS)
         options = {"tc_holds": tries + 1, "tc_turn": held.turn or None}
         again = message.copy(options=options)
