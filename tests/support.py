@@ -295,8 +295,10 @@ class WorkerGroup:
 class ServerProcess:
     """`taskcast server` as a real child process on a fixed port (so it can come back there)."""
 
-    def __init__(self, redis_url: str, prefix: str, port: int, **settings: str) -> None:
-        self.port = port
+    def __init__(
+        self, redis_url: str, prefix: str, port: int, log_file: Path | None = None, **settings: str
+    ) -> None:
+        self.port, self.log_file = port, log_file
         self.env = {
             **os.environ,
             "TASKCAST_REDIS_URL": redis_url,
@@ -318,12 +320,15 @@ class ServerProcess:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskcast.cli.main", "--log-level", "WARNING", "server"],
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(self.log_file.open("ab")) if self.log_file else None
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "taskcast.cli.main", "--log-level", "WARNING", "server"],
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stderr=err,
+            )
         STARTED.append(self.proc)
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
