@@ -402,11 +402,13 @@ class KindStats:
 class LimitStats:
     """One per-key limit in use."""
 
-    reason: str  #: "concurrency" or "rate"
+    reason: str  #: "concurrency", "rate" or "tokens"
     key: str
-    limit: int
-    period: float | None  #: rate: seconds
-    running: int  #: concurrency: running now; rate: started within the last period
+    limit: int  #: tokens: per period
+    period: float | None  #: rate and tokens: seconds
+    #: concurrency: running now; rate: started within the last period; tokens: used (or reserved)
+    #: by the attempts started within the last period
+    running: int
     waiting: int  #: tasks held back by it now
 
 

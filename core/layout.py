@@ -174,6 +174,10 @@ class Layout:
         by start (reserved, then used)."""
         return self._key("lim", "t", key)
 
+    def limit_token_sum(self, key: str) -> str:
+        """The tokens a token key's log holds, kept beside it (`limit_tokens`)."""
+        return self._key("lim", "ts", key)
+
     def limit_reserved(self, key: str) -> str:
         """The sorted set of a token key's attempts whose usage is not reported yet, by start."""
         return self._key("lim", "tr", key)

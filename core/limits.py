@@ -152,6 +152,11 @@ class Tokens:
         """The period in milliseconds."""
         return _per(self.spec)[1]
 
+    @property
+    def from_payload(self) -> bool:
+        """Whether the key is built from the payload (so the worker must read it)."""
+        return self.key is not None and _PLACEHOLDER.search(self.key) is not None
+
     def of(self, kind: str, payload: Any) -> TokenLimit:
         """The budget a delivery of `kind` with `payload` starts under."""
         try:

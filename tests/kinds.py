@@ -215,6 +215,12 @@ def tokens(payload: dict[str, Any], ctx: TaskContext) -> int:
     return ctx.attempt
 
 
+@task("test.tokens_minute", max_attempts=1, tokens=Tokens("1000/m", key="{payload.account}"))
+def tokens_minute(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """`test.tokens` under 1,000 tokens a minute (reserving 1)."""
+    return tokens(payload, ctx)
+
+
 @task("test.rated", max_attempts=1, rate=Rate("20/s", key="{payload.account}"))
 def rated(payload: dict[str, Any], ctx: TaskContext) -> int:
     """Return Redis's time (ms) as the handler starts."""

@@ -148,12 +148,12 @@ class Lifecycle(Middleware):
 
     def _token_limit(self, kind: str, task_id: str) -> TokenLimit | None:
         """The kind's token budget for this task, its key built from the payload: one Redis read
-        more per delivery, for token-budgeted kinds only (an `ai.chat` call takes seconds)."""
+        more per delivery when the key names a payload field (an `ai.chat` call takes seconds)."""
         spec = self.registry.kinds.get(kind)
         budget = spec.token_budget() if spec is not None else None
         if budget is None:
             return None
-        return budget.of(kind, self.store.payload(task_id))
+        return budget.of(kind, self.store.payload(task_id) if budget.from_payload else {})
 
     def _hold(self, broker: Any, message: Any, held: Held) -> None:
         """Put a delivery a limit held back on its delay queue, to try again after the wait."""

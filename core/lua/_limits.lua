@@ -18,9 +18,11 @@
 --
 -- Tokens, N per period (core/limits.py `Tokens`): a log per key (P:lim:t:<key>) of the attempts
 -- started within the last period, scored by start, each member "<id>:<attempt>:<tokens>": its
--- reservation until its finish replaces that with the usage the handler reported (`debit`). An
--- attempt starts only while the log's sum plus its own reservation fits N. Usage counts at the
--- attempt's start, when the provider sees the request.
+-- reservation until its finish replaces that with the usage the handler reported (`debit`), and
+-- the log's sum beside it (P:lim:ts:<key>), kept as entries come and go: a budget on a kind that
+-- starts hundreds of attempts a second has tens of thousands of entries a minute, too many to
+-- add up on every start. An attempt starts only while the sum plus its own reservation fits N.
+-- Usage counts at the attempt's start, when the provider sees the request.
 
 -- Remember a key for GetStats (P:lim:keys, "c:<key>" -> "<limit>", "r:<key>" -> "<N> <period>",
 -- "t:<key>" -> "<N> <period>");
@@ -31,19 +33,32 @@ local function note_key(field, limit, rperiod)
   redis.call("HSET", P .. ":lim:keys", field, value)
 end
 
--- The tokens a token log counts now (dropping what left the window), and its oldest start.
-local function tokens_used(log, period)
-  redis.call("ZREMRANGEBYSCORE", log, "-inf", NOW - period)
-  local sum, entries = 0, redis.call("ZRANGE", log, 0, -1, "WITHSCORES")
-  for i = 1, #entries, 2 do sum = sum + tonumber(string.match(entries[i], ":(%d+)$")) end
-  return sum, tonumber(entries[2])
+local function tokens_of(member) return tonumber(string.match(member, ":(%d+)$")) end
+
+-- The tokens a key's log counts now, dropping (and taking off the sum) what left the window,
+-- and its oldest start (nil: empty, and the sum is reset with it).
+local function tokens_used(key, period)
+  local log, total = P .. ":lim:t:" .. key, P .. ":lim:ts:" .. key
+  local gone = redis.call("ZRANGEBYSCORE", log, "-inf", NOW - period)
+  if #gone > 0 then
+    local sum = 0
+    for _, member in ipairs(gone) do sum = sum + tokens_of(member) end
+    redis.call("ZREMRANGEBYSCORE", log, "-inf", NOW - period)
+    redis.call("DECRBY", total, sum)
+  end
+  local oldest = redis.call("ZRANGE", log, 0, 0, "WITHSCORES")[2]
+  if not oldest then
+    redis.call("DEL", total)
+    return 0, nil
+  end
+  return tonumber(redis.call("GET", total) or "0"), tonumber(oldest)
 end
 
 -- Whether a token budget {key, budget, period, reserve} refuses an attempt now: nil, or the
 -- refusal. Its wait: until the oldest start leaves the window when every entry is a debit;
 -- 0 (back off) while one is a reservation that its finish may shrink.
 local function tokens_refuse(tk)
-  local used, oldest = tokens_used(P .. ":lim:t:" .. tk[1], tk[3])
+  local used, oldest = tokens_used(tk[1], tk[3])
   if used + tk[4] <= tk[2] then return nil end
   local open = P .. ":lim:tr:" .. tk[1]
   redis.call("ZREMRANGEBYSCORE", open, "-inf", NOW - tk[3])
@@ -105,9 +120,12 @@ local function admit(id, attempt, lease_ms, turn, ckey, climit, rkey, rcount, rp
     note_key("r:" .. rkey, rcount, rperiod)
   end
   if tk then
-    local log, member = P .. ":lim:t:" .. tk[1], id .. ":" .. attempt
+    local log, total = P .. ":lim:t:" .. tk[1], P .. ":lim:ts:" .. tk[1]
+    local member = id .. ":" .. attempt
     redis.call("ZADD", log, NOW, member .. ":" .. tk[4])
+    redis.call("INCRBY", total, tk[4])
     redis.call("PEXPIRE", log, tk[3] * 2)
+    redis.call("PEXPIRE", total, tk[3] * 2)  -- the same deadline as the log's
     -- The reservations not yet replaced by usage, by start: what `tokens_refuse` asks about (a
     -- lost attempt's stays until it leaves the window).
     redis.call("ZADD", P .. ":lim:tr:" .. tk[1], NOW, member)
@@ -131,6 +149,7 @@ local function debit(id, attempt, used)
   if at then
     redis.call("ZREM", log, member .. ":" .. res)
     redis.call("ZADD", log, at, member .. ":" .. used)
+    redis.call("INCRBY", P .. ":lim:ts:" .. key, used - tonumber(res))
   end
 end
 

@@ -2,7 +2,8 @@
 -- nothing running, nothing waiting and no start within its period leaves P:lim:keys.
 -- A: most keys to return. Returns a flat list: field ("c:<key>" | "r:<key>" | "t:<key>"), its
 -- value ("<limit>" | "<N> <period ms>"), busy (concurrency: running now; rate: starts within the
--- last period; tokens: tokens debited or reserved within the last period), waiting (tasks that emitted Waiting for it and have not started).
+-- last period; tokens: tokens debited or reserved within the last period), waiting (tasks that
+-- emitted Waiting for it and have not started).
 local most, out = tonumber(A[1]), {}
 local all = redis.call("HGETALL", P .. ":lim:keys")
 for i = 1, #all, 2 do
@@ -13,7 +14,7 @@ for i = 1, #all, 2 do
   if string.sub(field, 1, 1) == "c" then
     busy = redis.call("ZCOUNT", P .. ":lim:c:" .. key, "(" .. NOW, "+inf")
   elseif string.sub(field, 1, 1) == "t" then
-    busy = tokens_used(P .. ":lim:t:" .. key, tonumber(string.match(value, " (%d+)$")) or 0)
+    busy = tokens_used(key, tonumber(string.match(value, " (%d+)$")) or 0)
   else
     local period = tonumber(string.match(value, " (%d+)$")) or 0
     busy = redis.call("ZCOUNT", P .. ":lim:r:" .. key, "(" .. (NOW - period), "+inf")

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from taskcast.cli.llm_standin import StandIn
-from taskcast.client import TaskClient, TaskHandle
+from taskcast.client import LimitStats, TaskClient, TaskHandle, TaskState
 from taskcast.core.layout import Layout
-from tests.support import WorkerGroup
+from tests.support import WorkerGroup, eventually
 
 TOKENS = 40  # the stand-in's answer: 40 tokens, plus 4 for a four-word prompt
 USED = 4 + TOKENS
@@ -67,6 +67,29 @@ def test_an_attempt_without_a_usage_report_keeps_its_reservation(
     starts = sorted(started_ms(h) for h in handles)
     assert max(sum(1 for s in starts if t <= s < t + 1000) for t in starts) <= 10
     assert any(waits(h) for h in handles)
+
+
+def test_a_budget_of_reserve_1_is_overdrawn_by_the_last_start_then_holds(
+    client: TaskClient, workers: WorkerGroup
+) -> None:
+    workers.start()
+    account = uuid.uuid4().hex
+    for use in (300, 600, 200):  # 900 used + 1 reserved fits 1,000: the third starts, and overdraws
+        client.submit("test.tokens_minute", {"account": account, "use": use}).wait(timeout=30)
+
+    def figures() -> LimitStats:
+        [found] = [x for x in client.stats().limits if x.key == account]
+        return found
+
+    assert figures() == LimitStats("tokens", account, 1000, 60.0, 1100, 0)
+    held = client.submit("test.tokens_minute", {"account": account, "use": 1})
+    eventually(lambda: held.get().waiting_for == "tokens", 30, "the fourth task held")
+    assert figures().waiting == 1
+    assert held.cancel().state is TaskState.CANCELLED  # not a minute's wait in a test
+    assert figures() == LimitStats("tokens", account, 1000, 60.0, 1100, 0)
+    assert [(e.reason, e.key, e.limit, e.period) for e in held.watch() if e.type == "waiting"] == [
+        ("tokens", account, 1000, 60.0)
+    ]
 
 
 def test_ai_chat_keeps_every_window_within_its_budget_across_two_workers(
