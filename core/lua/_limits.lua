@@ -14,7 +14,6 @@
 -- back at its turn starts as soon as the log has room, before tasks without a turn; one that
 -- comes back late does not push the turns after it (the log lets them catch up within N per
 -- period), and one whose log is still full waits exactly until the oldest start leaves it.
-
 --
 -- Tokens, N per period (core/limits.py `Tokens`): a log per key (P:lim:t:<key>) of the attempts
 -- started within the last period, scored by start, each member "<id>:<attempt>:<tokens>": its
@@ -154,7 +153,7 @@ local function debit(id, attempt, used)
 end
 
 -- The task starts waiting for a limit: one Waiting event per wait (not one per try), and the
--- task is counted among the key's waiters (P:lim:w:<c|r>:<key>) until move() ends the wait.
+-- task is counted among the key's waiters (P:lim:w:<c|r|t>:<key>) until move() ends the wait.
 local function waiting(id, attempt, refused, rperiod)
   local reason, key, limit = refused[1], refused[2], refused[3]
   local w = string.sub(reason, 1, 1) .. ":" .. key
