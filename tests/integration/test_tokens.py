@@ -92,17 +92,37 @@ def test_a_budget_of_reserve_1_is_overdrawn_by_the_last_start_then_holds(
     ]
 
 
+def ai_env(llm: StandIn, budget: str, reserve: int) -> dict[str, str]:
+    """A worker's settings for `ai.chat` against the stand-in under a token budget."""
+    return {
+        "TASKCAST_AI_BASE_URL": llm.url,
+        "TASKCAST_AI_API_KEY": "sk-test",
+        "TASKCAST_AI_TOKENS": budget,
+        "TASKCAST_AI_TOKENS_RESERVE": str(reserve),
+    }
+
+
+def test_ai_chat_debits_the_usage_the_model_server_reports(
+    client: TaskClient, workers: WorkerGroup, llm: StandIn
+) -> None:
+    workers.start(extra_env=ai_env(llm, "100/m", 1))
+    model = f"tpm-{uuid.uuid4().hex[:8]}"
+    payload = {"prompt": "Tell me about queues", "model": model}
+    for _ in range(3):  # 44 + 44 + 1 reserved fit 100: the third starts, and overdraws
+        client.submit("ai.chat", payload).wait(timeout=30)
+    [figures] = [x for x in client.stats().limits if x.key == model]
+    assert figures == LimitStats("tokens", model, 100, 60.0, 3 * USED, 0)
+    held = client.submit("ai.chat", payload)
+    eventually(lambda: held.get().waiting_for == "tokens", 30, "the fourth call held")
+    held.cancel()
+    assert len(llm.records(model)) == 3  # the held task never reached the model server
+
+
 def test_ai_chat_keeps_every_window_within_its_budget_across_two_workers(
     client: TaskClient, workers: WorkerGroup, llm: StandIn
 ) -> None:
-    env = {
-        "TASKCAST_AI_BASE_URL": llm.url,
-        "TASKCAST_AI_API_KEY": "sk-test",
-        "TASKCAST_AI_TOKENS": "200/s",
-        "TASKCAST_AI_TOKENS_RESERVE": "50",  # at least one call's usage: no overdraft
-    }
-    for _ in range(2):
-        workers.start(extra_env=env)
+    for _ in range(2):  # 50 reserved: at least one call's usage, so no overdraft
+        workers.start(extra_env=ai_env(llm, "200/s", 50))
     model = f"tpm-{uuid.uuid4().hex[:8]}"
     handles = [
         client.submit("ai.chat", {"prompt": "Tell me about queues", "model": model})
