@@ -30,7 +30,7 @@ def started_ms(handle: TaskHandle) -> int:
     """When the task's attempt was admitted (Redis's clock, stamped by `begin`)."""
     task = handle.get()
     assert task.started_at is not None
-    return int(task.started_at.timestamp() * 1000)
+    return round(task.started_at.timestamp() * 1000)  # exact ms: int() may truncate 1 ms off
 
 
 def waits(handle: TaskHandle) -> list[tuple[str, str, int]]:
