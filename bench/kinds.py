@@ -45,3 +45,23 @@ else:
     def rated(payload: dict[str, Any], ctx: TaskContext) -> None:
         """A no-op limited to 20 starts per second across all workers."""
         return None
+
+
+# A token budget (bench/limits.py): absent from code before token budgets, like the limits above.
+try:
+    from taskcast.worker import Tokens
+except ImportError:
+    pass
+else:
+
+    @task(
+        "bench.noop_tokens",
+        queue="default",
+        max_attempts=1,
+        # Never spent at e2e speed; the key names a payload field (absent: the kind's name), so
+        # the worker reads the payload too, the most a budget costs.
+        tokens=Tokens("1000000000/m", key="{payload.model}"),
+    )
+    def noop_tokens(payload: dict[str, Any], ctx: TaskContext) -> None:
+        """`bench.noop` under a token budget, reporting 1 token used."""
+        ctx.used_tokens(1)

@@ -5,7 +5,9 @@
    merge-base HEAD main`); `no limits`, HEAD with `bench.noop`; `limited`, HEAD with
    `bench.noop_limited` (a concurrency and a rate
    limit that never hold a task back, so what is measured is their cost). Each round starts with
-   the next variant, so none always runs first. Target: `no limits`
+   the next variant, so none always runs first. `tokens`: HEAD with `bench.noop_tokens` (a token
+   budget never spent, its key from the payload: the payload read, the window's sum, the
+   reservation and the debit at finish). Target: `no limits`
    within noise (5%) of `base` in CPU per task and throughput: a task without limits costs no
    extra Redis call. Every variant runs its committed code from an extracted tree (PYTHONPATH).
 2. Rate. `bench.rated` (20/s, one key) over 3 worker processes for 30 s: the most starts in any
@@ -63,18 +65,19 @@ def tree(root: Path, rev: str) -> str:
 def cost(
     n: int, rounds: int, processes: int, threads: int, base_path: str, head_path: str
 ) -> dict[str, Any]:
-    """The three e2e variants, interleaved."""
+    """The e2e variants, interleaved."""
     variants: dict[str, dict[str, Any]] = {
         "base": {"env": {"PYTHONPATH": base_path}},
         "no limits": {"env": {"PYTHONPATH": head_path}},
         "limited": {"env": {"PYTHONPATH": head_path}, "kind": "bench.noop_limited"},
+        "tokens": {"env": {"PYTHONPATH": head_path}, "kind": "bench.noop_tokens"},
     }
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     names = list(variants)
     for r in range(rounds):
         # Each round starts with another variant: a run right after another one measured ~10%
         # more CPU per task in every process, the client's identical code included.
-        for name in names[r % 3 :] + names[: r % 3]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             kw = variants[name]
             res = _e2e.taskcast(n, processes, threads, **kw)
             runs[name].append(res)
@@ -142,7 +145,7 @@ def main() -> None:
     print(f"rate: 20/s for {seconds} s over 3 worker processes")
     rated = rate(seconds, 3)
     print(f"  took {time.monotonic() - t0:.0f} s")
-    b, nl, lim = costs["base"], costs["no limits"], costs["limited"]
+    b, nl, lim, tok = costs["base"], costs["no limits"], costs["limited"], costs["tokens"]
     rows = [
         [
             name,
@@ -187,6 +190,7 @@ def main() -> None:
     }
     limited_cpu = lim["cpu_ms_per_task"] / b["cpu_ms_per_task"]
     print(f"limited: {limited_cpu:.3f}x base CPU per task")
+    print(f"tokens: {tok['cpu_ms_per_task'] / b['cpu_ms_per_task']:.3f}x base CPU per task")
     print(f"rate: {rated}")
     for k, v in targets.items():
         print(f"target {k}: {v['value']:.3f} ({v['target']}) {_report.verdict(v['met'])}")

@@ -42,7 +42,7 @@ def task_dict(t: Task) -> dict[str, Any]:
         "progress": t.progress,
         "created_at": t.created_at and t.created_at.isoformat(),
         "finished_at": t.finished_at and t.finished_at.isoformat(),
-        **({"limits": t.limits, "waiting_for": t.waiting_for} if t.limits else {}),
+        **({"limits": t.limits, "waiting_for": t.waiting_for} if t.limits or t.waiting_for else {}),
     }
 
 
@@ -80,10 +80,12 @@ def event_line(e: Event) -> str | None:
 
 
 def limit_text(reason: str, key: str, limit: int, period: float | None) -> str:
-    """ "rate limit 'acme' (20/s)", "concurrency limit 'acme' (3 at once)"."""
-    if reason == "rate":
+    """ "rate limit 'acme' (20/s)", "concurrency limit 'acme' (3 at once)", "token budget
+    'gpt-4o' (90000/min)"."""
+    if reason in ("rate", "tokens"):
         unit = "s" if period == 1 else "min" if period == 60 else f"{period:g}s"
-        return f"rate limit {escape(repr(key))} ({limit}/{unit})"
+        what = "rate limit" if reason == "rate" else "token budget"
+        return f"{what} {escape(repr(key))} ({limit}/{unit})"
     return f"{reason} limit {escape(repr(key))} ({limit} at once)"
 
 

@@ -218,7 +218,7 @@ class Event:
     error: TaskError | None = None
     next_attempt_at: dt.datetime | None = None
     first_available_sequence: int = 0
-    reason: str = ""  #: waiting: "concurrency" or "rate"
+    reason: str = ""  #: waiting: "concurrency", "rate" or "tokens"
     key: str = ""  #: waiting: the limit's key
     limit: int = 0  #: waiting: the limit (running at once, or starts per `period`)
     period: float | None = None  #: waiting for a rate: its period in seconds
@@ -409,11 +409,13 @@ class KindStats:
 class LimitStats:
     """One per-key limit in use."""
 
-    reason: str  #: "concurrency" or "rate"
+    reason: str  #: "concurrency", "rate" or "tokens"
     key: str
-    limit: int
-    period: float | None  #: rate: seconds
-    running: int  #: concurrency: running now; rate: started within the last period
+    limit: int  #: tokens: per period
+    period: float | None  #: rate and tokens: seconds
+    #: concurrency: running now; rate: started within the last period; tokens: used (or reserved)
+    #: by the attempts started within the last period
+    running: int
     waiting: int  #: tasks held back by it now
 
 

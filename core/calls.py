@@ -15,7 +15,7 @@ from typing import Any
 
 from taskcast.core import mqlayout
 from taskcast.core.layout import DEFAULT_TENANT, Layout
-from taskcast.core.limits import TaskLimits
+from taskcast.core.limits import TaskLimits, TokenLimit
 from taskcast.core.records import TaskError, TaskRecord
 from taskcast.core.scheduling import Scheduling
 from taskcast.core.states import State
@@ -37,6 +37,11 @@ def _about(layout: Layout, script: str, task_id: str, *args: Any) -> Call:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _tenant(value: bytes | str) -> str:
+    """A tenant as a script returns it ("" for the default one)."""
+    return _text(value) or DEFAULT_TENANT
 
 
 def state_reply(reply: Any) -> State | None:
@@ -269,6 +274,7 @@ class Started:
     max_attempts: int
     trace: str = ""  # the traceparent stored with the task ("": not traced)
     waited_ms: int = -1  # first attempts: ms from due (created or not_before) to start; else -1
+    tenant: str = DEFAULT_TENANT  # whose task it is (the worker's metrics count by tenant)
 
 
 @dataclass(frozen=True)
@@ -283,11 +289,12 @@ class Held:
     """`begin` held the task back for a limit: no attempt started; try again after `wait_ms`
     (0: back off), bringing `turn` (the rate limit's reserved turn, Redis ms; 0 for none)."""
 
-    reason: str  # "concurrency" or "rate"
+    reason: str  # "concurrency", "rate" or "tokens"
     key: str
     limit: int
     wait_ms: int
     turn: int
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -307,22 +314,34 @@ def begin(
     token: str,
     turn: int = 0,
     ack: Ack | None = None,
+    tokens: TokenLimit | None = None,
 ) -> Call:
     """Start `attempt` under a lease, if its limits allow; `token` is unique per delivery,
     `turn` the one a rate limit reserved for it earlier (0: none). With `ack`, acknowledge the
     delivered Dramatiq message in the same script when the attempt runs or the delivery is
-    skipped (a delivery a limit holds back stays Dramatiq's to ack)."""
+    skipped (a delivery a limit holds back stays Dramatiq's to ack). `tokens`: the kind's token
+    budget, its key built from the payload by the worker."""
     acked = (ack.set, ack.queue, ack.redis_id) if ack else ("", "", "")
-    return _about(layout, "begin", task_id, attempt, lease_ms, token, turn, *acked)
+    budget = tokens.args() if tokens else []
+    return _about(layout, "begin", task_id, attempt, lease_ms, token, turn, *acked, *budget)
 
 
 def begin_reply(reply: Any) -> Started | Skipped | Held:
     """Read `begin`'s reply."""
     what = _text(reply[0])
     if what == "run":
-        return Started(_text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]))
+        return Started(
+            _text(reply[1]), int(reply[2]), _text(reply[3]), int(reply[4]), _tenant(reply[5])
+        )
     if what == "wait":
-        return Held(_text(reply[1]), _text(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
+        return Held(
+            _text(reply[1]),
+            _text(reply[2]),
+            int(reply[3]),
+            int(reply[4]),
+            int(reply[5]),
+            _tenant(reply[6]),
+        )
     return Skipped(_text(reply[1]))
 
 
@@ -362,6 +381,7 @@ class Outcome:
     result: str = ""
     error: TaskError | None = None
     retry_delay_ms: int = 0
+    tokens: int = -1  # tokens the handler reported using (`ctx.used_tokens`); -1: none reported
 
 
 def finish(
@@ -400,6 +420,7 @@ def finish(
         "1" if retryable else "0",
         outcome.retry_delay_ms,
         *((msg.queue, msg.redis_id, msg.data) if msg else ("", "", "")),
+        outcome.tokens,
     )
 
 
@@ -477,12 +498,15 @@ def expired_reply(reply: Any) -> list[str]:
 class LimitFigures:
     """One limit key now: `busy` is running (concurrency) or starts in the last period (rate)."""
 
-    reason: str  # "concurrency" or "rate"
+    reason: str  # "concurrency", "rate" or "tokens"
     key: str
     limit: int
-    period_ms: int  # rate only (0 for concurrency)
-    busy: int
+    period_ms: int  # rate and tokens (0 for concurrency)
+    busy: int  # tokens: debited or reserved within the last period
     waiting: int  # tasks that emitted Waiting for it and have not started
+
+
+REASONS = {"c": "concurrency", "r": "rate", "t": "tokens"}  # the first letter of a limit field
 
 
 def limits(layout: Layout, most: int) -> Call:
@@ -495,7 +519,7 @@ def limits_reply(reply: Any) -> list[LimitFigures]:
     out = []
     for i in range(0, len(reply), 4):
         field, value = _text(reply[i]), _text(reply[i + 1]).split(" ")
-        reason = "concurrency" if field[0] == "c" else "rate"
+        reason = REASONS[field[0]]
         period = int(value[1]) if len(value) > 1 else 0
         out.append(
             LimitFigures(

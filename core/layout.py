@@ -169,12 +169,25 @@ class Layout:
         """The sorted set of a rate key's starts within its period (the sliding log)."""
         return self._key("lim", "r", key)
 
+    def limit_tokens(self, key: str) -> str:
+        """The sorted set of a token key's attempts within its period, "<id>:<attempt>:<tokens>"
+        by start (reserved, then used)."""
+        return self._key("lim", "t", key)
+
+    def limit_token_sum(self, key: str) -> str:
+        """The tokens a token key's log holds, kept beside it (`limit_tokens`)."""
+        return self._key("lim", "ts", key)
+
+    def limit_reserved(self, key: str) -> str:
+        """The sorted set of a token key's attempts whose usage is not reported yet, by start."""
+        return self._key("lim", "tr", key)
+
     def limit_turns(self, key: str) -> str:
         """The next turn (Redis microseconds) a rate key hands to a task that must wait."""
         return self._key("lim", "n", key)
 
     def limit_waiting(self, field: str) -> str:
-        """The sorted set of tasks waiting for a limit (`field`: "c:<key>" or "r:<key>")."""
+        """The sorted set of tasks waiting for a limit (`field`: "c:", "r:" or "t:" + key)."""
         return self._key("lim", "w", field)
 
     def limit_keys(self) -> str:

@@ -10,6 +10,11 @@ limit replace the kind's concurrency limit.
 
 A key names a resource, not a kind: tasks of two kinds that name the same key share it (each
 checks its own limit against everyone holding the key).
+
+A token budget (`Tokens("90000/m", key="{payload.model}")`) is the worker's alone: the worker
+builds its key from the payload when a delivery arrives and hands it to `begin`, because the
+tokens an attempt uses are only known when it ends (the handler reports them, `finish` debits
+them). It is not stored at submit.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ __all__ = [
     "LimitKeyError",
     "Rate",
     "TaskLimits",
+    "TokenLimit",
+    "Tokens",
     "expand",
 ]
 
 MAX_CONCURRENCY = 10_000  # attempts running at once under one key
 MAX_RATE = 100_000  # starts per period
+MAX_TOKENS = 1_000_000_000  # tokens per period
 MAX_KEY_BYTES = 128
 PERIODS_MS = {"s": 1000, "m": 60_000}
 _PLACEHOLDER = re.compile(r"\{payload((?:\.[A-Za-z0-9_-]+)+)\}")
@@ -53,6 +61,13 @@ def _check_template(key: str | None) -> None:
     rest = _PLACEHOLDER.sub("", key)
     if "{" in rest or "}" in rest:
         raise ValueError(f"limit key {key!r}: placeholders look like {{payload.field.sub}}")
+
+
+def _per(spec: str) -> tuple[int, int]:
+    """(N, period ms) of a checked "N/s" or "N/m"."""
+    m = _RATE.match(spec)
+    assert m is not None  # checked by the declaration
+    return int(m.group(1)), PERIODS_MS[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,82 @@ class Rate:
     @property
     def count(self) -> int:
         """Starts allowed per period."""
-        return int(_RATE.match(self.spec).group(1))  # type: ignore[union-attr]  # checked
+        return _per(self.spec)[0]
 
     @property
     def period_ms(self) -> int:
         """The period in milliseconds."""
-        return PERIODS_MS[_RATE.match(self.spec).group(2)]  # type: ignore[union-attr]
+        return _per(self.spec)[1]
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """At most `spec` tokens ("90000/m", "2000/s") per key in any window of that length, as the
+    handlers report them used (`ctx.used_tokens(n)`), across all workers.
+
+    An attempt starts only while the tokens debited within the last period, plus `reserve` for
+    each attempt started within it whose usage is not reported yet, plus its own `reserve`, fit
+    the budget. With `reserve` at least what one attempt uses, no window ever exceeds the budget;
+    with the default 1, attempts start while the budget is not spent, and one that uses more
+    than is left overdraws it (nothing starts until the window is back under budget). An attempt
+    that reports no usage keeps its reservation as its debit.
+
+    `key` is a template such as "{payload.model}" (None: the kind's name); `fallback` is the key
+    for a payload that lacks a placeholder's field (None: the kind's name).
+    """
+
+    spec: str
+    key: str | None = None
+    reserve: int = 1
+    fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        m = _RATE.match(self.spec)
+        if m is None or not 1 <= int(m.group(1)) <= MAX_TOKENS:
+            raise ValueError(f"a token budget is 'N/s' or 'N/m' with N from 1 to {MAX_TOKENS:,}")
+        if not 1 <= self.reserve <= int(m.group(1)):
+            raise ValueError("a token reservation is 1 to the budget")
+        _check_template(self.key)
+        _check_template(self.fallback)
+
+    @property
+    def budget(self) -> int:
+        """Tokens allowed per period."""
+        return _per(self.spec)[0]
+
+    @property
+    def period_ms(self) -> int:
+        """The period in milliseconds."""
+        return _per(self.spec)[1]
+
+    @property
+    def from_payload(self) -> bool:
+        """Whether the key is built from the payload (so the worker must read it)."""
+        return self.key is not None and _PLACEHOLDER.search(self.key) is not None
+
+    def of(self, kind: str, payload: Any) -> TokenLimit:
+        """The budget a delivery of `kind` with `payload` starts under."""
+        try:
+            if not isinstance(payload, dict):
+                raise LimitKeyError("payload_json", "not an object")
+            key = expand(self.key, kind, payload)
+        except LimitKeyError:
+            key = self.fallback or kind
+        return TokenLimit(key, self.budget, self.period_ms, self.reserve)
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """One attempt's token budget, as `begin` takes it: the key built from its payload."""
+
+    key: str
+    budget: int
+    period_ms: int
+    reserve: int
+
+    def args(self) -> list[Any]:
+        """The four `begin` script arguments."""
+        return [self.key, self.budget, self.period_ms, self.reserve]
 
 
 def rate_text(count: int, period_ms: int) -> str:

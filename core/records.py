@@ -72,7 +72,10 @@ class TaskRecord:
     time_to_first_output_ms: int | None
     progress_attempt: int = 0  # the attempt that reported the progress
     limits: TaskLimits = field(default_factory=TaskLimits)  # the per-key limits it runs under
-    waiting_for: str = ""  # "c:<key>" or "r:<key>" while held back by a limit
+    waiting_for: str = ""  # "c:<key>", "r:<key>" or "t:<key>" while held back by a limit
+    # The token budget (tokens, period ms) that held it back last: the worker's, not stored at
+    # submit (core/limits.py Tokens).
+    token_budget: tuple[int, int] = (0, 0)
     tenant: str = DEFAULT_TENANT  # whose task it is (stored only for other tenants)
     scheduling: Scheduling = field(default_factory=Scheduling)  # priority and fair share
 
@@ -112,6 +115,7 @@ class TaskRecord:
                 _int(f.get("rperiod")),
             ),
             waiting_for=f.get("wait", ""),
+            token_budget=(_int(f.get("tok_limit")), _int(f.get("tok_period"))),
             tenant=f.get("tenant") or DEFAULT_TENANT,
             scheduling=Scheduling.from_field(f.get("fair", "")),
         )

@@ -34,7 +34,7 @@ NAMES = (
     "requeue",
 )
 # Pieces a script needs besides `_lib.lua`, prepended in this order.
-INCLUDES = {"begin": ("_limits",)}
+INCLUDES = {"begin": ("_limits",), "finish": ("_limits",), "limits": ("_limits",)}
 
 
 def _source(name: str) -> str:

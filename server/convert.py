@@ -221,6 +221,14 @@ def waiting_of(t: TaskRecord) -> pb.Waiting | None:
             limit=lim.concurrency_limit,
             attempt=t.attempt + 1,
         )
+    if t.waiting_for.startswith("t:"):
+        return pb.Waiting(
+            reason="tokens",
+            key=t.waiting_for[2:],
+            limit=t.token_budget[0],
+            period=dur(t.token_budget[1]),
+            attempt=t.attempt + 1,
+        )
     return pb.Waiting(
         reason="rate",
         key=lim.rate_key,

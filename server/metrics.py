@@ -35,8 +35,9 @@ STATS_TIMEOUT = 2.0  # seconds a scrape waits for Redis before it serves the las
 
 SUBMITTED = Counter(
     "taskcast_tasks_submitted",
-    "Tasks created by SubmitTask (an idempotent repeat is not counted).",
-    ["kind", "queue"],
+    "Tasks created by SubmitTask and SubmitTasks (an idempotent repeat is not counted), by kind, "
+    "queue and tenant.",
+    ["kind", "queue", "tenant"],
     registry=None,
 )
 WATCH_OPEN = Gauge(

@@ -67,7 +67,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             self.store, self.tracer, uuid.uuid4().hex, new, parent
         )
         if created:
-            metrics.SUBMITTED.labels(record.kind, record.queue).inc()
+            metrics.SUBMITTED.labels(record.kind, record.queue, record.tenant).inc()
         return pb.SubmitTaskResponse(task=convert.task_to_pb(record), created=created)
 
     @guard
@@ -84,7 +84,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         )
         for outcome in outcomes:
             if isinstance(outcome, tuple) and outcome[1]:
-                metrics.SUBMITTED.labels(outcome[0].kind, outcome[0].queue).inc()
+                record = outcome[0]
+                metrics.SUBMITTED.labels(record.kind, record.queue, record.tenant).inc()
         return convert.submitted_to_pb(outcomes)
 
     @guard

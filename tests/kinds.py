@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskcast.core import redisurl
-from taskcast.worker import Concurrency, NonRetryableError, Rate, TaskContext, task
+from taskcast.worker import Concurrency, NonRetryableError, Rate, TaskContext, Tokens, task
 
 log = logging.getLogger("tests.kinds")
 
@@ -216,6 +216,20 @@ def ordered(payload: dict[str, Any], ctx: TaskContext) -> int:
     if payload.get("fail_first") and ctx.attempt == 1:
         raise RuntimeError("first attempt fails")
     return ctx.attempt
+
+
+@task("test.tokens", max_attempts=1, tokens=Tokens("100/s", key="{payload.account}", reserve=10))
+def tokens(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """Report `payload.use` tokens used (none when absent); returns the attempt."""
+    if "use" in payload:
+        ctx.used_tokens(int(payload["use"]))
+    return ctx.attempt
+
+
+@task("test.tokens_minute", max_attempts=1, tokens=Tokens("1000/m", key="{payload.account}"))
+def tokens_minute(payload: dict[str, Any], ctx: TaskContext) -> int:
+    """`test.tokens` under 1,000 tokens a minute (reserving 1)."""
+    return tokens(payload, ctx)
 
 
 @task("test.rated", max_attempts=1, rate=Rate("20/s", key="{payload.account}"))

@@ -58,6 +58,15 @@ def settings_for(redis_server: RedisProcess, prefix: str, **changes: Any) -> Ser
     return ServerSettings(**{**fields, **changes})
 
 
+def tenants_file(directory: Path, tokens: dict[str, str]) -> str:
+    """A tenants file in `directory` giving each tenant (key) one full-access token (value)."""
+    path = directory / "tenants.toml"
+    path.write_text(
+        "".join(f'[tenants.{t}]\ntokens = ["{token}"]\n' for t, token in tokens.items())
+    )
+    return str(path)
+
+
 def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -286,8 +295,10 @@ class WorkerGroup:
 class ServerProcess:
     """`taskcast server` as a real child process on a fixed port (so it can come back there)."""
 
-    def __init__(self, redis_url: str, prefix: str, port: int, **settings: str) -> None:
-        self.port = port
+    def __init__(
+        self, redis_url: str, prefix: str, port: int, log_file: Path | None = None, **settings: str
+    ) -> None:
+        self.port, self.log_file = port, log_file
         self.env = {
             **os.environ,
             "TASKCAST_REDIS_URL": redis_url,
@@ -309,12 +320,15 @@ class ServerProcess:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskcast.cli.main", "--log-level", "WARNING", "server"],
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(self.log_file.open("ab")) if self.log_file else None
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "taskcast.cli.main", "--log-level", "WARNING", "server"],
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stderr=err,
+            )
         STARTED.append(self.proc)
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

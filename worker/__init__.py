@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled, TaskcastError
-from taskcast.worker.registry import Concurrency, Rate, task
+from taskcast.worker.registry import Concurrency, Rate, Tokens, task
 
 __all__ = [
     # writing kinds
@@ -23,6 +23,7 @@ __all__ = [
     # per-key limits
     "Concurrency",
     "Rate",
+    "Tokens",
     # steering retries
     "NonRetryableError",
     "RetryAfter",

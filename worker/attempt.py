@@ -11,6 +11,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.worker import limits
 from taskcast.worker.context import TaskContext
 
@@ -29,6 +30,7 @@ class Attempt:
     payload: dict[str, Any]
     ctx: TaskContext
     is_async: bool = False
+    tenant: str = DEFAULT_TENANT  # whose task it is (metrics count by tenant)
     result: str | None = None  # the JSON result, once the handler returned
     handed_off: bool = field(default=False)  # an async attempt now runs on the slot loop
     span: Any = None  # its OpenTelemetry span, when tracing is on (worker/traces.py)

@@ -47,6 +47,7 @@ class TaskContext:
         self._n = 0
         self.began = time.monotonic()  # the attempt's start, for its run time and first output
         self._first_output = True
+        self.tokens = -1  # reported by `used_tokens`; -1: none
 
     @property
     def cancelled(self) -> bool:
@@ -78,6 +79,14 @@ class TaskContext:
                 metrics.first_output(self.kind, time.monotonic() - self.began)
             for piece in split_output(text, self.limits.max_output_bytes):
                 self._emit(["type", "output", "text", piece])
+
+    def used_tokens(self, n: int) -> None:
+        """Report `n` tokens this attempt used (more calls add up), as the provider counted them.
+
+        Under the kind's token budget (`@task(tokens=Tokens(...))`) they replace the attempt's
+        reservation when it ends; without a report the reservation counts as used.
+        """
+        self.tokens = max(self.tokens, 0) + max(int(n), 0)
 
     def once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run `fn` at most once per task and key, across attempts and duplicate deliveries.

@@ -32,9 +32,9 @@ SAMPLE_EVERY = 1.0  # seconds between readings of the slot and thread gauges
 
 ATTEMPTS = Counter(
     "taskcast_attempts",
-    "Attempts that ended, by kind and outcome "
-    "(succeeded, failed, retrying, cancelled, handed_back, stale).",
-    ["kind", "outcome"],
+    "Attempts that ended, by kind, outcome "
+    "(succeeded, failed, retrying, cancelled, handed_back, stale) and tenant.",
+    ["kind", "outcome", "tenant"],
     registry=None,
 )
 SCHEDULE_TO_START = Histogram(
@@ -60,9 +60,9 @@ FIRST_OUTPUT = Histogram(
 )
 LIMIT_WAITS = Counter(
     "taskcast_limit_waits",
-    "Tasks a per-key limit held back (once per wait, not per try), by kind and reason "
-    "(concurrency, rate).",
-    ["kind", "reason"],
+    "Tasks a per-key limit held back (once per wait, not per try), by kind, reason "
+    "(concurrency, rate, tokens) and tenant.",
+    ["kind", "reason", "tenant"],
     registry=None,
 )
 # "livesum": the sum over live processes; the supervisor drops a dead group's files.
@@ -88,9 +88,9 @@ def started(kind: str, waited_ms: int) -> None:
         SCHEDULE_TO_START.labels(kind).observe(waited_ms / 1000)
 
 
-def limit_wait(kind: str, reason: str) -> None:
-    """A limit started holding a task of `kind` back."""
-    LIMIT_WAITS.labels(kind, reason).inc()
+def limit_wait(kind: str, reason: str, tenant: str) -> None:
+    """A limit started holding a task of `kind` (of `tenant`) back."""
+    LIMIT_WAITS.labels(kind, reason, tenant).inc()
 
 
 def first_output(kind: str, seconds: float) -> None:
@@ -104,7 +104,7 @@ def attempt_ended(attempt: Attempt, outcome: Outcome, state: State | None) -> No
         label = "handed_back"  # retryable at once, by another process
     else:
         label = "stale" if state is None else state.value.lower()
-    ATTEMPTS.labels(attempt.kind, label).inc()
+    ATTEMPTS.labels(attempt.kind, label, attempt.tenant).inc()
     if state is not None:
         RUN.labels(attempt.kind).observe(time.monotonic() - attempt.ctx.began)
 

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -16,6 +17,7 @@ from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from taskcast.core import calls, mqlayout
 from taskcast.core.calls import Held, Outcome, Skipped, Status
+from taskcast.core.limits import TokenLimit
 from taskcast.core.records import TaskError
 from taskcast.core.states import State
 from taskcast.worker import attempt as attempts
@@ -103,7 +105,10 @@ class Lifecycle(Middleware):
         ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
         turn = int(message.options.get("tc_turn") or 0)
         token = uuid.uuid4().hex
-        started = self.store.begin(task_id, number, self.settings.lease_ms, token, turn, ack)
+        tokens = self._token_limit(message.actor_name, task_id)
+        started = self.store.begin(
+            task_id, number, self.settings.lease_ms, token, turn, ack, tokens
+        )
         if isinstance(started, Held):  # not acked by `begin`: Dramatiq's ack, after the copy
             self._hold(broker, message, started)
             raise SkipMessage(f"held back by its {started.reason} limit")
@@ -132,6 +137,7 @@ class Lifecycle(Middleware):
             payload=json.loads(started.payload),
             ctx=ctx,
             is_async=spec.is_async,
+            tenant=started.tenant,
         )
         if self.tracer is not None:
             attempt.span = traces.start(self.tracer, attempt, started.trace)
@@ -140,11 +146,20 @@ class Lifecycle(Middleware):
             self.running[task_id] = ctx
         attempts.set_current(attempt)
 
+    def _token_limit(self, kind: str, task_id: str) -> TokenLimit | None:
+        """The kind's token budget for this task, its key built from the payload: one Redis read
+        more per delivery when the key names a payload field (an `ai.chat` call takes seconds)."""
+        spec = self.registry.kinds.get(kind)
+        budget = spec.token_budget() if spec is not None else None
+        if budget is None:
+            return None
+        return budget.of(kind, self.store.payload(task_id) if budget.from_payload else {})
+
     def _hold(self, broker: Any, message: Any, held: Held) -> None:
         """Put a delivery a limit held back on its delay queue, to try again after the wait."""
         tries = int(message.options.get("tc_holds") or 0)
         if tries == 0:
-            metrics.limit_wait(message.actor_name, held.reason)
+            metrics.limit_wait(message.actor_name, held.reason, held.tenant)
         delay = held.wait_ms or min(HOLD_MIN_MS * 2**tries, HOLD_MAX_MS)
         options = {"tc_holds": tries + 1, "tc_turn": held.turn or None}
         again = message.copy(options=options)
@@ -181,13 +196,13 @@ class Lifecycle(Middleware):
             return
         with self._lock:
             self.running.pop(attempt.task_id, None)
-        outcome = self._outcome(spec, attempt, exception)
+        outcome = replace(self._outcome(spec, attempt, exception), tokens=attempt.ctx.tokens)
         self._ended(attempt, outcome, self.store.finish(self._finish(attempt, outcome)))
 
     async def _complete(self, attempt: Attempt, exception: BaseException | None) -> None:
         """Record how an async attempt ended (on the slot loop, batched with other writes)."""
         spec = self.registry.kinds[attempt.kind]
-        outcome = self._outcome(spec, attempt, exception)
+        outcome = replace(self._outcome(spec, attempt, exception), tokens=attempt.ctx.tokens)
         try:
             reply = await self.writer.call(self._finish(attempt, outcome))
             self._ended(attempt, outcome, calls.finish_reply(reply))

@@ -12,10 +12,10 @@ import dramatiq
 from pydantic import BaseModel, ValidationError
 
 from taskcast.core.kinds import DEFAULT_QUEUE, canonical
-from taskcast.core.limits import Concurrency, Rate
+from taskcast.core.limits import Concurrency, Rate, Tokens
 from taskcast.worker.errors import NonRetryableError, RetryAfter, TaskCancelled
 
-__all__ = ["Concurrency", "KindSpec", "Rate", "Registry", "registry", "task"]
+__all__ = ["Concurrency", "KindSpec", "Rate", "Registry", "Tokens", "registry", "task"]
 
 Handler = Callable[..., Any]
 
@@ -34,10 +34,16 @@ class KindSpec:
     payload: type[BaseModel] | None = None
     concurrency: Concurrency | None = None
     rate: Rate | None = None
+    # A budget, or a function that returns one from this worker's settings (None: no budget).
+    tokens: Tokens | Callable[[], Tokens | None] | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
+
+    def token_budget(self) -> Tokens | None:
+        """The kind's token budget in this worker, if any."""
+        return self.tokens() if callable(self.tokens) else self.tokens
 
     def schema(self) -> str:
         """The payload model's JSON schema as canonical text; "" when the kind declares none."""
@@ -104,6 +110,7 @@ def task(
     payload_model: bool = False,
     concurrency: Concurrency | None = None,
     rate: Rate | None = None,
+    tokens: Tokens | Callable[[], Tokens | None] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a function as the handler of a task kind.
 
@@ -131,6 +138,10 @@ def task(
             submit's own concurrency key and limit replace it.
         rate: At most this many attempts per key start per second or minute, across all
             workers, e.g. `Rate("20/s", key="{payload.account}")`.
+        tokens: A token budget per key, e.g. `Tokens("90000/m", key="{payload.model}")`: an
+            attempt starts only while the tokens its key's attempts reported
+            (`ctx.used_tokens`) within the last period leave room. Or a function returning
+            one (or None), called when a task arrives: for a budget from the worker's settings.
 
     Returns:
         The function itself, unchanged.
@@ -153,6 +164,7 @@ def task(
             payload,
             concurrency,
             rate,
+            tokens,
         )
         registry.add(spec)
         return fn

@@ -20,6 +20,7 @@ from taskcast.core.calls import Call, Held, Skipped, Started
 from taskcast.core.capacity import WorkerRecord
 from taskcast.core.kinds import KindInfo
 from taskcast.core.layout import DEFAULT_TENANT, Layout
+from taskcast.core.limits import TokenLimit
 from taskcast.core.records import TaskError
 from taskcast.core.scripts import redis_ms
 from taskcast.core.states import State
@@ -79,12 +80,19 @@ class WorkerStore:
         token: str,
         turn: int = 0,
         ack: calls.Ack | None = None,
+        tokens: TokenLimit | None = None,
     ) -> Started | Skipped | Held:
         """Start `attempt` (acknowledging the delivery named by `ack`); returns `Started`, why
         this delivery is skipped, or the limit that holds it back (`turn`: the one a rate limit
-        reserved for it earlier, 0 for none)."""
-        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, turn, ack)
+        reserved for it earlier, 0 for none; `tokens`: the kind's token budget)."""
+        call = calls.begin(self.layout, task_id, attempt, lease_ms, token, turn, ack, tokens)
         return calls.begin_reply(self.persist("begin", lambda: self.run(call)))
+
+    def payload(self, task_id: str) -> Any:
+        """A task's payload, parsed (None: no such task), for a token budget's key."""
+        key = self.layout.task(task_id)
+        raw = self.persist("payload", lambda: self.client.hget(key, "payload"))
+        return json.loads(raw) if raw else None
 
     def event(self, task_id: str, attempt: int, n: int, fields: list[str]) -> bool:
         """Append a progress or output event; returns whether a cancel was requested."""

@@ -1,11 +1,13 @@
 -- A: id, attempt, outcome (ok | error | cancelled), result json, error json, retryable (0/1),
---    retry delay (ms), retry mq queue, retry message id, retry message data.
+--    retry delay (ms), retry mq queue, retry message id, retry message data, tokens the attempt
+--    used (-1: not reported; `debit` in _limits.lua).
 -- Returns {new state} or {"stale"} when the attempt no longer owns the task.
 local id, attempt, outcome, result, err, retryable, delay_ms, mq_queue, rid, data = unpack(A, 1, 10)
 local t = tkey(id)
 local state, cur, cancel, max_attempts, started, kind, tenant = unpack(
   redis.call("HMGET", t, "state", "attempt", "cancel", "max_attempts", "started", "kind", "tenant"))
 if state ~= "RUNNING" or cur ~= attempt then return {"stale"} end
+debit(id, attempt, tonumber(A[11]) or -1)
 if cancel == "1" or outcome == "cancelled" then
   local reason = redis.call("HGET", t, "cancel_reason") or ""
   move(id, state, "CANCELLED")

@@ -252,3 +252,30 @@ def test_watch_says_which_limit_a_task_waits_for(grpc_addr: str) -> None:
         "at",
         "once)",
     ]
+
+
+@pytest.mark.usefixtures("worker")
+def test_watch_names_a_token_budget_that_holds_a_task(grpc_addr: str) -> None:
+    from taskcast.client import TaskClient
+
+    account = f"cli-tokens-{uuid.uuid4().hex[:8]}"
+    with TaskClient(grpc_addr) as client:  # 1,000 a minute, all used: the next one waits
+        client.submit("test.tokens_minute", {"account": account, "use": 1000}).wait(timeout=30)
+        held = client.submit("test.tokens_minute", {"account": account})
+        eventually(lambda: held.get().waiting_for == "tokens", 20, "the task held")
+        env = {**os.environ, "TASKCAST_SERVER": grpc_addr, "COLUMNS": "200"}
+        with subprocess.Popen(
+            [*TASKCAST, "watch", held.id], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(2)]  # PENDING, waiting
+            held.cancel()
+            assert proc.wait(60) == 3  # cancelled
+    assert lines[1].split()[1:] == [
+        "waiting",
+        "for",
+        "token",
+        "budget",
+        f"'{account}'",
+        "(1000/min)",
+    ]

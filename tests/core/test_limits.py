@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 
 from taskcast.core.kinds import KindInfo
-from taskcast.core.limits import Concurrency, LimitKeyError, Rate, expand, rate_text
+from taskcast.core.limits import (
+    Concurrency,
+    LimitKeyError,
+    Rate,
+    TokenLimit,
+    Tokens,
+    expand,
+    rate_text,
+)
 
 
 def test_a_rate_reads_per_second_and_per_minute() -> None:
@@ -51,3 +59,22 @@ def test_declared_limits_travel_in_the_kind_record() -> None:
     info = KindInfo(concurrency=Concurrency(3, "{payload.customer}"), rate=Rate("20/s"))
     assert KindInfo.from_json(info.to_json()) == info
     assert KindInfo.from_json(KindInfo().to_json()).concurrency is None
+
+
+def test_a_token_budget_reads_its_spec_and_builds_its_key_or_falls_back() -> None:
+    budget = Tokens("90000/m", key="{payload.model}", reserve=500, fallback="gpt-4o-mini")
+    assert (budget.budget, budget.period_ms, budget.from_payload) == (90_000, 60_000, True)
+    assert budget.of("ai.chat", {"model": "o3"}) == TokenLimit("o3", 90_000, 60_000, 500)
+    assert budget.of("ai.chat", {}).key == "gpt-4o-mini"  # the model a payload without one gets
+    assert budget.of("ai.chat", None).key == "gpt-4o-mini"  # a task gone meanwhile
+    plain = Tokens("2000/s")
+    assert not plain.from_payload and plain.of("k", {}) == TokenLimit("k", 2000, 1000, 1)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reserve", "match"),
+    [("0/m", 1, "N/s"), ("1000000001/m", 1, "N/s"), ("10/h", 1, "N/s"), ("10/s", 11, "reserv")],
+)
+def test_a_bad_token_budget_is_refused(spec: str, reserve: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Tokens(spec, reserve=reserve)

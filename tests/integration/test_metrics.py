@@ -86,7 +86,10 @@ def worker(redis_server: RedisProcess, prefix: str) -> Iterator[WorkerProcess]:
 
 
 def test_submits_are_counted_by_kind_and_queue(client: TaskClient, worker: WorkerProcess) -> None:
-    name, labels = "taskcast_tasks_submitted_total", {"kind": "test.echo", "queue": "default"}
+    name, labels = (
+        "taskcast_tasks_submitted_total",
+        {"kind": "test.echo", "queue": "default", "tenant": "default"},
+    )
     before = server(name, **labels)
     handles = [client.submit("test.echo", {"i": i}, idempotency_key=f"k{i}") for i in range(3)]
     client.submit("test.echo", {"i": 0}, idempotency_key="k0")  # a repeat creates nothing
@@ -112,7 +115,7 @@ def test_attempts_are_counted_by_outcome_with_their_times(
         "ttfo": ("taskcast_time_to_first_output_seconds_count", {"test.chatty": 1}),
     }
     s = scrape(WORKER_PORT)
-    before = {k: value(s, attempts, kind=k[0], outcome=k[1]) for k in expected}
+    before = {k: value(s, attempts, kind=k[0], outcome=k[1], tenant="default") for k in expected}
     times = {
         (name, kind): value(s, name, kind=kind)
         for name, per_kind in counts.values()
@@ -134,7 +137,7 @@ def test_attempts_are_counted_by_outcome_with_their_times(
     def moved() -> bool:  # the outcome is counted just after it is recorded
         s = scrape(WORKER_PORT)
         done = all(
-            value(s, attempts, kind=k[0], outcome=k[1]) >= before[k] + n
+            value(s, attempts, kind=k[0], outcome=k[1], tenant="default") >= before[k] + n
             for k, n in expected.items()
         )
         return done and all(

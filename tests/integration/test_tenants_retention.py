@@ -9,7 +9,7 @@ from taskcast.cli.redis_proc import RedisProcess
 from taskcast.client import TaskClient
 from taskcast.core.layout import Layout
 from taskcast.server.config import ServerSettings
-from tests.support import await_pruned, eventually, expired
+from tests.support import await_pruned, eventually, expired, settings_for, tenants_file
 
 TOKEN = "token-acme"
 
@@ -19,15 +19,8 @@ def server_settings(
     redis_server: RedisProcess, prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> ServerSettings:
     """One tenant besides the default one, and a one-second retention."""
-    path = tmp_path_factory.mktemp("tenants") / "tenants.toml"
-    path.write_text(f'[tenants.acme]\ntokens = ["{TOKEN}"]\n')
-    return ServerSettings(
-        redis_url=redis_server.url,
-        redis_prefix=prefix,
-        listen="127.0.0.1:0",
-        retention=1,
-        tenants_file=str(path),
-    )
+    path = tenants_file(tmp_path_factory.mktemp("tenants"), {"acme": TOKEN})
+    return settings_for(redis_server, prefix, retention=1, tenants_file=path)
 
 
 @pytest.mark.usefixtures("short_lived_worker")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskcast.core.limits import Tokens
 from taskcast.worker.context import TaskContext
 from taskcast.worker.errors import NonRetryableError
 from taskcast.worker.kinds._coalesce import OutputCoalescer
@@ -74,6 +75,11 @@ class AISettings(BaseSettings):
     # lower it to stay under a provider's concurrency limit.
     max_concurrency: int = Field(1000, ge=1, description="concurrent requests per worker process")
     flush_ms: int = Field(50, ge=0, description="longest wait before streamed tokens are written")
+    # A token budget shared by every worker (core/limits.py Tokens), counted from the usage the
+    # model server reports: "90000/m" for a provider's tokens-per-minute limit.
+    tokens: str = Field("", description="token budget per key, 'N/m' or 'N/s' ('': none)")
+    tokens_key: str = Field("{payload.model}", description="the budget's key template")
+    tokens_reserve: int = Field(1, ge=1, description="tokens each attempt reserves until it ends")
 
     @field_validator("api_key", "base_url", mode="before")
     @classmethod
@@ -173,7 +179,25 @@ def _display(base_url: str | None) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-@task("ai.chat", queue="ai", max_attempts=4, payload=ChatPayload)
+@functools.cache
+def _tokens() -> Tokens | None:
+    """The token budget of `TASKCAST_AI_TOKENS`, keyed by model (a payload without one counts
+    under `TASKCAST_AI_MODEL`); None when unset, or when the settings are invalid (the first task
+    fails, naming them)."""
+    try:
+        settings = AISettings()
+    except ValidationError:
+        return None
+    if not settings.tokens:
+        return None
+    try:
+        return Tokens(settings.tokens, settings.tokens_key, settings.tokens_reserve, settings.model)
+    except ValueError as exc:
+        log.error("TASKCAST_AI_TOKENS* ignored: %s", exc)
+        return None
+
+
+@task("ai.chat", queue="ai", max_attempts=4, payload=ChatPayload, tokens=_tokens)
 async def chat(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Stream a chat completion into output events; return text, finish reason, model, usage."""
     import openai
@@ -195,6 +219,8 @@ async def chat(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
                 result = await _stream(rt, model, messages, params, out)
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             raise _translate(exc, rt, model) from None  # the cause may quote the key
+    if result["usage"] and isinstance(result["usage"].get("total_tokens"), int):
+        ctx.used_tokens(result["usage"]["total_tokens"])
     log.info(
         "ai.chat %s attempt %d: %s, %d output writes",
         ctx.task_id,

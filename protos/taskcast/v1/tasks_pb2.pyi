@@ -565,8 +565,9 @@ class Waiting(_message.Message):
     PERIOD_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """"concurrency" (limit attempts with key run now) or "rate" (limit attempts
-    with key started within the last period).
+    """"concurrency" (limit attempts with key run now), "rate" (limit attempts
+    with key started within the last period) or "tokens" (the worker's token
+    budget for key, limit tokens per period, is spent: see README "Token budgets").
     """
     key: _builtins.str
     limit: _builtins.int
@@ -574,7 +575,7 @@ class Waiting(_message.Message):
     """The attempt that waits to start (1 for the first)."""
     @_builtins.property
     def period(self) -> _duration_pb2.Duration:
-        """rate only: the period of the limit (1 s or 1 min)."""
+        """rate and tokens: the period of the limit (1 s or 1 min)."""
 
     def __init__(
         self,
@@ -1498,19 +1499,20 @@ class LimitStats(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """"concurrency" or "rate"."""
+    """"concurrency", "rate" or "tokens"."""
     key: _builtins.str
     limit: _builtins.int
-    """The limit the latest task under this key named."""
+    """The limit the latest task under this key named (tokens: per period)."""
     running: _builtins.int
     """concurrency: attempts running with the key now; rate: attempts started
-    within the last period.
+    within the last period; tokens: tokens used (or reserved by attempts not
+    finished yet) by attempts started within the last period.
     """
     waiting: _builtins.int
     """Tasks held back by this limit now (they sent Waiting and have not started)."""
     @_builtins.property
     def period(self) -> _duration_pb2.Duration:
-        """rate only: its period."""
+        """rate and tokens: its period."""
 
     def __init__(
         self,
