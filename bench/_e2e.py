@@ -68,6 +68,7 @@ def taskcast(
     server_env: dict[str, str] | None = None,
     batch: int = 0,
     kind: str = "bench.noop",
+    options: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
@@ -75,6 +76,8 @@ def taskcast(
     `env` goes to the workers and the server, `server_env` to the server only.
     `batch` > 0: each caller submits `batch` tasks per SubmitTasks call instead of one per call.
     `kind` is the no-op kind submitted (bench.limits: one under limits).
+    `options(i)`: the submit options of the i-th task of a run, e.g. its priority (bench.fairness);
+    none by default.
     """
     with _procs.stack() as st:
         r = st.redis()
@@ -95,12 +98,14 @@ def taskcast(
                 left = iter(range(count))
 
                 async def caller() -> None:
-                    for _ in left:
-                        await tc.submit(kind, "{}")
+                    for i in left:
+                        await tc.submit(kind, "{}", **(options(i) if options else {}))
 
                 async def batch_caller() -> None:
-                    spec = TaskSpec(kind, "{}")
-                    while chunk := [spec for _ in itertools.islice(left, batch)]:
+                    def spec(i: int) -> TaskSpec:
+                        return TaskSpec(kind, "{}", **(options(i) if options else {}))
+
+                    while chunk := [spec(i) for i in itertools.islice(left, batch)]:
                         results = await tc.submit_many(chunk)
                         assert not any(isinstance(r, RpcError) for r in results), results[:3]
 
