@@ -11,7 +11,7 @@ another tenant's flood.
 2. Flood. A server with a tenants file (tenants A and B, weight 1 each) and one default worker
    process (`taskcast worker`: 1 process x 8 threads). A submits 5,000 tasks through
    SubmitTasks; 0.5 s after that call returns, B submits 20 tasks one at a time, one every
-   50 ms. The tasks are `bench.sleep` of 20 ms (`--task-ms`), so a backlog builds (about 400
+   50 ms. The tasks are `bench.sleep` of 20 ms (`--task-ms`), so a backlog builds (about 300
    starts/s against about 1,500 submits/s), and `bench.noop`, which one worker drains about as
    fast as SubmitTasks fills the queue, so hardly any backlog is left when B comes. Measured
    from the tasks themselves (`started_at - created_at`): B's queue wait, A's, and how many of

@@ -21,6 +21,7 @@ ALL = (
     "memory",
     "redrive",
     "limits",
+    "fairness",
 )
 
 
