@@ -102,8 +102,10 @@ def taskcast(
                         await tc.submit(kind, "{}", **(options(i) if options else {}))
 
                 async def batch_caller() -> None:
+                    plain = TaskSpec(kind, "{}")  # one spec for every item, as before options
+
                     def spec(i: int) -> TaskSpec:
-                        return TaskSpec(kind, "{}", **(options(i) if options else {}))
+                        return TaskSpec(kind, "{}", **options(i)) if options else plain
 
                     while chunk := [spec(i) for i in itertools.islice(left, batch)]:
                         results = await tc.submit_many(chunk)
