@@ -91,6 +91,7 @@ def taskcast(
     batch: int = 0,
     kind: str = "bench.noop",
     wait: bool = False,
+    options: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """taskcast: grpc.aio client (16 callers) -> server -> Redis -> taskcast workers.
 
@@ -100,6 +101,8 @@ def taskcast(
     `kind` is the no-op kind submitted (bench.limits: one under limits).
     `wait`: each caller waits for its task (`wait`) or its batch (`watch_group` on a label the
     batch carries) before submitting the next, as a caller that wants the outcome does.
+    `options(i)`: the submit options of the i-th task of a run, e.g. its priority (bench.fairness);
+    none by default.
     """
     with _procs.stack() as st:
         r = st.redis()
@@ -120,17 +123,21 @@ def taskcast(
                 left = iter(range(count))
 
                 async def caller() -> None:
-                    for _ in left:
-                        handle = await tc.submit(kind, "{}")
+                    for i in left:
+                        handle = await tc.submit(kind, "{}", **(options(i) if options else {}))
                         if wait:
                             await handle.wait()
 
                 async def batch_caller() -> None:
                     while True:
                         label = {"batch": uuid.uuid4().hex} if wait else None
-                        spec = TaskSpec(kind, "{}", labels=label)
-                        if not (chunk := [spec for _ in itertools.islice(left, batch)]):
+                        if not (ids := list(itertools.islice(left, batch))):
                             return
+                        plain = TaskSpec(kind, "{}", labels=label)  # one spec for every item
+                        chunk = [
+                            TaskSpec(kind, "{}", labels=label, **options(i)) if options else plain
+                            for i in ids
+                        ]
                         results = await tc.submit_many(chunk)
                         assert not any(isinstance(r, RpcError) for r in results), results[:3]
                         if label:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from taskcast.worker import TaskContext, task
@@ -11,6 +12,12 @@ from taskcast.worker import TaskContext, task
 def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Do nothing: what is left is taskcast's own cost."""
     return None
+
+
+@task("bench.sleep", queue="default", max_attempts=1)
+def sleep(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """Hold the worker thread `ms` milliseconds (bench/fairness.py: a backlog that lasts)."""
+    time.sleep(payload["ms"] / 1000)  # the work being simulated
 
 
 @task("bench.fail_once", queue="default", max_attempts=1)

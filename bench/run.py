@@ -22,6 +22,7 @@ ALL = (
     "memory",
     "redrive",
     "limits",
+    "fairness",
 )
 
 
