@@ -134,15 +134,18 @@ class WatchSession:
         started: Callable[[], Awaitable[None]] | None,
     ) -> AsyncGenerator[Item, None]:
         """`stream` once its slot is reserved: the owner and cursor checked, then the items."""
-        task = await self.store.get(task_id, tenant)  # NOT_FOUND before the stream starts
-        if after > task.last_sequence:
+        # NOT_FOUND before the stream starts. Three fields, not the whole task: a watch opens
+        # once per waited task, and a payload or result may be a megabyte.
+        owned = await self.store.owned(task_id, tenant, ("seq",))
+        last_sequence = int(owned.get(b"seq") or 0)
+        if after > last_sequence:
             # Sequences only come from events this task emitted: a larger cursor would skip
             # events (the terminal one too) and wait for ever, so it is refused at once.
             raise InvalidArgument(
                 [
                     (
                         "after_sequence",
-                        f"is past the task's last event ({task.last_sequence}); use 0 or a "
+                        f"is past the task's last event ({last_sequence}); use 0 or a "
                         "sequence this task's events carried",
                     )
                 ]
