@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import dramatiq
 
+from taskcast.core.scheduling import DEFAULT_PRIORITY
+
 DELAY_SUFFIX = ".DQ"
 
 
@@ -81,7 +83,7 @@ class MQLayout:
     def bucket(self, queue: str, priority: int, tenant: str = "", key: str = "") -> str:
         """The list where tasks of one priority, tenant ("": the default one) and fairness key
         wait; the default bucket (3, "", "") is the queue's own list."""
-        if (priority, tenant, key) == (3, "", ""):
+        if (priority, tenant, key) == (DEFAULT_PRIORITY, "", ""):
             return self.queue(queue)
         return f"{self.fair(queue)}.{priority}.{tenant}:{key}"
 

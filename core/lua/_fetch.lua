@@ -11,6 +11,7 @@ if command == "fetch" and string.sub(queue_name, -3) ~= ".DQ" then
   local F = queue_full_name .. ".fair"
   local L = F .. "."
   if redis.call("EXISTS", L .. "1", L .. "2", L .. "3", L .. "4", L .. "5") > 0 then
+    -- `join()` of _lib.lua, again: this chunk runs inside Dramatiq's script, without that prelude.
     local function tc_join(zset, member)
       if redis.call("ZSCORE", zset, member) then return end
       local first = redis.call("ZRANGE", zset, 0, 0, "WITHSCORES")
