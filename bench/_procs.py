@@ -218,7 +218,7 @@ class Stack:
         client = redis.Redis.from_url(redis_url)
         client.delete(LAYOUT.kinds())
         if setup is not None:
-            env = {"dramatiq_worker_timeout": env.get("TASKCAST_POLL_INTERVAL_MS", "100"), **env}
+            env = {"dramatiq_worker_timeout": env.get("TASKCAST_POLL_INTERVAL_MS", "1000"), **env}
         command = (
             [
                 PY,

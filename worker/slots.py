@@ -73,6 +73,11 @@ class Slots:
             self.running -= 1
             self._cond.notify_all()
 
+    def notify(self) -> None:
+        """A fetched message was acknowledged (its slot may be free again): wake waiters."""
+        with self._cond:
+            self._cond.notify_all()
+
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for a slot to free up."""
         with self._cond:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -34,15 +35,18 @@ log = logging.getLogger("taskcast.worker")
 HAND_BACK_DELAY_MS = 100  # a kind another live worker serves: back on the queue soon
 HAND_BACK_MAX_DELAY_MS = 5_000  # a kind no live worker serves: the longest wait between tries
 ACKED = "tc_acked"  # set on a delivered message's options once `begin` acknowledged it
+FULL_BACKOFF_MS = 20  # the longest pause of a delay queue's consumer whose prefetch is full
 
 
 class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, with three changes (the body follows `_RedisConsumer.__next__`
-    of Dramatiq 2.2):
+    """Dramatiq's Redis consumer, with these changes (the body follows `_RedisConsumer.__next__`
+    of Dramatiq 2.2; docs/architecture.md, "When a consumer looks"):
 
     - an idle one blocks on the queue's wake-up list (BLPOP, up to the poll interval) instead of
       sleeping with a growing backoff: a message enqueued (`wake()` in _lib.lua pushes a token)
-      is picked up at once;
+      is picked up at once, and a fetch that leaves messages behind passes a token on;
+    - one whose prefetch is full waits for the acknowledgements that free half of it, instead of
+      sleeping with a backoff that grows to the poll interval;
     - on a live queue it fetches only as many messages as the process has free slots, and waits
       for a slot when it has none, so it never hoards work an idle process could run;
     - a message of a kind this process does not serve is handed back, never dead-lettered as
@@ -61,6 +65,7 @@ class _WakingConsumer(_RedisConsumer):
         if self.slots is not None:
             self.slots.watch(self)
         self.etas: list[int] = []  # a delay queue's: etas (worker ms) of messages it handed on
+        self._acked = threading.Event()  # set by every acknowledgement of this consumer
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -97,14 +102,34 @@ class _WakingConsumer(_RedisConsumer):
             self.broker.requeue_fetched(self.queue_name, pairs)
 
     def ack(self, message: MessageProxy) -> None:
-        """Dramatiq's ack, unless `begin` already did it in its own script (`Broker.ack_of`)."""
-        if message.options.pop(ACKED, False):
-            self.queued_message_ids.discard(message.message_id)
-            return
-        super().ack(message)
+        """Dramatiq's ack, unless `begin` already did it in its own script (`Broker.ack_of`).
+
+        Called by the worker thread that processed the message: the room it frees ends a wait
+        of this consumer for room (`_fetch`) and of any consumer waiting for a slot.
+        """
+        try:
+            if message.options.pop(ACKED, False):
+                self.queued_message_ids.discard(message.message_id)
+            else:
+                super().ack(message)
+        finally:
+            self._freed()
+
+    def nack(self, message: MessageProxy) -> None:
+        """Dramatiq's nack (a dead letter); frees room as `ack` does."""
+        try:
+            super().nack(message)
+        finally:
+            self._freed()
+
+    def _freed(self) -> None:
+        self._acked.set()
+        if self.slots is not None:
+            self.slots.notify()
 
     def _fetch(self) -> bool:
         """Fetch what this process has room for; wait (up to the poll interval) when empty."""
+        self._acked.clear()  # before counting: an acknowledgement from now on ends the wait
         room = self.prefetch - self.outstanding_message_count
         if self.slots is None:
             if room > 0:
@@ -118,9 +143,15 @@ class _WakingConsumer(_RedisConsumer):
                 self.slots.wait(self.timeout / 1000)  # full: leave the tokens to others
                 return False
         if room <= 0:
-            # Prefetch full: leave the tokens to consumers that can take work.
-            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-            time.sleep(backoff_ms / 1000)
+            # Prefetch full: leave the tokens to consumers that can take work, and wait for room.
+            # A live queue's messages are acknowledged by the worker threads (`ack`), which wake
+            # this wait. A delay queue's are acknowledged by Dramatiq's consumer thread itself
+            # when it moves a due message on, between two returns of `__next__`: return soon.
+            if self.slots is not None:
+                self._wait_for_room()
+            else:
+                self.misses, backoff = compute_backoff(self.misses, max_backoff=FULL_BACKOFF_MS)
+                time.sleep(backoff / 1000)
             return False
         if self.message_cache:
             return True
@@ -129,6 +160,22 @@ class _WakingConsumer(_RedisConsumer):
         if wait > 0:
             self.broker.client.blpop([self.broker.mq.wake(self.queue_name)], timeout=wait)
         return False
+
+    def _wait_for_room(self) -> None:
+        """Wait (up to the poll interval) until half the prefetch is free again.
+
+        Half, not one: a busy queue then fetches several messages per round trip, while the
+        worker threads still have the other half to work on; waking on every acknowledgement
+        would fetch one message per task.
+        """
+        low = max(1, self.prefetch // 2)
+        deadline = time.monotonic() + self.timeout / 1000
+        while self.prefetch - self.outstanding_message_count < low:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._acked.wait(left)
+            self._acked.clear()  # then count again: an acknowledgement since is not lost
 
     def _until_due(self) -> float:
         """Seconds to block: the poll interval, or less when a held delayed message is due."""

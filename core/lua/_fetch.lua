@@ -1,16 +1,25 @@
--- taskcast: priorities and fair share in Dramatiq's fetch. core/scripts.py inserts this chunk into
--- Dramatiq's own dispatch.lua, before its commands, so one script still heartbeats, maintains and
--- fetches; it uses that script's locals (queue_name, queue_full_name, queue_messages, queue_acks,
--- ARGS, max_unpack_size). While no task waits in a bucket (`place()` in _lib.lua) it does nothing
--- but one EXISTS, and Dramatiq's fetch pops the queue's list as before.
--- Otherwise it takes up to `prefetch` messages itself: priority 1 first; within a priority, the
--- tenant with the lowest pass, and within the tenant the key with the lowest pass; each advanced
--- by 1/weight for the message taken. The queue's own list (the default tenant's tasks of priority
--- 3 with no key, and what Dramatiq requeues there) is that level's bucket of tenant "" and key "".
+-- taskcast: the fetch of a live queue, inserted by core/scripts.py into Dramatiq's own
+-- dispatch.lua before its commands, so one script still heartbeats, maintains and fetches; it uses
+-- that script's locals (queue_name, queue_full_name, queue_messages, queue_acks, ARGS,
+-- max_unpack_size). A delay queue's fetch is Dramatiq's.
+-- Which messages: while no task waits in a bucket (`place()` in _lib.lua), the head of the queue's
+-- list, in one LPOP with a count (Dramatiq pops them one by one). Otherwise priorities and fair
+-- share: priority 1 first; within a priority, the tenant with the lowest pass, and within the
+-- tenant the key with the lowest pass; each advanced by 1/weight for the message taken. The
+-- queue's own list (the default tenant's tasks of priority 3 with no key, and what Dramatiq
+-- requeues there) is that level's bucket of tenant "" and key "".
+-- Then the wake-up is passed on: a fetch that took all it had room for and left messages behind
+-- drops a token on the queue's wake-up list (when none waits there), so another idle consumer,
+-- of this process or another, starts on the rest now instead of at its next poll.
 if command == "fetch" and string.sub(queue_name, -3) ~= ".DQ" then
   local F = queue_full_name .. ".fair"
   local L = F .. "."
-  if redis.call("EXISTS", L .. "1", L .. "2", L .. "3", L .. "4", L .. "5") > 0 then
+  local want = math.min(tonumber(ARGS[1]), max_unpack_size)
+  local ids = {}
+  if redis.call("EXISTS", L .. "1", L .. "2", L .. "3", L .. "4", L .. "5") == 0 then
+    ids = redis.call("LPOP", queue_full_name, want) or {}
+    if #ids > 0 then redis.call("SADD", queue_acks, unpack(ids)) end
+  else
     -- `join()` of _lib.lua, again: this chunk runs inside Dramatiq's script, without that prelude.
     local function tc_join(zset, member)
       if redis.call("ZSCORE", zset, member) then return end
@@ -21,8 +30,6 @@ if command == "fetch" and string.sub(queue_name, -3) ~= ".DQ" then
       tc_join(L .. "3.", "")
       tc_join(L .. "3", "")
     end
-    local want = math.min(tonumber(ARGS[1]), max_unpack_size)
-    local ids = {}
     for p = 1, 5 do
       local level = L .. p
       while #ids < want do
@@ -62,7 +69,13 @@ if command == "fetch" and string.sub(queue_name, -3) ~= ".DQ" then
         end
       end
     end
-    if #ids == 0 then return {} end
-    return redis.call("HMGET", queue_messages, unpack(ids))
   end
+  if #ids == 0 then return {} end
+  if #ids == want
+    and (redis.call("LLEN", queue_full_name) > 0 or tonumber(redis.call("HGET", F, "n") or 0) > 0)
+  then
+    local wake = queue_full_name .. ".wake"
+    if redis.call("LLEN", wake) == 0 then redis.call("RPUSH", wake, 1) end
+  end
+  return redis.call("HMGET", queue_messages, unpack(ids))
 end

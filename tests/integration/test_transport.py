@@ -137,3 +137,42 @@ def test_begin_acknowledges_the_delivery(
         return held == 0 and rdb.hlen(mq.msgs("default")) == 0
 
     eventually(nothing_held, 20, "every delivery acknowledged")
+
+
+def test_a_fetch_that_leaves_messages_behind_passes_the_wake_up_on(
+    redis_server: RedisProcess,
+) -> None:
+    """The fetch (`_fetch.lua`) that took all it had room for and left messages behind drops a
+    token on the wake-up list, for another idle consumer; one that took the last leaves none."""
+    layout = Layout("passon")
+    rdb = redis.Redis.from_url(redis_server.url)
+    broker = Broker(
+        client=redis.Redis.from_url(redis_server.url),
+        namespace=layout.namespace,
+        store=WorkerStore(rdb, layout, threading.Event()),
+        slots=Slots(10),
+        unserved_timeout=60,
+        middleware=[],
+    )
+    wake, queue = layout.mq.wake("p"), layout.mq.queue("p")
+    try:
+        for i in range(5):
+            broker.enqueue(
+                Message(queue_name="p", actor_name="a", args=(i,), kwargs={}, options={})
+            )
+        rdb.delete(wake)  # the enqueue's own token, taken by the consumer that fetches now
+        fetched = broker.do_fetch("p", 2)
+        assert [Message.decode(m).args for m in fetched] == [(0,), (1,)]  # in order, one LPOP
+        assert rdb.llen(wake) == 1 and rdb.llen(queue) == 3
+        assert rdb.scard(layout.mq.acks(broker.broker_id, "p")) == 2
+        broker.do_fetch("p", 2)
+        assert rdb.llen(wake) == 1, "one token waits already: none added"
+        rdb.delete(wake)
+        assert len(broker.do_fetch("p", 2)) == 1  # the last one
+        assert rdb.llen(wake) == 0, "nothing left behind: no token"
+        assert broker.do_fetch("p", 2) == []
+        assert rdb.llen(wake) == 0
+    finally:
+        drop_keys(rdb, layout)
+        broker.close()
+        rdb.close()
