@@ -14,6 +14,12 @@ def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
     return None
 
 
+@task("bench.async_noop", queue="default", max_attempts=1)
+async def async_noop(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """An async no-op: what is left is the cost of an attempt on the slot loop."""
+    return None
+
+
 @task("bench.sleep", queue="default", max_attempts=1)
 def sleep(payload: dict[str, Any], ctx: TaskContext) -> None:
     """Hold the worker thread `ms` milliseconds (bench/fairness.py: a backlog that lasts)."""
