@@ -18,6 +18,7 @@ ALL = (
     "scaling",
     "llm",
     "slots",
+    "slot_overhead",
     "observability",
     "memory",
     "redrive",
