@@ -37,6 +37,7 @@ class Slots:
         self._cond = threading.Condition()
         self._fetch = threading.Lock()
         self._consumers: weakref.WeakSet[_Consumer] = weakref.WeakSet()
+        self._waiters = 0  # consumers in `wait`
 
     def watch(self, consumer: _Consumer) -> None:
         """Count `consumer`'s fetched, unacknowledged messages as taken slots."""
@@ -74,14 +75,24 @@ class Slots:
             self._cond.notify_all()
 
     def notify(self) -> None:
-        """A fetched message was acknowledged (its slot may be free again): wake waiters."""
-        with self._cond:
-            self._cond.notify_all()
+        """A fetched message was acknowledged (its slot may be free again): wake waiters.
+
+        Called after the acknowledgement changed the count; a waiter counts itself in before it
+        looks at the count (`wait`), so either it sees the free slot or this sees the waiter.
+        """
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for a slot to free up."""
         with self._cond:
-            self._cond.wait(timeout)
+            self._waiters += 1
+            try:
+                if self.free() <= 0:
+                    self._cond.wait(timeout)
+            finally:
+                self._waiters -= 1
 
     def close(self) -> None:
         """Fetch nothing more (shutdown): running attempts finish, nothing new starts."""

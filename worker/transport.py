@@ -65,7 +65,8 @@ class _WakingConsumer(_RedisConsumer):
         if self.slots is not None:
             self.slots.watch(self)
         self.etas: list[int] = []  # a delay queue's: etas (worker ms) of messages it handed on
-        self._acked = threading.Event()  # set by every acknowledgement of this consumer
+        self._acked = threading.Event()  # set by an acknowledgement while `_waiting`
+        self._waiting = False
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -123,13 +124,14 @@ class _WakingConsumer(_RedisConsumer):
             self._freed()
 
     def _freed(self) -> None:
-        self._acked.set()
+        # Only when someone waits: a busy queue acknowledges thousands of messages a second.
+        if self._waiting:
+            self._acked.set()
         if self.slots is not None:
             self.slots.notify()
 
     def _fetch(self) -> bool:
         """Fetch what this process has room for; wait (up to the poll interval) when empty."""
-        self._acked.clear()  # before counting: an acknowledgement from now on ends the wait
         room = self.prefetch - self.outstanding_message_count
         if self.slots is None:
             if room > 0:
@@ -170,12 +172,16 @@ class _WakingConsumer(_RedisConsumer):
         """
         low = max(1, self.prefetch // 2)
         deadline = time.monotonic() + self.timeout / 1000
-        while self.prefetch - self.outstanding_message_count < low:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._acked.wait(left)
-            self._acked.clear()  # then count again: an acknowledgement since is not lost
+        self._waiting = True  # before counting: an acknowledgement from now on sets the event
+        try:
+            while self.prefetch - self.outstanding_message_count < low:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._acked.wait(left)
+                self._acked.clear()  # then count again: an acknowledgement since is not lost
+        finally:
+            self._waiting = False
 
     def _until_due(self) -> float:
         """Seconds to block: the poll interval, or less when a held delayed message is due."""

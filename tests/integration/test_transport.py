@@ -176,3 +176,46 @@ def test_a_fetch_that_leaves_messages_behind_passes_the_wake_up_on(
         drop_keys(rdb, layout)
         broker.close()
         rdb.close()
+
+
+def test_a_full_consumer_wakes_on_the_acknowledgements_not_its_poll(
+    redis_server: RedisProcess,
+) -> None:
+    """A consumer whose prefetch is full waits for acknowledgements (a worker thread's), not for
+    its poll interval: with a one-minute poll, acknowledging what it holds lets it fetch more."""
+    layout = Layout("fullwait")
+    rdb = redis.Redis.from_url(redis_server.url)
+    broker = Broker(
+        client=redis.Redis.from_url(redis_server.url),
+        namespace=layout.namespace,
+        store=WorkerStore(rdb, layout, threading.Event()),
+        slots=Slots(100),
+        unserved_timeout=60,
+        middleware=[],
+    )
+    dramatiq.Actor(
+        lambda *_: None, broker=broker, actor_name="a", queue_name="full", priority=0, options={}
+    )
+    try:
+        for i in range(4):
+            broker.enqueue(
+                Message(queue_name="full", actor_name="a", args=(i,), kwargs={}, options={})
+            )
+        consumer = broker.consume("full", prefetch=2, timeout=60_000)
+        held = [next(consumer), next(consumer)]
+        assert all(m is not None for m in held)
+        after: list[object] = []
+        waiter = threading.Thread(target=lambda: after.extend([next(consumer), next(consumer)]))
+        waiter.start()  # prefetch full: it waits for room
+        eventually(lambda: getattr(consumer, "_waiting", False), 20, "the consumer waiting")
+        for m in held:
+            assert m is not None
+            consumer.ack(m)  # as a worker thread does once it processed the message
+        waiter.join(20)
+        assert not waiter.is_alive(), "still waiting after the acknowledgements"
+        # The wait ended (None), then it fetched the next message.
+        assert after[0] is None and getattr(after[1], "args", None) == (2,)
+    finally:
+        drop_keys(rdb, layout)
+        broker.close()
+        rdb.close()
