@@ -4,6 +4,13 @@ Each watcher owns a bounded queue. The reader never waits for a watcher: when a 
 watcher is marked `overflowed` and told (by its handler) to resume from its last sequence. When
 the subscription drops, every watcher is told to `resync`: it re-reads the task's stream from its
 last sequence, so an event published while nobody listened is still delivered.
+
+Only watched tasks' events are published (`watched` in core/lua/_lib.lua). A watch registers its
+interest in Redis before it reads the stored events (admit.lua, or `ServerStore.watch` for a
+group's tasks); this process renews the interest of every task it routes every third of
+`interest` seconds, in one pipeline, and once more whenever the subscription is (re)made, before
+the resync: a Redis that lost the registration (a failover) has it again before anyone re-reads.
+A server that dies stops renewing, and its interest lapses by itself.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Final, TypeAlias
 import redis.asyncio as aredis
 
 from taskcast.core.records import EventRecord, live_task_id
+from taskcast.server.store import ServerStore
 
 log = logging.getLogger("taskcast.server")
 
@@ -55,28 +63,51 @@ class Watcher:
 class Fanout:
     """Routes the live channel to the watchers registered for each task."""
 
-    def __init__(self, client: aredis.Redis, channel: str, buffer: int) -> None:
-        self.client = client
-        self.channel = channel
+    def __init__(self, store: ServerStore, buffer: int, interest: float = 30.0) -> None:
+        self.store = store
+        self.client = store.client
+        self.channel = store.layout.live_channel()
         self.buffer = buffer
+        self.interest_ms = max(int(interest * 1000), 3)  # how long a registration lasts
         self.watchers: dict[str, set[Watcher]] = {}
         self.count = 0
         self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.renewals = 0  # completed renewals of every routed task's interest (tests await it)
+        self.renewed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the reader task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="taskcast-fanout")
+        """Start the reader and the renewal tasks on the running loop."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name="taskcast-fanout"),
+            asyncio.create_task(self._renew_forever(), name="taskcast-interest"),
+        ]
 
     async def stop(self) -> None:
         """Tell every watcher the server is going away, then stop reading."""
         for group in self.watchers.values():
             for w in group:
                 w.signal(SHUTDOWN)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    async def renew(self) -> None:
+        """Renew the interest of every task this process routes (one pipeline)."""
+        if self.watchers:
+            await self.store.watch(list(self.watchers), self.interest_ms)
+        async with self.renewed:
+            self.renewals += 1
+            self.renewed.notify_all()
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interest_ms / 3000)  # a period, not a wait for an event
+            try:
+                await self.renew()
+            except Exception as exc:  # Redis away: the next period tries again
+                log.warning("could not renew the interest of live watches (%s)", exc)
 
     @contextlib.contextmanager
     def watch(self, *task_ids: str) -> Iterator[Watcher]:
@@ -112,7 +143,9 @@ class Fanout:
             try:
                 async with self.client.pubsub() as sub:
                     await sub.subscribe(self.channel)
-                    # Whatever was published before this subscription existed is in the streams.
+                    # Interest registered again first (a failover may have lost it), then
+                    # whatever was published before this subscription existed is in the streams.
+                    await self.renew()
                     self._broadcast(RESYNC)
                     self.connected.set()
                     delay = 0.1
