@@ -94,9 +94,9 @@ class Fanout:
                 await task
 
     async def renew(self) -> None:
-        """Renew the interest of every task this process routes (one pipeline)."""
-        if self.watchers:
-            await self.store.watch(list(self.watchers), self.interest_ms)
+        """Renew the interest of every task this process routes (one pipeline); lapsed
+        interest is forgotten even when there is none to renew."""
+        await self.store.watch(list(self.watchers), self.interest_ms)
         async with self.renewed:
             self.renewals += 1
             self.renewed.notify_all()

@@ -335,11 +335,11 @@ class ServerStore:
         self, task_ids: list[str], interest_ms: int, *, marks: bool = False
     ) -> list[tuple[State, int] | None]:
         """Register or renew interest in these tasks' live events (one pipeline, 1,000 ids per
-        script call); with `marks`, each task's state and last sequence read after it (None for
-        a task unknown or expired)."""
-        if not task_ids:
+        script call), and forget interest that lapsed (also with no ids); with `marks`, each
+        task's state and last sequence read after it (None for a task unknown or expired)."""
+        if not task_ids and marks:
             return []
-        chunks = [task_ids[i : i + 1000] for i in range(0, len(task_ids), 1000)]
+        chunks = [task_ids[i : i + 1000] for i in range(0, len(task_ids), 1000)] or [[]]
         many = [calls.watch(self.layout, interest_ms, chunk, marks=marks) for chunk in chunks]
         replies = await self._run_many(many, replicated=False)
         out: list[tuple[State, int] | None] = []
