@@ -1,11 +1,13 @@
 """One WatchTask stream as domain items: stored events replayed, then live ones, then the end.
 
-A session replays the task's stream after the caller's cursor, then takes live events from its
-fan-out inbox. Whenever the live feed may have a gap (a sequence jumps, the subscription was
-re-made, or an idle period ends with a newer sequence stored), it re-reads the stored stream from
-its last sequence instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The
-iteration ends after the terminal event, or at once when the caller has seen it already; a
-terminal event that a RetryTask has since followed with a new series is not the end.
+A session registers its fan-out inbox, then is admitted in one round trip (admit.lua: the owner
+checked, interest in the task's live events registered so that they are published, the stored
+events after the caller's cursor read), replays those, then takes live events from its inbox.
+Whenever the live feed may have a gap (a sequence jumps, the subscription was re-made, or an idle
+period ends with a newer sequence stored), it re-reads the stored stream from its last sequence
+instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The iteration ends after
+the terminal event, or at once when the caller has seen it already; a terminal event that a
+RetryTask has since followed with a new series is not the end.
 Nothing here knows protobuf: the servicer converts each item (server/convert.py).
 """
 
