@@ -2,8 +2,9 @@
 
 Each watcher owns a bounded queue. The reader never waits for a watcher: when a queue is full the
 watcher is marked `overflowed` and told (by its handler) to resume from its last sequence. When
-the subscription drops, every watcher is told to `resync`: it re-reads the task's stream from its
-last sequence, so an event published while nobody listened is still delivered.
+the subscription drops (and when redis-py re-makes it by itself), every watcher is told to
+`resync`: it re-reads the task's stream from its last sequence, so an event published while
+nobody listened is still delivered.
 
 Only watched tasks' events are published (`watched` in core/lua/_lib.lua). A watch registers its
 interest in Redis before it reads the stored events (admit.lua, or `ServerStore.watch` for a
@@ -74,6 +75,7 @@ class Fanout:
         self.connected = asyncio.Event()
         self.renewals = 0  # completed renewals of every routed task's interest (tests await it)
         self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start the reader and the renewal tasks on the running loop."""
@@ -87,7 +89,7 @@ class Fanout:
         for group in self.watchers.values():
             for w in group:
                 w.signal(SHUTDOWN)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._resyncs]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -134,19 +136,41 @@ class Fanout:
             for w in group:
                 w.signal(item)
 
+    async def _resync(self) -> None:
+        """After a new subscription: interest registered again first (a failover may have lost
+        it), then every watcher re-reads what was published while nobody listened."""
+        try:
+            await self.renew()
+        except Exception as exc:  # the watchers' re-reads will meet the same Redis
+            log.warning("could not renew the interest of live watches (%s)", exc)
+        self._broadcast(RESYNC)
+
+    def _reconnected(self, connection: object) -> None:
+        """redis-py re-made the subscription by itself (a dropped connection, a failover):
+        nothing reached `_run`, so resync from here, on a task of its own (this runs inside
+        redis-py's connect)."""
+        task = asyncio.get_running_loop().create_task(self._resync())
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
     async def _run(self) -> None:
         delay = 0.1
         while True:
             try:
                 async with self.client.pubsub() as sub:
                     await sub.subscribe(self.channel)
-                    # Interest registered again first (a failover may have lost it), then
-                    # whatever was published before this subscription existed is in the streams.
-                    await self.renew()
-                    self._broadcast(RESYNC)
-                    self.connected.set()
-                    delay = 0.1
-                    await self._read(sub)
+                    conn = sub.connection  # made by the subscribe
+                    if conn is None:
+                        raise RuntimeError("subscribed without a connection")
+                    # After redis-py's own callback, which subscribes again on a reconnect.
+                    conn.register_connect_callback(self._reconnected)
+                    try:
+                        await self._resync()
+                        self.connected.set()
+                        delay = 0.1
+                        await self._read(sub)
+                    finally:  # the connection goes back to the pool, for other uses
+                        conn.deregister_connect_callback(self._reconnected)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: log, back off, resubscribe, resync

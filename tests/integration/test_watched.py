@@ -8,6 +8,7 @@ published; a marker published after the fact tells when everything before it has
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -217,3 +218,34 @@ def test_a_group_watch_publishes_tasks_that_join_after_it_opened(
     assert published[first.id] == [4]  # the cancel, live: it ran before the group opened
     for task_id in ids:  # taken in at the group's next look at its index: from there on
         assert published[task_id] == list(range(published[task_id][0], 5))
+
+
+def test_a_resubscribing_server_registers_its_interest_again_before_it_resyncs(
+    client: TaskClient,
+    rdb: redis.Redis,
+    prefix: str,
+    loop_thread: LoopThread,
+    server_settings: ServerSettings,
+) -> None:
+    # Renewals every 40 s: within the test only the one a new subscription makes runs. redis-py
+    # re-makes a killed subscription by itself; the server must notice and renew all the same.
+    slow = server_settings.model_copy(update={"watch_interest": 120.0})
+    other = loop_thread.run(create_server(slow))
+    try:
+        with TaskClient(f"127.0.0.1:{other.port}") as client_b:
+            handle = blocked(client)
+            watch = Collector(client_b.handle(handle.id).watch())
+            eventually(lambda: interest(rdb, prefix, handle.id), what="interest registered")
+            # A failover to a replica that had not yet received the registration: it is gone,
+            # and the subscription breaks.
+            rdb.delete(Layout(prefix).watched())
+            renewals = other.service.fanout.renewals
+            rdb.client_kill_filter(_type="pubsub")
+            eventually(lambda: other.service.fanout.renewals > renewals, what="resubscribed")
+            assert interest(rdb, prefix, handle.id)
+            with contextlib.closing(Live(rdb, Layout(prefix).live_channel())) as live:
+                handle.cancel()
+                assert sequences(watch.join()) == [1, 2, 3, 4]
+                assert live.drain()[handle.id] == [4]
+    finally:
+        loop_thread.run(other.stop(0.5))
