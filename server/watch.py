@@ -139,7 +139,7 @@ class WatchSession:
         """`stream` once its slot is reserved: the owner and cursor checked, then the items."""
         with self.fanout.watch(task_id) as inbox:  # routed here before interest is registered
             # One round trip (admit.lua): NOT_FOUND before the stream starts, interest in the
-            # task's live events registered, then its first events after the cursor. Three
+            # task's live events registered, then its first events after the cursor. Four
             # fields of the hash, not the whole task: a payload or result may be a megabyte.
             first = await self.store.admit(task_id, tenant, after, self.fanout.interest_ms)
             if after > first.sequence:
