@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -157,12 +157,14 @@ def taskcast(
             }
         )
         stop_hook = on_load({"server": server, "workers": workers}) if on_load else None
+        client.config_resetstat()  # commands per task: the measured tasks' alone
         meter.start()
         t0 = time.perf_counter()
         asyncio.run(submit(n))
         submit_s = time.perf_counter() - t0
         elapsed = _drain(done(WARMUP + n), n, t0)
         cpu = meter.stop()
+        commands = redis_calls(client, n)
         if stop_hook is not None:
             stop_hook()
         client.close()
@@ -176,7 +178,16 @@ def taskcast(
             threads=threads,
             batch=batch,
             wait=wait,
+            redis_calls_per_task=commands,
         )
+
+
+def redis_calls(client: redis.Redis, n: int) -> dict[str, float]:
+    """Redis's commands per task since the last CONFIG RESETSTAT, by name (INFO commandstats:
+    a script's own commands count under their names too, e.g. `publish`)."""
+    stats = cast("dict[str, dict[str, float]]", client.info("commandstats"))
+    calls = {k.removeprefix("cmdstat_"): v["calls"] / n for k, v in stats.items()}
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1]))
 
 
 def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from taskcast.core import mqlayout
 from taskcast.core.layout import DEFAULT_TENANT, Layout
 from taskcast.core.limits import TaskLimits, TokenLimit
-from taskcast.core.records import TaskError, TaskRecord
+from taskcast.core.records import EventRecord, TaskError, TaskRecord
 from taskcast.core.scheduling import Scheduling
 from taskcast.core.states import State
 
@@ -491,6 +491,54 @@ def expired(layout: Layout, limit: int) -> Call:
 def expired_reply(reply: Any) -> list[str]:
     """The task ids."""
     return [_text(i) for i in reply]
+
+
+# watching: interest in live events (`watched` in _lib.lua)
+@dataclass(frozen=True)
+class Admission:
+    """A WatchTask's start (admit.lua): the task's state and last sequence, and the stored events
+    after the cursor read in the same script, the first `count` of them."""
+
+    state: State
+    sequence: int
+    events: list[EventRecord]
+    complete: bool  # `events` are all there is after the cursor (no page or `tail` left to read)
+
+
+def admit(
+    layout: Layout, task_id: str, tenant: str, after: int, interest_ms: int, count: int
+) -> Call:
+    """Check the owner, register interest in the task's live events, read the events after
+    `after`; a reply of None means NotFound."""
+    return _about(layout, "admit", task_id, layout.tenant_arg(tenant), after, interest_ms, count)
+
+
+def admit_reply(task_id: str, reply: Any, after: int, count: int) -> Admission | None:
+    """Read `admit`'s reply (None: unknown, expired or another tenant's task)."""
+    if not reply:
+        return None
+    seq, state, compacted, entries = reply
+    events = [
+        EventRecord.from_stream(task_id, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        for entry_id, flat in entries
+    ]
+    sequence = int(seq)
+    # A compacted task's terminal event is in its hash (`tail`): the reply did not read it.
+    complete = len(events) < count and not (_text(compacted) == "1" and after < sequence)
+    return Admission(State(_text(state)), sequence, events, complete)
+
+
+def watch(layout: Layout, interest_ms: int, task_ids: Iterable[str], *, marks: bool) -> Call:
+    """Register (or renew) interest in these tasks' live events until Redis's time +
+    `interest_ms`; with `marks`, each task's state and last sequence is read after it."""
+    return Call(
+        "watch", [layout.watched()], [*layout.common_args(), interest_ms, int(marks), *task_ids]
+    )
+
+
+def watch_reply(reply: Any) -> list[tuple[State, int] | None]:
+    """Each task's (state, last sequence), None when it is unknown or expired."""
+    return [None if state is None else (State(_text(state)), int(seq)) for state, seq in reply]
 
 
 # limits (GetStats)

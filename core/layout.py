@@ -147,6 +147,11 @@ class Layout:
         """The pub/sub channel that carries every event as it is written."""
         return self._key("live")
 
+    def watched(self) -> str:
+        """The sorted set of tasks some server watches, scored by when that interest lapses
+        (Redis ms): only their events are published on the live channel (`emit` in _lib.lua)."""
+        return self._key("watched")
+
     def finished(self) -> str:
         """The sorted set of finished tasks not yet compacted, scored by finish time (Redis ms)."""
         return self._key("fin")

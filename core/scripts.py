@@ -32,6 +32,8 @@ NAMES = (
     "limits",
     "route",
     "requeue",
+    "admit",
+    "watch",
 )
 # Pieces a script needs besides `_lib.lua`, prepended in this order.
 INCLUDES = {"begin": ("_limits",), "finish": ("_limits",), "limits": ("_limits",)}

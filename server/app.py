@@ -124,7 +124,7 @@ async def create_server(settings: ServerSettings) -> Running:
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=_ms(settings.redis_wait_timeout),
     )
-    fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
+    fanout = Fanout(store, settings.watcher_buffer, settings.watch_interest)
     fanout.start()
     service = TaskService(store, fanout, settings)
     access = Access(settings.tokens())

@@ -24,6 +24,13 @@ class ServerSettings(CommonSettings):
     watcher_buffer: int = Field(
         1024, ge=8, description="events buffered per watcher before it is told to resume"
     )
+    watch_interest: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a watch's interest in its tasks' live events lasts unless renewed; "
+        "each server renews its open watches' every third of it (only watched tasks' events "
+        "are published)",
+    )
     auth_tokens: str = Field(
         "", description="comma-separated bearer tokens with full access (empty: no auth)"
     )

@@ -2,8 +2,16 @@
 
 Each watcher owns a bounded queue. The reader never waits for a watcher: when a queue is full the
 watcher is marked `overflowed` and told (by its handler) to resume from its last sequence. When
-the subscription drops, every watcher is told to `resync`: it re-reads the task's stream from its
-last sequence, so an event published while nobody listened is still delivered.
+the subscription drops (and when redis-py re-makes it by itself), every watcher is told to
+`resync`: it re-reads the task's stream from its last sequence, so an event published while
+nobody listened is still delivered.
+
+Only watched tasks' events are published (`watched` in core/lua/_lib.lua). A watch registers its
+interest in Redis before it reads the stored events (admit.lua, or `ServerStore.watch` for a
+group's tasks); this process renews the interest of every task it routes every third of
+`interest` seconds, in one pipeline, and once more whenever the subscription is (re)made, before
+the resync: a Redis that lost the registration (a failover) has it again before anyone re-reads.
+A server that dies stops renewing, and its interest lapses by itself.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Final, TypeAlias
 import redis.asyncio as aredis
 
 from taskcast.core.records import EventRecord, live_task_id
+from taskcast.server.store import ServerStore
 
 log = logging.getLogger("taskcast.server")
 
@@ -55,28 +64,49 @@ class Watcher:
 class Fanout:
     """Routes the live channel to the watchers registered for each task."""
 
-    def __init__(self, client: aredis.Redis, channel: str, buffer: int) -> None:
-        self.client = client
-        self.channel = channel
+    def __init__(self, store: ServerStore, buffer: int, interest: float = 30.0) -> None:
+        self.store = store
+        self.client = store.client
+        self.channel = store.layout.live_channel()
         self.buffer = buffer
+        self.interest_ms = max(int(interest * 1000), 3)  # how long a registration lasts
         self.watchers: dict[str, set[Watcher]] = {}
         self.count = 0
         self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.renewals = 0  # completed renewals of every routed task's interest (tests await it)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        """Start the reader task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="taskcast-fanout")
+        """Start the reader and the renewal tasks on the running loop."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name="taskcast-fanout"),
+            asyncio.create_task(self._renew_forever(), name="taskcast-interest"),
+        ]
 
     async def stop(self) -> None:
         """Tell every watcher the server is going away, then stop reading."""
         for group in self.watchers.values():
             for w in group:
                 w.signal(SHUTDOWN)
-        if self._task is not None:
-            self._task.cancel()
+        for task in [*self._tasks, *self._resyncs]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    async def renew(self) -> None:
+        """Renew the interest of every task this process routes (one pipeline); lapsed
+        interest is forgotten even when there is none to renew."""
+        await self.store.watch(list(self.watchers), self.interest_ms)
+        self.renewals += 1
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interest_ms / 3000)  # a period, not a wait for an event
+            try:
+                await self.renew()
+            except Exception as exc:  # Redis away: the next period tries again
+                log.warning("could not renew the interest of live watches (%s)", exc)
 
     @contextlib.contextmanager
     def watch(self, *task_ids: str) -> Iterator[Watcher]:
@@ -106,17 +136,41 @@ class Fanout:
             for w in group:
                 w.signal(item)
 
+    async def _resync(self) -> None:
+        """After a new subscription: interest registered again first (a failover may have lost
+        it), then every watcher re-reads what was published while nobody listened."""
+        try:
+            await self.renew()
+        except Exception as exc:  # the watchers' re-reads will meet the same Redis
+            log.warning("could not renew the interest of live watches (%s)", exc)
+        self._broadcast(RESYNC)
+
+    def _reconnected(self, connection: object) -> None:
+        """redis-py re-made the subscription by itself (a dropped connection, a failover):
+        nothing reached `_run`, so resync from here, on a task of its own (this runs inside
+        redis-py's connect)."""
+        task = asyncio.get_running_loop().create_task(self._resync())
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
     async def _run(self) -> None:
         delay = 0.1
         while True:
             try:
                 async with self.client.pubsub() as sub:
                     await sub.subscribe(self.channel)
-                    # Whatever was published before this subscription existed is in the streams.
-                    self._broadcast(RESYNC)
-                    self.connected.set()
-                    delay = 0.1
-                    await self._read(sub)
+                    conn = sub.connection  # made by the subscribe
+                    if conn is None:
+                        raise RuntimeError("subscribed without a connection")
+                    # After redis-py's own callback, which subscribes again on a reconnect.
+                    conn.register_connect_callback(self._reconnected)
+                    try:
+                        await self._resync()
+                        self.connected.set()
+                        delay = 0.1
+                        await self._read(sub)
+                    finally:  # the connection goes back to the pool, for other uses
+                        conn.deregister_connect_callback(self._reconnected)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: log, back off, resubscribe, resync

@@ -6,7 +6,9 @@ registers one fan-out inbox for all its tasks, replays each task's stored events
 then takes live events, keeping per task the last sequence sent: an event at or before it is
 skipped, one past the next is a gap and that task's stream is re-read from it (the same rule as a
 WatchTask, per task). Tasks that join the group later are found by re-reading the index from the
-newest creation time known, every `POLL_S`; each is then replayed from its first event. An idle
+newest creation time known, every `POLL_S`; each is then replayed from its first event. Interest in
+each task's live events is registered as it joins, before its replay (`ServerStore.watch`): only
+watched tasks' events are published, and a new task's are not until then. An idle
 stream re-reads the marks (state, last sequence) of its unfinished tasks every `keepalive` seconds,
 catches up any that moved while the live feed said nothing, and sends a KeepAlive.
 """
@@ -167,7 +169,9 @@ class GroupStream:
 
     async def _join(self, rows: list[tuple[str, float]]) -> Joined:
         """Take these tasks into the group (the expired left out), cursors checked."""
-        marks = await self._marks([m for m, _ in rows])
+        # Interest in their live events registered before their replay, the marks read after it
+        # in the same script: every later event is published.
+        marks = await self.store.watch([m for m, _ in rows], self.fanout.interest_ms, marks=True)
         joined: Joined = []
         for (task_id, score), mark in zip(rows, marks, strict=True):
             self.since = max(self.since, score)

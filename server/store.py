@@ -184,22 +184,23 @@ class ServerStore:
                 out[i] = NotFound(found[i]) if record is None else (record, found[i] == task_id)
         return out
 
-    async def _run_many(self, many: list[Call]) -> list[Any]:
+    async def _run_many(self, many: list[Call], *, replicated: bool = True) -> list[Any]:
         """Each call's reply (or its error) from one pipeline, then WAIT when replicas are asked
-        for. Calls that met NOSCRIPT (a primary new after a failover) wrote nothing: the script
-        is loaded and they are sent once more."""
+        for (and `replicated`). Calls that met NOSCRIPT (a primary new after a failover) wrote
+        nothing: the script is loaded and they are sent once more."""
         replies: list[Any] = [None] * len(many)
         todo = list(range(len(many)))
         confirmed: Any = None
+        wait = self.wait_replicas if replicated else 0
         for _ in range(2):
             async with self.client.pipeline(transaction=False) as pipe:
                 for i in todo:
                     script = self._scripts[many[i].script]
                     pipe.evalsha(script.sha, len(many[i].keys), *many[i].keys, *many[i].args)
-                if self.wait_replicas:
-                    pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                if wait:
+                    pipe.wait(wait, self.wait_timeout_ms)
                 got = await pipe.execute(raise_on_error=False)
-            if self.wait_replicas:
+            if wait:
                 confirmed = got.pop()  # judged once the calls that met NOSCRIPT ran again
             for i, reply in zip(todo, got, strict=True):
                 replies[i] = reply
@@ -208,7 +209,7 @@ class ServerStore:
                 break
             for name in {many[i].script for i in todo}:
                 await self.client.script_load(self._scripts[name].script)
-        if self.wait_replicas:
+        if wait:
             self._check_confirmed(confirmed)
         return replies
 
@@ -313,6 +314,40 @@ class ServerStore:
         reply = await self.client.hmget(self.layout.task(task_id), "state", "seq")
         state, seq = cast("list[bytes | None]", reply)
         return None if state is None else (State(state.decode()), int(seq or 0))
+
+    async def admit(
+        self, task_id: str, tenant: str, after: int, interest_ms: int, count: int = 500
+    ) -> calls.Admission:
+        """A WatchTask's start in one round trip (admit.lua): the owner checked like `owned`,
+        interest in the task's live events registered, then the first `count` events after
+        `after`.
+
+        Raises:
+            NotFound: unknown, expired, or another tenant's task.
+        """
+        call = calls.admit(self.layout, task_id, tenant, after, interest_ms, count)
+        admission = calls.admit_reply(task_id, await self._run(call), after, count)
+        if admission is None:
+            raise NotFound(task_id)
+        return admission
+
+    async def watch(
+        self, task_ids: list[str], interest_ms: int, *, marks: bool = False
+    ) -> list[tuple[State, int] | None]:
+        """Register or renew interest in these tasks' live events (one pipeline, 1,000 ids per
+        script call), and forget interest that lapsed (also with no ids); with `marks`, each
+        task's state and last sequence read after it (None for a task unknown or expired)."""
+        if not task_ids and marks:
+            return []
+        chunks = [task_ids[i : i + 1000] for i in range(0, len(task_ids), 1000)] or [[]]
+        many = [calls.watch(self.layout, interest_ms, chunk, marks=marks) for chunk in chunks]
+        replies = await self._run_many(many, replicated=False)
+        out: list[tuple[State, int] | None] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            out.extend(calls.watch_reply(reply))
+        return out
 
     async def events_after(
         self, task_id: str, after: int, batch: int = 500

@@ -1,11 +1,13 @@
 """One WatchTask stream as domain items: stored events replayed, then live ones, then the end.
 
-A session replays the task's stream after the caller's cursor, then takes live events from its
-fan-out inbox. Whenever the live feed may have a gap (a sequence jumps, the subscription was
-re-made, or an idle period ends with a newer sequence stored), it re-reads the stored stream from
-its last sequence instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The
-iteration ends after the terminal event, or at once when the caller has seen it already; a
-terminal event that a RetryTask has since followed with a new series is not the end.
+A session registers its fan-out inbox, then is admitted in one round trip (admit.lua: the owner
+checked, interest in the task's live events registered so that they are published, the stored
+events after the caller's cursor read), replays those, then takes live events from its inbox.
+Whenever the live feed may have a gap (a sequence jumps, the subscription was re-made, or an idle
+period ends with a newer sequence stored), it re-reads the stored stream from its last sequence
+instead. An idle stream yields a `KeepAlive` every `keepalive` seconds. The iteration ends after
+the terminal event, or at once when the caller has seen it already; a terminal event that a
+RetryTask has since followed with a new series is not the end.
 Nothing here knows protobuf: the servicer converts each item (server/convert.py).
 """
 
@@ -19,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from taskcast.core.calls import Admission
 from taskcast.core.records import EventRecord
 from taskcast.core.states import State
 from taskcast.server import metrics
@@ -134,54 +137,60 @@ class WatchSession:
         started: Callable[[], Awaitable[None]] | None,
     ) -> AsyncGenerator[Item, None]:
         """`stream` once its slot is reserved: the owner and cursor checked, then the items."""
-        # NOT_FOUND before the stream starts. Three fields, not the whole task: a watch opens
-        # once per waited task, and a payload or result may be a megabyte.
-        owned = await self.store.owned(task_id, tenant, ("seq",))
-        last_sequence = int(owned.get(b"seq") or 0)
-        if after > last_sequence:
-            # Sequences only come from events this task emitted: a larger cursor would skip
-            # events (the terminal one too) and wait for ever, so it is refused at once.
-            raise InvalidArgument(
-                [
-                    (
-                        "after_sequence",
-                        f"is past the task's last event ({last_sequence}); use 0 or a "
-                        "sequence this task's events carried",
-                    )
-                ]
-            )
-        if started is not None:
-            await started()
-        if after:
-            metrics.WATCH_RESUMED.inc()
-        metrics.WATCH_OPEN.inc()
-        sent_end = False  # a stream closed after its terminal event did not end early
-        try:
-            with self.fanout.watch(task_id) as inbox:
-                async for item in self._items(task_id, after, inbox):
+        with self.fanout.watch(task_id) as inbox:  # routed here before interest is registered
+            # One round trip (admit.lua): NOT_FOUND before the stream starts, interest in the
+            # task's live events registered, then its first events after the cursor. Four
+            # fields of the hash, not the whole task: a payload or result may be a megabyte.
+            first = await self.store.admit(task_id, tenant, after, self.fanout.interest_ms)
+            if after > first.sequence:
+                # Sequences only come from events this task emitted: a larger cursor would skip
+                # events (the terminal one too) and wait for ever, so it is refused at once.
+                raise InvalidArgument(
+                    [
+                        (
+                            "after_sequence",
+                            f"is past the task's last event ({first.sequence}); use 0 or a "
+                            "sequence this task's events carried",
+                        )
+                    ]
+                )
+            if started is not None:
+                await started()
+            if after:
+                metrics.WATCH_RESUMED.inc()
+            metrics.WATCH_OPEN.inc()
+            sent_end = False  # a stream closed after its terminal event did not end early
+            try:
+                async for item in self._items(task_id, after, inbox, first):
                     sent_end = isinstance(item, EventRecord) and item.terminal
                     yield item
-        except BaseException as exc:
-            if not sent_end:
-                metrics.WATCH_ENDED_EARLY.labels(early(exc)).inc()
-            raise
-        finally:
-            metrics.WATCH_OPEN.dec()
+            except BaseException as exc:
+                if not sent_end:
+                    metrics.WATCH_ENDED_EARLY.labels(early(exc)).inc()
+                raise
+            finally:
+                metrics.WATCH_OPEN.dec()
 
-    async def _items(self, task_id: str, last: int, inbox: Watcher) -> AsyncIterator[Item]:
+    async def _items(
+        self, task_id: str, last: int, inbox: Watcher, first: Admission
+    ) -> AsyncIterator[Item]:
         """Replay, then live events; re-read the stream whenever the live feed may have a gap."""
+        # While the replay is the admission's own (read in its script), so is the mark: no read.
+        known = (first.state, first.sequence) if first.complete else None
+        replay = self._admitted_replay(task_id, last, first)
         catch_up = True
         while True:
             if catch_up:
                 catch_up = False
-                async for item in self._replay(task_id, last):
+                async for item in replay:
                     yield item
                     if isinstance(item, EventRecord):
                         last = item.sequence
-                        if item.terminal and await self._ends(task_id, last):
+                        if item.terminal and _ended(known or await self.store.mark(task_id), last):
                             return
-                if _ended(await self.store.mark(task_id), last):
+                if _ended(known or await self.store.mark(task_id), last):
                     return  # expired under us, or the caller has seen the end already
+                known = None
             try:
                 async with asyncio.timeout(self.keepalive):  # no Task per wait
                     live = await inbox.queue.get()
@@ -191,20 +200,21 @@ class WatchSession:
                 if _ended(mark, last):
                     return  # expired, or finished with nothing left to send
                 if mark is not None and mark[1] > last:
-                    catch_up = True  # stored while the live feed brought nothing
+                    catch_up, replay = True, self._replay(task_id, last)
                 else:
                     yield KeepAlive(task_id, time.time_ns())
                 continue
             check_inbox(live, inbox)
             if isinstance(live, str):  # RESYNC: the subscription was (re)made
-                catch_up = True
+                catch_up, replay = True, self._replay(task_id, last)
                 continue
             if live.sequence <= last:
                 if live.terminal and await self._ends(task_id, last):
                     return  # the end, at or before the cursor
                 continue  # already sent during replay
             if live.sequence > last + 1:
-                catch_up = True  # a gap in the live feed: the stream has the missing events
+                # a gap in the live feed: the stream has the missing events
+                catch_up, replay = True, self._replay(task_id, last)
                 continue
             last = live.sequence
             yield live
@@ -216,6 +226,19 @@ class WatchSession:
         a new attempt series after it, whose events continue the same sequence. One HMGET per
         terminal event seen, so at most one per series."""
         return _ended(await self.store.mark(task_id), terminal)
+
+    async def _admitted_replay(
+        self, task_id: str, last: int, first: Admission
+    ) -> AsyncIterator[Item]:
+        """The admission's events, then the rest of the stream when they were not all of it."""
+        if first.events and first.events[0].sequence > last + 1:
+            yield Trimmed(task_id, first.events[0].sequence)
+        for record in first.events:
+            yield record
+        if not first.complete:
+            after = first.events[-1].sequence if first.events else last
+            async for item in self._replay(task_id, after):
+                yield item
 
     async def _replay(self, task_id: str, last: int) -> AsyncIterator[Item]:
         first = True

@@ -32,14 +32,25 @@ local function scope(tenant)
   return P .. ":tn:" .. tenant
 end
 
--- Append one event to the task's stream (its sequence is the stream id) and publish it live.
+-- Whether some server watches task `id` now: `<p>:watched` scores each watched task with the time
+-- (Redis ms) that interest lapses. A watch registers before it reads the stored events
+-- (admit.lua, watch.lua) and its server renews it while the watch is open, so an event is either
+-- stored before the watch read the stream or published to it. Publishing only then saves what
+-- nobody reads: Redis formatting and sending every event, every server parsing and dropping it.
+local function watched(id)
+  local til = redis.call("ZSCORE", P .. ":watched", id)
+  return til and tonumber(til) >= NOW
+end
+
+-- Append one event to the task's stream (its sequence is the stream id) and publish it live
+-- when some server watches the task.
 local function emit(id, fields)
   local seq = redis.call("HINCRBY", tkey(id), "seq", 1)
   table.insert(fields, "ts")
   table.insert(fields, tostring(NOW))
   redis.call("XADD", P .. ":e:" .. id, "MAXLEN", "~", MAX_EVENTS, seq .. "-0", unpack(fields))
   -- "<id> <seq> <fields as JSON>": servers route on the id before decoding anything
-  if LIVE then
+  if LIVE and watched(id) then
     redis.call("PUBLISH", P .. ":live", id .. " " .. seq .. " " .. cjson.encode(fields))
   end
   return seq

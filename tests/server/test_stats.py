@@ -46,7 +46,7 @@ async def store(redis_server: RedisProcess, prefix: str) -> AsyncIterator[Server
 @pytest.mark.usefixtures("worker")
 async def test_the_store_reports_typed_figures_per_queue_and_kind(store: ServerStore) -> None:
     settings = ServerSettings(redis_url="redis://127.0.0.1:1", redis_prefix=store.layout.prefix)
-    fanout = Fanout(store.client, store.layout.live_channel(), 64)
+    fanout = Fanout(store, 64)
     fanout.start()
     try:
         watches = WatchSession(store, fanout, keepalive=30, max_watchers=10)

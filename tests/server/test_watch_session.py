@@ -74,10 +74,11 @@ async def rig(redis_server: RedisProcess, prefix: str) -> AsyncIterator[Rig]:
         redis_url=redis_server.url, redis_prefix=prefix, accept_any_kind=True, watcher_buffer=8
     )
     client = connect(settings.redis_url)
-    fanout = Fanout(client, settings.layout.live_channel(), settings.watcher_buffer)
+    store = ServerStore(client, settings.layout)
+    fanout = Fanout(store, settings.watcher_buffer)
     fanout.start()
     await fanout.connected.wait()
-    yield Rig(ServerStore(client, settings.layout), fanout, settings)
+    yield Rig(store, fanout, settings)
     await fanout.stop()
     await client.aclose()
 
