@@ -156,13 +156,16 @@ def taskcast(
                 "redis": _procs.redis_tree(r),
             }
         )
+        commands = _procs.CommandMeter(client)
         stop_hook = on_load({"server": server, "workers": workers}) if on_load else None
+        commands.start()
         meter.start()
         t0 = time.perf_counter()
         asyncio.run(submit(n))
         submit_s = time.perf_counter() - t0
         elapsed = _drain(done(WARMUP + n), n, t0)
         cpu = meter.stop()
+        redis_commands = commands.stop(n)
         if stop_hook is not None:
             stop_hook()
         client.close()
@@ -176,6 +179,7 @@ def taskcast(
             threads=threads,
             batch=batch,
             wait=wait,
+            redis_commands=redis_commands,
         )
 
 
@@ -208,6 +212,8 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
                 "redis": _procs.redis_tree(r),
             }
         )
+        commands = _procs.CommandMeter(client)
+        commands.start()
         meter.start()
         t0 = time.perf_counter()
         for i in range(n):
@@ -215,6 +221,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
         submit_s = time.perf_counter() - t0
         elapsed = _drain(done, n, t0)
         cpu = meter.stop()
+        redis_commands = commands.stop(n)
         client.close()
         broker.close()
         return result(
@@ -225,6 +232,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
             submit_seconds=submit_s,
             processes=processes,
             threads=threads,
+            redis_commands=redis_commands,
         )
 
 

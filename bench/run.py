@@ -23,6 +23,7 @@ ALL = (
     "redrive",
     "limits",
     "fairness",
+    "redis_cost",
 )
 
 
