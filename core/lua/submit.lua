@@ -16,8 +16,9 @@ local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, time
 LIVE = live ~= "0"
 local S = scope(tenant)
 if tonumber(delay_ms) > 0 then not_before = int(NOW + tonumber(delay_ms)) end
-local again = redis.call("HGET", tkey(id), "fp")
-if again then return {0, id, again} end
+-- This very call run again finds its own task: through its key when it has one (the key lives
+-- as long as the task: both are given the retention together, move(), and kept together,
+-- retry.lua), else through the task's hash.
 if idem ~= "" then
   local existing = redis.call("GET", S .. ":idem:" .. idem)
   if existing then
@@ -25,6 +26,9 @@ if idem ~= "" then
     return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
   end
   redis.call("SET", S .. ":idem:" .. idem, id .. "|" .. fp)
+else
+  local again = redis.call("HGET", tkey(id), "fp")
+  if again then return {0, id, again} end
 end
 -- The whole record in one write, with its state (move()) and where its message goes (enqueue()).
 local record = {"id", id, "kind", kind, "queue", queue, "payload", payload, "labels", labels,
