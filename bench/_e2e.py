@@ -156,15 +156,16 @@ def taskcast(
                 "redis": _procs.redis_tree(r),
             }
         )
+        commands = _procs.CommandMeter(client)
         stop_hook = on_load({"server": server, "workers": workers}) if on_load else None
-        client.config_resetstat()  # commands per task: the measured tasks' alone
+        commands.start()
         meter.start()
         t0 = time.perf_counter()
         asyncio.run(submit(n))
         submit_s = time.perf_counter() - t0
         elapsed = _drain(done(WARMUP + n), n, t0)
         cpu = meter.stop()
-        commands = redis_calls(client, n)
+        redis_commands = commands.stop(n)
         if stop_hook is not None:
             stop_hook()
         client.close()
@@ -178,7 +179,9 @@ def taskcast(
             threads=threads,
             batch=batch,
             wait=wait,
-            redis_calls_per_task=commands,
+            redis_commands=redis_commands,
+            # the calls alone, by name (bench.watched reads PUBLISHes per task from it)
+            redis_calls_per_task={k: v["calls"] for k, v in redis_commands.items()},
         )
 
 
@@ -219,6 +222,8 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
                 "redis": _procs.redis_tree(r),
             }
         )
+        commands = _procs.CommandMeter(client)
+        commands.start()
         meter.start()
         t0 = time.perf_counter()
         for i in range(n):
@@ -226,6 +231,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
         submit_s = time.perf_counter() - t0
         elapsed = _drain(done, n, t0)
         cpu = meter.stop()
+        redis_commands = commands.stop(n)
         client.close()
         broker.close()
         return result(
@@ -236,6 +242,7 @@ def raw_dramatiq(n: int, processes: int, threads: int) -> dict[str, Any]:
             submit_seconds=submit_s,
             processes=processes,
             threads=threads,
+            redis_commands=redis_commands,
         )
 
 

@@ -114,6 +114,35 @@ class CpuMeter:
         return self.seconds
 
 
+class CommandMeter:
+    """Redis commands run between `start()` and `stop()`, from `INFO commandstats`: calls and
+    microseconds per command name. A script's own commands count under their names too, beside
+    its `evalsha` (whose time includes theirs)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._before: dict[str, tuple[int, int]] = {}
+
+    def _snap(self) -> dict[str, tuple[int, int]]:
+        info = self.client.info("commandstats")
+        return {
+            k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in info.items()
+        }
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self._before = self._snap()
+
+    def stop(self, per: int) -> dict[str, dict[str, float]]:
+        """Per command, calls and microseconds since `start()`, each divided by `per` (tasks)."""
+        out = {}
+        for name, (calls, usec) in sorted(self._snap().items()):
+            c0, u0 = self._before.get(name, (0, 0))
+            if name != "info" and calls > c0:
+                out[name] = {"calls": (calls - c0) / per, "usec": (usec - u0) / per}
+        return out
+
+
 def me() -> list[psutil.Process]:
     """The benchmark process itself (the submitting client)."""
     return [psutil.Process()]

@@ -24,6 +24,7 @@ ALL = (
     "redrive",
     "limits",
     "fairness",
+    "redis_cost",
 )
 
 

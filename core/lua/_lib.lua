@@ -15,6 +15,11 @@ for i = 5, #ARGV do A[i - 4] = ARGV[i] end
 local CLOCK = redis.call("TIME")
 local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
 local NOW_US = tonumber(CLOCK[1]) * 1000000 + tonumber(CLOCK[2])  -- exact in a double until 2255
+-- Numbers given to redis.call are formatted with printf("%.17g") on every call, which was about
+-- 5% of Redis's CPU in the task scripts (perf): the values written on every task go as text.
+local function int(n) return string.format("%d", n) end
+local NOW_S = int(NOW)
+local RETENTION_S = ARGV[3]
 
 local TERMINAL = {SUCCEEDED = true, FAILED = true, CANCELLED = true}
 
@@ -56,38 +61,57 @@ local function emit(id, fields)
   return seq
 end
 
+-- What move() needs of the task's hash, as a table built by one constructor (a table filled
+-- field by field costs Redis more than the HMGET itself). A script that reads the hash anyway
+-- reads these with its own fields and hands them over: a transition then costs no read.
+local function move_fields(t)
+  local kind, queue, created, ckey, wait, tenant, idem = unpack(
+    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait", "tenant", "idem"))
+  return {kind = kind, queue = queue, created = created, ckey = ckey, wait = wait,
+          tenant = tenant, idem = idem}
+end
+
 -- Move a task between states: its tenant's indexes and per-kind counts, per-queue running count.
 -- Leaving RUNNING releases the attempt's concurrency share (`_limits.lua`); any move ends a wait
 -- for a limit (the task started, or will never start from that wait).
-local function move(id, from, to)
+-- `h`: the task's `move_fields` (`idem` only needed to end it), or nil to read them here. `sets`: more
+-- fields (name, value, ...) for the hash, written in the same HSET as the new state, so a script
+-- writes its task's hash once per transition (`submit` passes the whole new record).
+local function move(id, from, to, h, sets)
   local t = tkey(id)
-  local kind, queue, created, ckey, wait, tenant = unpack(
-    redis.call("HMGET", t, "kind", "queue", "created", "ckey", "wait", "tenant"))
-  local S = scope(tenant)
-  if from == "RUNNING" and ckey then redis.call("ZREM", P .. ":lim:c:" .. ckey, id) end
-  if wait then
-    redis.call("ZREM", P .. ":lim:w:" .. wait, id)
+  h = h or move_fields(t)
+  local S = scope(h.tenant)
+  if from == "RUNNING" and h.ckey then redis.call("ZREM", P .. ":lim:c:" .. h.ckey, id) end
+  if h.wait then
+    redis.call("ZREM", P .. ":lim:w:" .. h.wait, id)
     redis.call("HDEL", t, "wait")
   end
   if from then redis.call("ZREM", S .. ":idx:state:" .. from, id) end
-  redis.call("ZADD", S .. ":idx:state:" .. to, created, id)
-  local stats = S .. ":stats:kind:" .. kind
-  if from and not TERMINAL[from] then redis.call("HINCRBY", stats, from, -1) end
-  redis.call("HINCRBY", stats, to, 1)
-  if from == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, -1) end
-  if to == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", queue, 1) end
-  redis.call("HSET", t, "state", to, "updated", NOW)
+  redis.call("ZADD", S .. ":idx:state:" .. to, h.created, id)
+  local stats = S .. ":stats:kind:" .. h.kind
+  if from and not TERMINAL[from] then redis.call("HINCRBY", stats, from, "-1") end
+  redis.call("HINCRBY", stats, to, "1")
+  if from == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", h.queue, "-1") end
+  if to == "RUNNING" then redis.call("HINCRBY", P .. ":stats:running", h.queue, "1") end
+  sets = sets or {}
+  table.insert(sets, "state")
+  table.insert(sets, to)
+  table.insert(sets, "updated")
+  table.insert(sets, NOW_S)
+  if TERMINAL[to] then
+    table.insert(sets, "finished")
+    table.insert(sets, NOW_S)
+  end
+  redis.call("HSET", t, unpack(sets))
   if from == "RUNNING" then redis.call("ZREM", P .. ":leases", id) end
   -- Finished tasks wait in `fin` (by finish time) until the compactor (compact.lua) folds their
   -- events into the hash; a task run again (RetryTask) leaves it, and returns when it ends.
   if from and TERMINAL[from] then redis.call("ZREM", P .. ":fin", id) end
   if TERMINAL[to] then
-    redis.call("ZADD", P .. ":fin", NOW, id)
-    redis.call("HSET", t, "finished", NOW)
-    redis.call("EXPIRE", t, RETENTION)
-    redis.call("EXPIRE", P .. ":e:" .. id, RETENTION)
-    local idem = redis.call("HGET", t, "idem")
-    if idem and idem ~= "" then redis.call("EXPIRE", S .. ":idem:" .. idem, RETENTION) end
+    redis.call("ZADD", P .. ":fin", NOW_S, id)
+    redis.call("EXPIRE", t, RETENTION_S)
+    redis.call("EXPIRE", P .. ":e:" .. id, RETENTION_S)
+    if h.idem and h.idem ~= "" then redis.call("EXPIRE", S .. ":idem:" .. h.idem, RETENTION_S) end
   end
 end
 
@@ -160,16 +184,24 @@ end
 -- queue's message in the task's bucket, `place`), and wake a consumer when it waited alone.
 -- The task remembers where its message went, so a cancel can take it back.
 -- A delay given relative (core/mqlayout.py encodes it as a negative eta) becomes NOW + delay.
-local function enqueue(id, queue, rid, data)
-  data = string.gsub(data, '"eta":%-(%d+)', function(d)
-    return '"eta":' .. string.format("%d", NOW + tonumber(d))
-  end, 1)
+-- `fair`: the task's `fair` field ("" for none) when the caller wrote the task's `mq` and `rid`
+-- itself (`submit`, in its one write of the new hash); nil to read the one and write the others.
+local function enqueue(id, queue, rid, data, fair)
+  local delayed = string.sub(queue, -3) == ".DQ"
+  if delayed then  -- only a delayed message has an eta (core/mqlayout.py `encode`)
+    data = string.gsub(data, '"eta":%-(%d+)', function(d)
+      return '"eta":' .. string.format("%d", NOW + tonumber(d))
+    end, 1)
+  end
   local t = tkey(id)
-  redis.call("HSET", t, "mq", queue, "rid", rid)
+  if fair == nil then
+    redis.call("HSET", t, "mq", queue, "rid", rid)
+    fair = redis.call("HGET", t, "fair")
+  end
   redis.call("HSET", mq_msgs(queue), rid, data)
-  if string.sub(queue, -3) == ".DQ" then
+  if delayed then
     if redis.call("RPUSH", mq_queue(queue), rid) == 1 then wake(queue) end
   else
-    place(queue, rid, redis.call("HGET", t, "fair"))
+    place(queue, rid, fair ~= "" and fair)
   end
 end

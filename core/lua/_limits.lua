@@ -138,8 +138,8 @@ end
 -- Replace attempt `attempt`'s reservation with the `used` tokens its handler reported
 -- (`finish`; -1: not reported, the reservation stays the debit); nothing when the task started
 -- no attempt under a token budget, or the start has left the window.
-local function debit(id, attempt, used)
-  local key, res = unpack(redis.call("HMGET", tkey(id), "tok", "tok_res"))
+-- `key` and `res` are the hash's `tok` and `tok_res` (finish.lua reads them with its own fields).
+local function debit(id, attempt, used, key, res)
   if not key then return end
   local log, member = P .. ":lim:t:" .. key, id .. ":" .. attempt
   redis.call("ZREM", P .. ":lim:tr:" .. key, member)

@@ -26,10 +26,13 @@ end
 local tk = nil
 if A[9] and A[9] ~= "" then tk = {A[9], tonumber(A[10]), tonumber(A[11]), tonumber(A[12])} end
 local t = tkey(id)
+-- One read of the hash: begin's own fields and move()'s.
 local state, attempt, payload, max_attempts, out, owner, trace, created, not_before, ckey, climit,
-      rkey, rcount, rperiod, tenant = unpack(
+      rkey, rcount, rperiod, tenant, kind, queue, wait, evn = unpack(
   redis.call("HMGET", t, "state", "attempt", "payload", "max_attempts", "out", "token", "trace",
-             "created", "not_before", "ckey", "climit", "rkey", "rcount", "rperiod", "tenant"))
+             "created", "not_before", "ckey", "climit", "rkey", "rcount", "rperiod", "tenant",
+             "kind", "queue", "wait", "evn"))
+local h = {kind = kind, queue = queue, created = created, wait = wait, tenant = tenant}
 trace = trace or ""
 tenant = tenant or ""
 if not state then return acked({"skip", "missing"}) end
@@ -54,10 +57,9 @@ if out then
   emit(id, {"type", "reset", "attempt", out})
   redis.call("HDEL", t, "out", "ttfo")
 end
-move(id, state, "RUNNING")
-redis.call("HSET", t, "attempt", msg_attempt, "started", NOW, "token", token)
-redis.call("HDEL", t, "evn")
-redis.call("ZADD", P .. ":leases", NOW + lease_ms, id)
+move(id, state, "RUNNING", h, {"attempt", A[2], "started", NOW_S, "token", token})
+if evn then redis.call("HDEL", t, "evn") end
+redis.call("ZADD", P .. ":leases", int(NOW + lease_ms), id)
 emit(id, {"type", "state", "state", "RUNNING", "attempt", tostring(msg_attempt)})
 local waited = -1
 if msg_attempt == 1 then

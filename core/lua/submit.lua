@@ -15,9 +15,10 @@ local id, kind, queue, payload, labels, max_attempts, not_before, delay_ms, time
       fair = unpack(A, 1, 23)
 LIVE = live ~= "0"
 local S = scope(tenant)
-if tonumber(delay_ms) > 0 then not_before = NOW + tonumber(delay_ms) end
-local again = redis.call("HGET", tkey(id), "fp")
-if again then return {0, id, again} end
+if tonumber(delay_ms) > 0 then not_before = int(NOW + tonumber(delay_ms)) end
+-- This very call run again finds its own task: through its key when it has one (the key lives
+-- as long as the task: both are given the retention together, move(), and kept together,
+-- retry.lua), else through the task's hash.
 if idem ~= "" then
   local existing = redis.call("GET", S .. ":idem:" .. idem)
   if existing then
@@ -25,26 +26,33 @@ if idem ~= "" then
     return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
   end
   redis.call("SET", S .. ":idem:" .. idem, id .. "|" .. fp)
+else
+  local again = redis.call("HGET", tkey(id), "fp")
+  if again then return {0, id, again} end
 end
-redis.call("HSET", tkey(id), "id", id, "kind", kind, "queue", queue, "payload", payload,
-  "labels", labels, "attempt", 0, "max_attempts", max_attempts, "created", NOW, "updated", NOW,
-  "not_before", not_before, "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", 0)
-if trace ~= "" then redis.call("HSET", tkey(id), "trace", trace) end
-if ckey ~= "" then redis.call("HSET", tkey(id), "ckey", ckey, "climit", climit) end
-if rkey ~= "" then redis.call("HSET", tkey(id), "rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
-if fair ~= "" then redis.call("HSET", tkey(id), "fair", fair) end
+-- The whole record in one write, with its state (move()) and where its message goes (enqueue()).
+local record = {"id", id, "kind", kind, "queue", queue, "payload", payload, "labels", labels,
+  "attempt", "0", "max_attempts", max_attempts, "created", NOW_S, "not_before", not_before,
+  "timeout_ms", timeout_ms, "idem", idem, "fp", fp, "seq", "0", "mq", mq_queue, "rid", rid}
+local function also(...) for _, v in ipairs({...}) do table.insert(record, v) end end
+if trace ~= "" then also("trace", trace) end
+if ckey ~= "" then also("ckey", ckey, "climit", climit) end
+if rkey ~= "" then also("rkey", rkey, "rcount", rcount, "rperiod", rperiod) end
+if fair ~= "" then also("fair", fair) end
 if tenant ~= "" then  -- the default tenant's tasks have no field, as before tenants
-  redis.call("HSET", tkey(id), "tenant", tenant)
+  also("tenant", tenant)
   redis.call("SADD", P .. ":tenants", tenant)
 end
-redis.call("ZADD", S .. ":idx:all", NOW, id)
-redis.call("ZADD", S .. ":idx:kind:" .. kind, NOW, id)
+redis.call("ZADD", S .. ":idx:all", NOW_S, id)
+redis.call("ZADD", S .. ":idx:kind:" .. kind, NOW_S, id)
 redis.call("SADD", S .. ":idx:kinds", kind)
 for i = 24, #A do
-  redis.call("ZADD", S .. ":idx:label:" .. A[i], NOW, id)
+  redis.call("ZADD", S .. ":idx:label:" .. A[i], NOW_S, id)
   redis.call("SADD", S .. ":idx:labels", A[i])
 end
-move(id, nil, "PENDING")
+-- A new task waits for no limit and its idempotency key expires only when it ends (move()).
+move(id, nil, "PENDING", {kind = kind, queue = queue, created = NOW_S, ckey = ckey ~= "" and ckey,
+  tenant = tenant}, record)
 emit(id, {"type", "state", "state", "PENDING", "attempt", "0"})
-enqueue(id, mq_queue, rid, data)
+enqueue(id, mq_queue, rid, data, fair)
 return {1, id, NOW, tonumber(not_before)}

@@ -145,6 +145,28 @@ async def test_our_enqueue_writes_what_redis_broker_enqueue_writes(
         await store.client.aclose()
 
 
+async def test_a_keyed_submit_script_run_twice_records_one_task(
+    redis_server: Any, prefix: str
+) -> None:
+    """The same with an idempotency key: the key, not the hash, finds the call's own task."""
+    from taskcast.server.store import ServerStore, connect
+
+    layout = Layout(prefix)
+    store = ServerStore(connect(redis_server.url), layout)
+    new = new_task(idempotency_key="k-run-twice", fingerprint="d" * 64, queue="unserved-keyed")
+    try:
+        first, created = await store.submit("e" * 32, new)
+        again, created_again = await store.submit("e" * 32, new)
+        assert created and created_again and again.id == first.id == "e" * 32
+        assert await store.client.xlen(layout.events("e" * 32)) == 1  # one PENDING event
+        assert await store.client.llen(layout.mq.queue("unserved-keyed")) == 1  # one message
+        other, created_other = await store.submit("c" * 32, new)  # a client's retry: new id
+        assert not created_other and other.id == "e" * 32
+        assert await store.client.exists(layout.task("c" * 32)) == 0
+    finally:
+        await store.client.aclose()
+
+
 async def test_a_submit_script_run_twice_records_one_task(redis_server: Any, prefix: str) -> None:
     """What redis-py does when a reply is lost: the same call (same fresh id) runs again."""
     from taskcast.server.store import ServerStore, connect
