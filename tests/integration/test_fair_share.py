@@ -197,7 +197,12 @@ def test_a_graceful_stop_hands_fetched_tasks_back_to_their_buckets(
     queue's own list (where it would start after the whole default-priority backlog)."""
     client = clients[DEFAULT]
     no_worker_running(workers)
-    urgent = [ordered(client, log, f"urgent-{i}", seconds=1, priority=1) for i in range(3)]
+    # The first runs long enough that the stop always finds it running (on a loaded machine a
+    # 1 s task once ended before the signal arrived, and the thread took the next one).
+    urgent = [
+        ordered(client, log, f"urgent-{i}", seconds=5 if i == 0 else 1, priority=1)
+        for i in range(3)
+    ]
     worker = workers.start(threads=1)
     eventually(
         lambda: rdb.llen(log) == 1 and fetched_not_started(rdb, prefix) == 1, 20, "a prefetch"
