@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import threading
 import time
-import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +104,7 @@ class Lifecycle(Middleware):
         # `begin` acknowledges the message too: a round trip per task less than Dramatiq's ack
         ack = broker.ack_of(message) if isinstance(broker, transport.Broker) else None
         turn = int(message.options.get("tc_turn") or 0)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()  # a uuid4's randomness without building a UUID
         tokens = self._token_limit(message.actor_name, task_id)
         started = self.store.begin(
             task_id, number, self.settings.lease_ms, token, turn, ack, tokens
