@@ -20,18 +20,24 @@ from taskcast.worker.transport import Broker
 from tests.support import drop_keys, eventually, new_task
 
 
-async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisProcess) -> None:
-    layout = Layout("wakecheck")
+def broker_on(redis_server: RedisProcess, layout: Layout, slots: int) -> tuple[redis.Redis, Broker]:
+    """A taskcast broker of `layout` on the test Redis (no middleware), and a plain client."""
     rdb = redis.Redis.from_url(redis_server.url)
-    store = ServerStore(connect(redis_server.url), layout)
     broker = Broker(
         client=redis.Redis.from_url(redis_server.url),
         namespace=layout.namespace,
         store=WorkerStore(rdb, layout, threading.Event()),
-        slots=Slots(1),
+        slots=Slots(slots),
         unserved_timeout=60,
         middleware=[],
     )
+    return rdb, broker
+
+
+async def test_one_wake_rule_for_our_enqueue_and_dramatiqs(redis_server: RedisProcess) -> None:
+    layout = Layout("wakecheck")
+    rdb, broker = broker_on(redis_server, layout, slots=1)
+    store = ServerStore(connect(redis_server.url), layout)
     wake = layout.mq.wake("w")
     try:
         # Ours (submit.lua): a token when the queue was empty, none on a busy queue.
@@ -69,15 +75,7 @@ def test_a_new_consumer_requeues_what_this_process_held_before_a_connection_erro
     """Dramatiq drops a consumer's in-memory messages on a connection error while their ids stay
     in this live process's ack set; the consumer made next puts them back on the queue."""
     layout = Layout("orphans")
-    rdb = redis.Redis.from_url(redis_server.url)
-    broker = Broker(
-        client=redis.Redis.from_url(redis_server.url),
-        namespace=layout.namespace,
-        store=WorkerStore(rdb, layout, threading.Event()),
-        slots=Slots(10),
-        unserved_timeout=60,
-        middleware=[],
-    )
+    rdb, broker = broker_on(redis_server, layout, slots=10)
     queue = layout.mq.queue("live")
     dramatiq.Actor(
         lambda *_: None, broker=broker, actor_name="a", queue_name="live", priority=0, options={}
@@ -145,15 +143,7 @@ def test_a_fetch_that_leaves_messages_behind_passes_the_wake_up_on(
     """The fetch (`_fetch.lua`) that took all it had room for and left messages behind drops a
     token on the wake-up list, for another idle consumer; one that took the last leaves none."""
     layout = Layout("passon")
-    rdb = redis.Redis.from_url(redis_server.url)
-    broker = Broker(
-        client=redis.Redis.from_url(redis_server.url),
-        namespace=layout.namespace,
-        store=WorkerStore(rdb, layout, threading.Event()),
-        slots=Slots(10),
-        unserved_timeout=60,
-        middleware=[],
-    )
+    rdb, broker = broker_on(redis_server, layout, slots=10)
     wake, queue = layout.mq.wake("p"), layout.mq.queue("p")
     try:
         for i in range(5):
@@ -184,15 +174,7 @@ def test_a_full_consumer_wakes_on_the_acknowledgements_not_its_poll(
     """A consumer whose prefetch is full waits for acknowledgements (a worker thread's), not for
     its poll interval: with a one-minute poll, acknowledging what it holds lets it fetch more."""
     layout = Layout("fullwait")
-    rdb = redis.Redis.from_url(redis_server.url)
-    broker = Broker(
-        client=redis.Redis.from_url(redis_server.url),
-        namespace=layout.namespace,
-        store=WorkerStore(rdb, layout, threading.Event()),
-        slots=Slots(100),
-        unserved_timeout=60,
-        middleware=[],
-    )
+    rdb, broker = broker_on(redis_server, layout, slots=100)
     dramatiq.Actor(
         lambda *_: None, broker=broker, actor_name="a", queue_name="full", priority=0, options={}
     )
