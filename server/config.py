@@ -24,9 +24,12 @@ class ServerSettings(CommonSettings):
     watcher_buffer: int = Field(
         1024, ge=8, description="events buffered per watcher before it is told to resume"
     )
+    # At most an hour: past it, interest a dead server left would keep its tasks published (and
+    # in `<p>:watched`) that long.
     watch_interest: float = Field(
         30.0,
         gt=0,
+        le=3600,
         description="seconds a watch's interest in its tasks' live events lasts unless renewed; "
         "each server renews its open watches' every third of it (only watched tasks' events "
         "are published)",

@@ -38,7 +38,10 @@ class WorkerSettings(CommonSettings):
     # prefetch waits on the acknowledgement that frees room, and a delay queue's consumer wakes
     # when the message it holds is due; the poll is a safety net. At 100 ms the idle polls of a
     # process's ten-odd consumers cost 16-27 ms of CPU a second (docs/performance.md, Slots).
-    poll_interval_ms: int = Field(1000, ge=1, description="longest idle pause between queue polls")
+    # At most a minute: a graceful stop waits up to one interval for idle consumers to notice.
+    poll_interval_ms: int = Field(
+        1000, ge=1, le=60_000, description="longest idle pause between queue polls"
+    )
     # At most 10: servers count a worker silent for 30 s (core.capacity.LIVE_MS) as gone.
     register_interval: float = Field(
         10.0,
