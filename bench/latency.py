@@ -10,6 +10,7 @@ SUCCEEDED events (Redis), the SUCCEEDED event in the caller's hands and the stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -74,28 +75,43 @@ async def loop(
     return rows
 
 
-def _sched(procs: list[psutil.Process]) -> dict[int, tuple[int, int]]:
-    """Per thread: nanoseconds on a CPU and waiting on a run queue (/proc/.../schedstat)."""
+Sched = tuple[int, int, int, int]  # ns running, ns queued, voluntary and forced switches
+
+
+def _thread(pid: int, tid: int) -> Sched | None:
+    """One thread's scheduler figures (/proc/<pid>/task/<tid>/schedstat and status)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            run, wait, _ = f.read().split()
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    vol = int(status["voluntary_ctxt_switches"])
+    forced = int(status["nonvoluntary_ctxt_switches"])
+    return int(run), int(wait), vol, forced
+
+
+def _sched(procs: list[psutil.Process]) -> dict[int, Sched]:
+    """Per thread of `procs`: its scheduler figures."""
     out = {}
     for p in procs:
-        for t in psutil.Process(p.pid).threads():
-            try:
-                with open(f"/proc/{p.pid}/task/{t.id}/schedstat") as f:
-                    run, wait, _ = f.read().split()
-            except OSError:
-                continue
-            out[t.id] = (int(run), int(wait))
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for t in psutil.Process(p.pid).threads():
+                if (figures := _thread(p.pid, t.id)) is not None:
+                    out[t.id] = figures
     return out
 
 
 class SchedMeter:
     """Time each process group spent running and runnable-but-waiting for a CPU (the run
     queue), from the kernel's schedstat, between `start()` and `stop()`; and the same for each
-    group's busiest thread (a server's or client's event loop)."""
+    group's busiest thread (a server's or client's event loop), with how often it went to sleep
+    by itself (voluntary switches) and how often the kernel took its CPU away (forced)."""
 
     def __init__(self, groups: dict[str, Callable[[], list[Any]]]) -> None:
         self.groups = groups
-        self._before: dict[str, dict[int, tuple[int, int]]] = {}
+        self._before: dict[str, dict[int, Sched]] = {}
 
     def start(self) -> None:
         """Take the first reading."""
@@ -103,22 +119,23 @@ class SchedMeter:
 
     def stop(self, seconds: float, tasks: int) -> dict[str, dict[str, float]]:
         """Per group: run and run-queue wait in ms per task, and the busiest thread's run and
-        wait as shares of the wall time."""
+        wait as shares of the wall time, its switches per second."""
         out = {}
         for g, f in self.groups.items():
             before = self._before[g]
-            delta = {
-                tid: (run - before.get(tid, (0, 0))[0], wait - before.get(tid, (0, 0))[1])
-                for tid, (run, wait) in _sched(f()).items()
-            }
-            run = sum(d[0] for d in delta.values())
-            wait = sum(d[1] for d in delta.values())
-            top = max(delta.values(), default=(0, 0))
+            delta = [
+                tuple(a - b for a, b in zip(now, before.get(tid, (0, 0, 0, 0)), strict=True))
+                for tid, now in _sched(f()).items()
+            ]
+            top = max(delta, default=(0, 0, 0, 0))
             out[g] = {
-                "run_ms_per_task": run / 1e6 / tasks,
-                "wait_ms_per_task": wait / 1e6 / tasks,
+                "run_ms_per_task": sum(d[0] for d in delta) / 1e6 / tasks,
+                "wait_ms_per_task": sum(d[1] for d in delta) / 1e6 / tasks,
                 "busiest_thread_run_share": top[0] / 1e9 / seconds,
                 "busiest_thread_wait_share": top[1] / 1e9 / seconds,
+                "busiest_thread_sleeps_per_s": top[2] / seconds,
+                "busiest_thread_preempted_per_s": top[3] / seconds,
+                "switches_per_task": sum(d[2] + d[3] for d in delta) / tasks,
             }
         return out
 
@@ -189,8 +206,11 @@ def show(label: str, res: dict[str, Any]) -> None:
     for g, s in res["sched"].items():
         print(
             f"    {g:8} ms/task run {s['run_ms_per_task']:.2f} queued {s['wait_ms_per_task']:.2f};"
-            f" busiest thread: runs {s['busiest_thread_run_share']:.0%} of the time, "
-            f"queued {s['busiest_thread_wait_share']:.0%}"
+            f" {s['switches_per_task']:.0f} switches; busiest thread: runs "
+            f"{s['busiest_thread_run_share']:.0%} of the time, queued "
+            f"{s['busiest_thread_wait_share']:.0%}, "
+            f"sleeps {s['busiest_thread_sleeps_per_s']:,.0f}/s, "
+            f"preempted {s['busiest_thread_preempted_per_s']:,.0f}/s"
         )
     for name, _, _ in STAGES:
         if name in res:
@@ -234,6 +254,14 @@ def echo_server(st: _procs.Stack, name: str, work: tuple[int, int]) -> tuple[_pr
     return child, port
 
 
+def renice(child: _procs.Child, value: int) -> None:
+    """Set every thread of `child`'s processes to nice `value` (Linux: nice is per thread)."""
+    for proc in child.tree():
+        for t in proc.threads():
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, t.id, value)
+
+
 def main() -> None:
     p = _e2e.parser(__doc__ or "")
     p.add_argument("--callers", type=int, nargs="+", default=[1, 4, 16])
@@ -254,6 +282,13 @@ def main() -> None:
         default=[1],
         help="taskcast runs with this many server processes (callers spread over them)",
     )
+    p.add_argument(
+        "--nice-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="taskcast runs again with every worker thread at this nice value (0 after)",
+    )
     p.add_argument("--spy", action="store_true", help="py-spy the server and client (profiles/)")
     args = p.parse_args()
     res: dict[str, Any] = {}
@@ -261,36 +296,53 @@ def main() -> None:
         r = st.redis()
         workers = st.workers(r.url, args.processes, args.threads)
         server, port = st.server(r.url)
-        systems: dict[str, tuple[list[int], list[_procs.Child], dict[str, Any]]] = {}
+        systems: dict[
+            str,
+            tuple[list[int], list[_procs.Child], dict[str, Any], tuple[_procs.Child, int] | None],
+        ] = {}
         extra = [st.server(r.url) for _ in range(max(args.servers) - 1)]
         for count in args.servers:
             servers = [server, *(c for c, _ in extra[: count - 1])]
             ports = [port, *(p for _, p in extra[: count - 1])]
-            systems[f"taskcast x{count}" if count > 1 else "taskcast"] = (
-                ports,
-                servers,
-                {
-                    "client": _procs.me,
-                    "server": _procs.tree_of(*servers),
-                    "workers": _procs.tree_of(workers),
-                    "redis": _procs.redis_tree(r),
-                },
-            )
+            groups = {
+                "client": _procs.me,
+                "server": _procs.tree_of(*servers),
+                "workers": _procs.tree_of(workers),
+                "redis": _procs.redis_tree(r),
+            }
+            name = f"taskcast x{count}" if count > 1 else "taskcast"
+            systems[name] = (ports, servers, groups, None)
+            for value in args.nice_workers:
+                systems[f"{name}, workers nice {value}"] = (
+                    ports,
+                    servers,
+                    groups,
+                    (workers, value),
+                )
         for name, work in echoes(args.echo):
             echo, echo_port = echo_server(st, name, work)
             systems[name] = (
                 [echo_port],
                 [echo],
                 {"client": _procs.me, "server": _procs.tree_of(echo)},
+                None,
             )
         for rnd in range(args.rounds):
-            for name, (sys_ports, children, groups) in systems.items():
+            for name, (sys_ports, children, groups, niced) in systems.items():
                 for n in args.callers:
                     label = f"round {rnd + 1} {name} callers {n}"
                     on = args.spy and name == "taskcast"
                     pids = {"server": children[0].proc.pid, "client": os.getpid()}
                     spies = spy(label, pids, on)
-                    res[label] = measure(sys_ports, groups, n, args.seconds, min(args.channels, n))
+                    if niced is not None:
+                        renice(niced[0], niced[1])
+                    try:
+                        res[label] = measure(
+                            sys_ports, groups, n, args.seconds, min(args.channels, n)
+                        )
+                    finally:
+                        if niced is not None:
+                            renice(niced[0], 0)
                     for what, (proc, path) in spies.items():
                         profile.finish(proc)
                         res[label][f"profile_{what}"] = summary_ = profile.summarise(path)
