@@ -2,18 +2,21 @@
 
 Each of N callers submits a no-op task, then watches it to its end (what `wait()` does for a
 success), then submits the next. Per task it records, on the client's wall clock and on Redis's
-(the same machine's clock): the submit call, the task's creation (Redis), its RUNNING and
-SUCCEEDED events (Redis), the SUCCEEDED event in the caller's hands and the stream's end.
+(the same machine's clock; Redis's in whole milliseconds, so a stage that starts or ends on it
+reads up to 1 ms off): the submit call, the task's creation (Redis), its RUNNING and SUCCEEDED
+events (Redis), the SUCCEEDED event in the caller's hands and the stream's end.
 `python -m bench.latency [--callers 1 4 16] [--seconds S] [--rounds R]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ async def loop(
 ) -> list[dict[str, float]]:
     """`callers` closed loops for `seconds` over `channels` clients (channels), spread over
     the servers on `ports` (at least one client each)."""
-    channels = max(channels, len(ports))
+    channels = max(min(channels, callers), len(ports))
     clients = [AsyncTaskClient(f"127.0.0.1:{ports[i % len(ports)]}") for i in range(channels)]
     rows: list[dict[str, float]] = []
     stop = time.monotonic() + seconds
@@ -262,7 +265,61 @@ def renice(child: _procs.Child, value: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, t.id, value)
 
 
-def main() -> None:
+@dataclass
+class System:
+    """What one row of the comparison runs against."""
+
+    ports: list[int]
+    servers: list[_procs.Child]
+    groups: dict[str, Callable[[], list[Any]]]
+    niced: tuple[_procs.Child, int] | None = None  # workers run at this nice value meanwhile
+
+
+def systems(st: _procs.Stack, args: argparse.Namespace) -> dict[str, System]:
+    """The taskcast stack (with 1..N servers, workers niced) and the echo servers, by name."""
+    r = st.redis()
+    workers = st.workers(r.url, args.processes, args.threads)
+    started = [st.server(r.url) for _ in range(max(args.servers))]
+    out = {}
+    for count in args.servers:
+        servers = [child for child, _ in started[:count]]
+        groups = {
+            "client": _procs.me,
+            "server": _procs.tree_of(*servers),
+            "workers": _procs.tree_of(workers),
+            "redis": _procs.redis_tree(r),
+        }
+        name = f"taskcast x{count}" if count > 1 else "taskcast"
+        out[name] = System([port for _, port in started[:count]], servers, groups)
+        for value in args.nice_workers:
+            out[f"{name}, workers nice {value}"] = replace(out[name], niced=(workers, value))
+    for name, work in echoes(args.echo):
+        echo, port = echo_server(st, name, work)
+        out[name] = System([port], [echo], {"client": _procs.me, "server": _procs.tree_of(echo)})
+    return out
+
+
+def point(label: str, system: System, callers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One measured point, niced and profiled as asked; printed."""
+    pids = {"server": system.servers[0].proc.pid, "client": os.getpid()}
+    spies = spy(label, pids, args.spy and label.endswith(f"taskcast callers {callers}"))
+    if system.niced is not None:
+        renice(*system.niced)
+    try:
+        res = measure(system.ports, system.groups, callers, args.seconds, args.channels)
+    finally:
+        if system.niced is not None:
+            renice(system.niced[0], 0)
+    for what, (proc, path) in spies.items():
+        profile.finish(proc)
+        res[f"profile_{what}"] = summarised = profile.summarise(path)
+        profile.show(f"{what}, {label}", summarised)
+    show(label, res)
+    return res
+
+
+def parser() -> argparse.ArgumentParser:
+    """`bench.latency`'s options."""
     p = _e2e.parser(__doc__ or "")
     p.add_argument("--callers", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--seconds", type=float, default=8.0)
@@ -290,64 +347,19 @@ def main() -> None:
         help="taskcast runs again with every worker thread at this nice value (0 after)",
     )
     p.add_argument("--spy", action="store_true", help="py-spy the server and client (profiles/)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     res: dict[str, Any] = {}
     with _procs.stack() as st:
-        r = st.redis()
-        workers = st.workers(r.url, args.processes, args.threads)
-        server, port = st.server(r.url)
-        systems: dict[
-            str,
-            tuple[list[int], list[_procs.Child], dict[str, Any], tuple[_procs.Child, int] | None],
-        ] = {}
-        extra = [st.server(r.url) for _ in range(max(args.servers) - 1)]
-        for count in args.servers:
-            servers = [server, *(c for c, _ in extra[: count - 1])]
-            ports = [port, *(p for _, p in extra[: count - 1])]
-            groups = {
-                "client": _procs.me,
-                "server": _procs.tree_of(*servers),
-                "workers": _procs.tree_of(workers),
-                "redis": _procs.redis_tree(r),
-            }
-            name = f"taskcast x{count}" if count > 1 else "taskcast"
-            systems[name] = (ports, servers, groups, None)
-            for value in args.nice_workers:
-                systems[f"{name}, workers nice {value}"] = (
-                    ports,
-                    servers,
-                    groups,
-                    (workers, value),
-                )
-        for name, work in echoes(args.echo):
-            echo, echo_port = echo_server(st, name, work)
-            systems[name] = (
-                [echo_port],
-                [echo],
-                {"client": _procs.me, "server": _procs.tree_of(echo)},
-                None,
-            )
-        for rnd in range(args.rounds):
-            for name, (sys_ports, children, groups, niced) in systems.items():
+        compared = systems(st, args)
+        for rnd in range(args.rounds):  # round by round: each round sees the same load
+            for name, system in compared.items():
                 for n in args.callers:
                     label = f"round {rnd + 1} {name} callers {n}"
-                    on = args.spy and name == "taskcast"
-                    pids = {"server": children[0].proc.pid, "client": os.getpid()}
-                    spies = spy(label, pids, on)
-                    if niced is not None:
-                        renice(niced[0], niced[1])
-                    try:
-                        res[label] = measure(
-                            sys_ports, groups, n, args.seconds, min(args.channels, n)
-                        )
-                    finally:
-                        if niced is not None:
-                            renice(niced[0], 0)
-                    for what, (proc, path) in spies.items():
-                        profile.finish(proc)
-                        res[label][f"profile_{what}"] = summary_ = profile.summarise(path)
-                        profile.show(f"{what}, {label}", summary_)
-                    show(label, res[label])
+                    res[label] = point(label, system, n, args)
     _report.write("latency", args.quick, {"args": vars(args), "results": res})
 
 
