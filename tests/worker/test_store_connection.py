@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import uuid
 
@@ -12,6 +13,7 @@ from taskcast.cli.redis_proc import RedisProcess
 from taskcast.core import calls
 from taskcast.core.layout import Layout
 from taskcast.worker.store import WorkerStore
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -44,6 +46,17 @@ def test_a_thread_keeps_one_connection(store: WorkerStore, rdb: redis.Redis, nam
     other.start()
     other.join()
     assert len(_ids(rdb, named)) == 2  # each thread keeps its own
+
+
+def test_a_threads_connection_closes_when_the_thread_ends(
+    store: WorkerStore, rdb: redis.Redis, named: str
+) -> None:
+    other = threading.Thread(target=_renew, args=(store,))
+    other.start()
+    other.join()
+    del other
+    gc.collect()  # the thread's locals go with it; the connection is nobody else's
+    eventually(lambda: _ids(rdb, named) == [], what="Redis to see the connection closed")
 
 
 def test_a_killed_connection_fails_once_then_a_new_one_is_used(
