@@ -130,6 +130,36 @@ def test_stats_and_watch_print_json_with_o_json(grpc_addr: str) -> None:
     assert any(q["name"] == "default" for q in got["queues"])
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "k", "--delay", "1e300"], "--delay: '1e300' is not a number of seconds"),
+        (["submit", "k", "--timeout", "nan"], "--timeout: 'nan' is not a number of seconds"),
+        (["submit", "k", "--max-attempts", "99999999999"], "'99999999999' is out of range"),
+        (["submit", "k", "--priority", "x"], "argument --priority: 'x' is not an integer"),
+        (["watch", "t", "--after", "1" + "0" * 20], "argument --after: '1" + "0" * 20),
+        (["redrive", "--since", "99999999999h"], "--since: '99999999999h' is too long ago"),
+        (["redrive", "--until", "3000000d"], "argument --until: '3000000d' is too long ago"),
+        (["redrive", "--sample", "99999999999"], "--sample: '99999999999' is out of range"),
+        (["token", "t", "--ttl", "1e300h"], "--ttl: not a duration: '1e300h'"),
+        (["token", "t", "--ttl", "nan"], "--ttl: not a duration: 'nan'"),
+    ],
+)
+def test_a_number_no_request_can_carry_is_a_usage_error(args: list[str], message: str) -> None:
+    """Refused before any call (exit 2, argparse's), where protobuf or datetime used to crash
+    the command with a traceback."""
+    out = run(*args, server="127.0.0.1:9")  # never called
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_watch_refuses_flags_of_the_other_kind_of_watch() -> None:
+    out = run("watch", "--label", "k=v", "--after", "3", server="127.0.0.1:9")
+    assert out.returncode == 1 and "a --label watch resumes by itself" in out.stderr
+    out = run("watch", "abc", "--until-done", server="127.0.0.1:9")
+    assert out.returncode == 1 and "--until-done goes with --label" in out.stderr
+
+
 def test_settings_are_validated_with_a_clear_message() -> None:
     out = subprocess.run(
         [*TASKCAST, "server", "--listen", "nonsense", "--max-watchers", "0"],
