@@ -54,7 +54,7 @@ def check(r: RedriveRequest, p: validation.Problems) -> Filter:
     if len(states) < len(r.states) or any(s not in REDRIVABLE for s in states):
         p.add("filter.states", "may hold only TASK_STATE_FAILED and TASK_STATE_CANCELLED")
     if r.kind:
-        validation.kind(r.kind, p)
+        validation.kind(r.kind, p, "filter.kind")
     validation.labels(r.labels, p, "filter.labels")
     if len(r.error_type) > MAX_ERROR_TYPE or not r.error_type.isprintable():
         p.add("filter.error_type", f"must be at most {MAX_ERROR_TYPE} printable characters")
