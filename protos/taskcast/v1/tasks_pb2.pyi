@@ -1079,7 +1079,10 @@ class RedriveTasksRequest(_message.Message):
     max_per_second: _builtins.float
     """The most tasks retried in any one second (at most floor(max_per_second)
     in any one-second window; under 1, one task every 1/max_per_second
-    seconds). 0.1 to 10,000; required unless dry_run.
+    seconds). 0.1 to 10,000; required unless dry_run. The selected tasks
+    must take at most half the server's retention at this rate (count /
+    max_per_second; the operation's snapshot lasts the retention), else
+    INVALID_ARGUMENT naming the least rate that fits.
     """
     dry_run: _builtins.bool
     """Only count and sample the selection; nothing is queued."""
