@@ -179,6 +179,20 @@ def test_bad_requests_name_each_field(client: TaskClient) -> None:
     assert [f for f, _ in info.value.violations] == ["filter.kind"]
 
 
+def test_states_by_name_one_or_many(client: TaskClient) -> None:
+    """One state given as a string is that state (it was split into its letters, a ValueError
+    about 'TASK_STATE_F'); an unknown name says which are known."""
+    batch = uuid.uuid4().hex
+    failed_tasks(client, batch, 1)
+    for states in ("FAILED", "failed", ["FAILED"]):
+        assert client.redrive(states=states, labels={"batch": batch}, dry_run=True).count == 1
+    assert client.redrive(states="CANCELLED", labels={"batch": batch}, dry_run=True).count == 0
+    with pytest.raises(ValueError, match="unknown state 'FAIL': one of PENDING, RUNNING, "):
+        client.redrive(states=["FAIL"], dry_run=True)
+    with pytest.raises(ValueError, match="unknown state 'bogus'"):
+        list(client.list(state="bogus"))
+
+
 def test_a_filter_field_is_named_as_the_request_names_it(grpc_stub: Any) -> None:
     """The field violations name the RedriveFilter's fields (were "state" and "kind": no such
     fields of the request)."""
