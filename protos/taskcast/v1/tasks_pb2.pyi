@@ -1128,8 +1128,9 @@ class RedriveTasksResponse(_message.Message):
     after this operation for the rest).
     """
     truncated: _builtins.bool
-    """More than 100,000 tasks matched, or more than 1,000,000 candidates would
-    have had to be examined; `count` covers what was selected.
+    """More than 100,000 tasks matched, or more than 1,000,000 candidates of
+    one index walked (a state's, a kind's or a label's) would have had to be
+    examined; `count` covers what was selected.
     """
     created: _builtins.bool
     """False when the same request_id had already started this operation."""
