@@ -159,5 +159,5 @@ def follow_group(client: Any, label: str, until_done: bool, as_json: bool) -> in
             elif event.type == "output":
                 show.console.out(f"{event.task_id} #{event.sequence} output {event.text!r}")
             elif (line := show.event_line(event)) is not None:
-                show.console.print(f"{event.task_id} {line}")
+                show.console.print(f"{event.task_id} {line}", soft_wrap=True)  # one line each
     return 0

@@ -79,6 +79,28 @@ def test_retry_runs_a_failed_task_again_and_refuses_a_pending_one(grpc_addr: str
 
 
 @pytest.mark.usefixtures("worker")
+def test_a_callers_text_prints_as_given_one_line_per_event(grpc_addr: str) -> None:
+    """A cancel reason or a label is the caller's text, never rich markup ("[/]" crashed watch,
+    submit --watch and ls with MarkupError), and an event stays one line however narrow the
+    output (piped, rich wrapped at 80 columns)."""
+    label = f"odd=[/]{uuid.uuid4().hex}"
+    pending = run("submit", "demo.sleep", "--delay", "60", "-l", label, server=grpc_addr)
+    task_id = pending.stdout.strip()
+    reason = "[/] [bold]not markup[/bold] " + "x" * 80
+    run("cancel", task_id, "--reason", reason, server=grpc_addr)
+    narrow = {"TASKCAST_SERVER": grpc_addr, "COLUMNS": "80"}
+    out = command("watch", task_id, env=narrow)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.splitlines()[-1] == f"#2   CANCELLED ({reason})"
+    group = command("watch", "--label", label, "--until-done", env=narrow)
+    assert group.returncode == 0, group.stderr
+    assert group.stdout.splitlines()[-1] == f"{task_id} #2   CANCELLED ({reason})"
+    listed = run("ls", "-l", label, server=grpc_addr)
+    assert listed.returncode == 0, listed.stderr
+    assert label in listed.stdout
+
+
+@pytest.mark.usefixtures("worker")
 def test_token_prints_a_watch_token_and_refuses_a_ttl_out_of_bounds(grpc_addr: str) -> None:
     pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
     out = run("token", pending, "--ttl", "2h", "--cancel", server=grpc_addr)
