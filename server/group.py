@@ -179,8 +179,13 @@ class GroupStream:
                 continue  # expired: its index entry is stale
             after = self.r.cursors.get(task_id, 0)
             if after > mark[1]:
-                raise InvalidArgument(
-                    [(f"cursors[{task_id}]", f"is past the task's last event ({mark[1]})")]
+                raise InvalidArgument(  # named as `check` names a negative one
+                    [
+                        (
+                            f"cursors[{task_id[:64]}].after_sequence",
+                            f"is past the task's last event ({mark[1]})",
+                        )
+                    ]
                 )
             self.last[task_id] = after
             self.fanout.follow(self.inbox, task_id)  # before its replay: nothing falls between
