@@ -211,11 +211,11 @@ class GroupStream:
 
     async def _replay(self, task_id: str) -> AsyncIterator[Item]:
         """The stored events of `task_id` after the last one sent."""
-        last, first = self.last[task_id], True
+        last = self.last[task_id]
         async for record in self.store.events_after(task_id, last):
-            if first and record.sequence > last + 1:
+            if record.sequence > last + 1:  # trimmed, or compacted mid-replay (watch.py)
                 yield Trimmed(task_id, record.sequence)
-            first = False
+            last = record.sequence
             yield self._sent(record)
 
     def _sent(self, record: EventRecord) -> EventRecord:
