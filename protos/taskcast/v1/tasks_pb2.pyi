@@ -614,7 +614,10 @@ Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
 @_typing.final
 class EventsTrimmed(_message.Message):
     """Events after the requested sequence were removed (each task keeps at least
-    its newest 10,000 events by default; older ones may be trimmed).
+    its newest 10,000 events by default; older ones may be trimmed; a task
+    compacted after its replay window keeps only its terminal event). Sent
+    before the first event that does not follow the one sent before it,
+    wherever that falls in the stream (a compaction can happen mid-replay).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
