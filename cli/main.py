@@ -440,7 +440,8 @@ def parser() -> argparse.ArgumentParser:
     redrive.add(client_parser, _redrive)
 
     p = client_parser("ls", "list tasks, newest first")
-    p.add_argument("--state")
+    states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
+    p.add_argument("--state", type=str.upper, choices=states)  # an unknown one crashed the call
     p.add_argument("--kind")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=integer(32), default=20)

@@ -165,6 +165,7 @@ def test_stats_and_watch_print_json_with_o_json(grpc_addr: str) -> None:
         (["redrive", "--sample", "99999999999"], "--sample: '99999999999' is out of range"),
         (["token", "t", "--ttl", "1e300h"], "--ttl: not a duration: '1e300h'"),
         (["token", "t", "--ttl", "nan"], "--ttl: not a duration: 'nan'"),
+        (["ls", "--state", "bogus"], "argument --state: invalid choice: 'BOGUS'"),
     ],
 )
 def test_a_number_no_request_can_carry_is_a_usage_error(args: list[str], message: str) -> None:
