@@ -444,7 +444,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=str.upper, choices=states)  # an unknown one crashed the call
     p.add_argument("--kind")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--limit", type=integer(32), default=20)
+    p.add_argument("--limit", type=integer(32, least=0), default=20)
     p.add_argument("--payloads", action="store_true", help="include payloads and results")
     p.set_defaults(fn=_ls)
 

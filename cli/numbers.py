@@ -22,14 +22,16 @@ def seconds(text: str) -> float:
     return value
 
 
-def integer(bits: int) -> Callable[[str], int]:
-    """An integer that fits a signed field of `bits` bits."""
+def integer(bits: int, least: int | None = None) -> Callable[[str], int]:
+    """An integer that fits a signed field of `bits` bits (and is at least `least`)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if least is not None and value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is less than {least}")
         if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
             raise argparse.ArgumentTypeError(f"{text!r} is out of range")
         return value

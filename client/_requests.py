@@ -299,6 +299,8 @@ class Pages:
     def __init__(self, **options: Unpack[ListOptions]) -> None:
         self.options = options
         self._left = options.get("limit")  # tasks still wanted; None for all
+        if self._left is not None and self._left < 0:  # it sliced each page from its end
+            raise ValueError(f"limit must be 0 or more (None: all), got {self._left}")
         self._token: str | None = ""  # the next page's token; None once there is none
 
     def next(self) -> Unary[list[Task]] | None:

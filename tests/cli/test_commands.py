@@ -166,6 +166,7 @@ def test_stats_and_watch_print_json_with_o_json(grpc_addr: str) -> None:
         (["token", "t", "--ttl", "1e300h"], "--ttl: not a duration: '1e300h'"),
         (["token", "t", "--ttl", "nan"], "--ttl: not a duration: 'nan'"),
         (["ls", "--state", "bogus"], "argument --state: invalid choice: 'BOGUS'"),
+        (["ls", "--limit", "-5"], "argument --limit: '-5' is less than 0"),
     ],
 )
 def test_a_number_no_request_can_carry_is_a_usage_error(args: list[str], message: str) -> None:

@@ -191,6 +191,8 @@ def test_states_by_name_one_or_many(client: TaskClient) -> None:
         client.redrive(states=["FAIL"], dry_run=True)
     with pytest.raises(ValueError, match="unknown state 'bogus'"):
         list(client.list(state="bogus"))
+    with pytest.raises(ValueError, match="limit must be 0 or more"):
+        list(client.list(limit=-5))  # it listed every task but the last 5 of each page
 
 
 def test_a_filter_field_is_named_as_the_request_names_it(grpc_stub: Any) -> None:
