@@ -15,40 +15,56 @@ same file again submits nothing twice.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from taskcast.client import RpcError, TaskHandle, TaskSpec
+import grpc
+from google.rpc import error_details_pb2
+
+from taskcast.cli.numbers import MAX_SECONDS
+from taskcast.client import InvalidArgumentError, RpcError, TaskHandle, TaskSpec
 
 LINE_KEYS = frozenset(
     {"payload", "labels", "idempotency_key", "queue", "delay", "max_attempts", "timeout"}
 )
+INT32 = 2**31  # max_attempts is an int32: past it the request could not even be built
+
+Line = TaskSpec | RpcError  # a line's task, or why it cannot be sent
 
 
 def submit_file(client: Any, args: Any, common: dict[str, Any]) -> int:
     """Submit the lines of `args.jsonl` ("-": stdin) and print each one's outcome; how many
     failed."""
-    if args.jsonl == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        with open(args.jsonl) as f:
-            lines = f.read().splitlines()
+    lines = read_text(args.jsonl).splitlines()
     numbered = list(specs(args.kind, lines, common, args.idempotency_key))
-    results = client.submit_many([spec for _, spec in numbered])
+    sent = iter(client.submit_many([s for _, s in numbered if isinstance(s, TaskSpec)]))
+    results = [next(sent) if isinstance(s, TaskSpec) else s for _, s in numbered]
     return report([n for n, _ in numbered], results, args.output == "json", sys.stdout)
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of `path` ("-": stdin); SystemExit naming the file when it cannot be read."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def specs(
     kind: str, lines: Iterable[str], common: dict[str, Any], key: str | None
-) -> Iterator[tuple[int, TaskSpec]]:
-    """(line number, its task) for each non-blank line."""
+) -> Iterator[tuple[int, Line]]:
+    """(line number, its task or its error) for each non-blank line."""
     for number, line in enumerate(lines, 1):
         if line.strip():
             yield number, _spec(kind, line, common, f"{key}-{number}" if key else None)
 
 
-def _spec(kind: str, line: str, common: dict[str, Any], key: str | None) -> TaskSpec:
+def _spec(kind: str, line: str, common: dict[str, Any], key: str | None) -> Line:
     options = {**common, "idempotency_key": key}
     try:
         value = json.loads(line)
@@ -56,8 +72,43 @@ def _spec(kind: str, line: str, common: dict[str, Any], key: str | None) -> Task
         return TaskSpec(kind, line.strip(), **options)  # the server says what is wrong with it
     if not _per_line(value):
         return TaskSpec(kind, line.strip(), **options)
-    labels = {**(common.get("labels") or {}), **value.get("labels", {})}
+    if (problem := _problem(value)) is not None:
+        return _invalid(*problem)
+    labels = {**(common.get("labels") or {}), **(value.get("labels") or {})}
     return TaskSpec(kind, **{**options, **value, "labels": labels})
+
+
+def _problem(value: dict[str, Any]) -> tuple[str, str] | None:
+    """The first per-line field a request cannot carry (a wrong JSON type, or out of any range),
+    as (field, description); None when each can be sent (the server checks the values)."""
+    labels = value.get("labels")
+    if labels is not None and not (
+        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+    ):
+        return "labels", "must be an object of strings"
+    for name in ("idempotency_key", "queue"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            return name, "must be a string"
+    attempts = value.get("max_attempts")
+    if attempts is not None and (type(attempts) is not int or not -INT32 <= attempts < INT32):
+        return "max_attempts", "must be an integer (1 to 100; 0: the kind's default)"
+    for name in ("delay", "timeout"):
+        v = value.get(name)
+        if v is None:
+            continue
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if not number or not math.isfinite(v) or abs(v) > MAX_SECONDS:
+            return name, "must be a number of seconds"
+    return None
+
+
+def _invalid(field: str, description: str) -> InvalidArgumentError:
+    """A line's own error, shaped as the server's INVALID_ARGUMENT for one field."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+    detail = error_details_pb2.BadRequest(field_violations=[violation])
+    return InvalidArgumentError(
+        grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {description}", [detail]
+    )
 
 
 def _per_line(value: Any) -> bool:
@@ -108,5 +159,5 @@ def follow_group(client: Any, label: str, until_done: bool, as_json: bool) -> in
             elif event.type == "output":
                 show.console.out(f"{event.task_id} #{event.sequence} output {event.text!r}")
             elif (line := show.event_line(event)) is not None:
-                show.console.print(f"{event.task_id} {line}")
+                show.console.print(f"{event.task_id} {line}", soft_wrap=True)  # one line each
     return 0

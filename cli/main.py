@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from taskcast.cli import extras, redrive
+from taskcast.cli.numbers import integer, seconds
 
 EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
 
@@ -130,8 +131,9 @@ def _submit(args: argparse.Namespace) -> int:
         return _submit_lines(args)
     payload = args.json
     if args.payload_file:
-        with open(args.payload_file) as f:
-            payload = f.read()
+        from taskcast.cli import batch
+
+        payload = batch.read_text(args.payload_file)
     with _client(args) as client:
         handle = client.submit(
             args.kind,
@@ -157,6 +159,10 @@ def _submit(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     if (args.task_id is None) == (args.label is None):
         sys.exit("watch takes a TASK_ID or --label KEY=VALUE (one of them)")
+    if args.label is not None and args.after:
+        sys.exit("--after is a TASK_ID's sequence; a --label watch resumes by itself")
+    if args.label is None and args.until_done:
+        sys.exit("--until-done goes with --label (a TASK_ID's watch ends with the task)")
     with _client(args) as client:
         if args.label is not None:
             from taskcast.cli import batch
@@ -179,13 +185,13 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    """`90`, `90s`, `15m` or `2h` as seconds."""
+def _lifetime(text: str) -> float:
+    """`90`, `90s`, `15m` or `2h` as seconds (finite, and within what a Duration holds)."""
     units = {"s": 1, "m": 60, "h": 3600}
     number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
     try:
-        return float(number) * unit
-    except ValueError:
+        return seconds(str(float(number) * unit))
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"not a duration: {text!r} (e.g. 90, 90s, 15m, 2h)"
         ) from None
@@ -375,16 +381,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--queue")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--delay", type=float, help="seconds before the first attempt")
-    p.add_argument("--max-attempts", type=int)
-    p.add_argument("--timeout", type=float, help="time limit of one attempt, seconds")
+    p.add_argument("--delay", type=seconds, help="seconds before the first attempt")
+    p.add_argument("--max-attempts", type=integer(32))
+    p.add_argument("--timeout", type=seconds, help="time limit of one attempt, seconds")
     p.add_argument("--idempotency-key")
     p.add_argument(
         "--concurrency-key",
         help="with --concurrency-limit: run at most N attempts naming it at once",
     )
-    p.add_argument("--concurrency-limit", type=int, metavar="N")
-    p.add_argument("--priority", type=int, metavar="1-5", help="1 starts first, 5 last (default 3)")
+    p.add_argument("--concurrency-limit", type=integer(32), metavar="N")
+    p.add_argument(
+        "--priority", type=integer(32), metavar="1-5", help="1 starts first, 5 last (default 3)"
+    )
     p.add_argument(
         "--fairness-key", metavar="KEY", help="share your tasks' starts round-robin among keys"
     )
@@ -395,7 +403,7 @@ def parser() -> argparse.ArgumentParser:
         "watch", "follow a task's events until it ends, or (--label) every task of a group"
     )
     p.add_argument("task_id", nargs="?")
-    p.add_argument("--after", type=int, default=0, help="skip events up to this sequence")
+    p.add_argument("--after", type=integer(64), default=0, help="skip events up to this sequence")
     p.add_argument(
         "--label",
         metavar="KEY=VALUE",
@@ -420,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
         "token", "print a watch token: lets a browser watch one task through the HTTP gateway"
     )
     p.add_argument("task_id")
-    p.add_argument("--ttl", type=_seconds, default=900.0, help="lifetime: 90s, 15m, 2h (15m)")
+    p.add_argument("--ttl", type=_lifetime, default=900.0, help="lifetime: 90s, 15m, 2h (15m)")
     p.add_argument("--cancel", action="store_true", help="the token may also cancel the task")
     p.set_defaults(fn=_token)
 
@@ -432,10 +440,11 @@ def parser() -> argparse.ArgumentParser:
     redrive.add(client_parser, _redrive)
 
     p = client_parser("ls", "list tasks, newest first")
-    p.add_argument("--state")
+    states = ("PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED")
+    p.add_argument("--state", type=str.upper, choices=states)  # an unknown one crashed the call
     p.add_argument("--kind")
     p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=integer(32, least=0), default=20)
     p.add_argument("--payloads", action="store_true", help="include payloads and results")
     p.set_defaults(fn=_ls)
 

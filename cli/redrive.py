@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from taskcast.cli.numbers import integer
+
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -17,8 +19,11 @@ def when(text: str) -> dt.datetime:
     """A time given as an age ("90s", "30m", "1h", "2d": that long ago) or as ISO 8601 (a time
     without an offset is UTC)."""
     if m := _AGO.fullmatch(text.strip()):
-        age = dt.timedelta(seconds=float(m[1]) * _UNIT_S[m[2]])
-        return dt.datetime.now(dt.UTC) - age
+        try:
+            age = dt.timedelta(seconds=float(m[1]) * _UNIT_S[m[2]])
+            return dt.datetime.now(dt.UTC) - age
+        except OverflowError:  # before the year 1: no time to send
+            raise argparse.ArgumentTypeError(f"{text!r} is too long ago") from None
     try:
         at = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -44,7 +49,7 @@ def add(sub: Callable[[str, str], argparse.ArgumentParser], fn: Callable[..., in
     p.add_argument("--until", type=when, help="finished before: an age (10m) or ISO time")
     p.add_argument("--rate", type=float, help="retries per second, 0.1 to 10000 (required)")
     p.add_argument("--dry-run", action="store_true", help="only count and show a sample")
-    p.add_argument("--sample", type=int, help="ids a dry run shows, 1 to 100 (default 10)")
+    p.add_argument("--sample", type=integer(32), help="ids a dry run shows, 1 to 100 (default 10)")
     p.add_argument("--request-id", help="sending the same one again starts one operation")
     p.add_argument("--watch", "-w", action="store_true", help="follow the operation until it ends")
     p.set_defaults(fn=fn)

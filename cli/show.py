@@ -60,16 +60,16 @@ def event_line(e: Event) -> str | None:
         if e.state.value in ("RUNNING", "RETRYING") or e.attempt > 1:
             line += f" attempt {e.attempt}"
         if e.error:
-            line += f" [red]{e.error.type}: {escape(e.error.message)}[/]"
+            line += f" [red]{escape(e.error.type)}: {escape(e.error.message)}[/]"
         if e.next_attempt_at:
             line += f" next at {e.next_attempt_at.strftime('%H:%M:%S.%f')[:-3]}"
         if e.result is not None:
             line += f" result {escape(_brief(json.dumps(e.result)))}"
-        if e.message:
-            line += f" ({e.message})"
+        if e.message:  # a cancel's reason: the caller's text, never markup
+            line += f" ({escape(e.message)})"
         return line
     if e.type == "progress":
-        return f"{seq} progress {e.progress or 0:.0%} {e.message}"
+        return f"{seq} progress {e.progress or 0:.0%} {escape(e.message)}"
     if e.type == "output_reset":
         return f"{seq} [yellow]output of attempt {e.attempt} discarded[/]"
     if e.type == "events_trimmed":
@@ -103,7 +103,7 @@ def print_event(e: Event, *, as_json: bool, in_output: bool) -> bool:
     if line is not None:
         if in_output:
             console.out("")
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line per event, also when piped (80 columns)
     return False
 
 
@@ -112,7 +112,7 @@ def tasks_table(tasks: list[Task]) -> Table:
     table = Table("id", "kind", "state", "attempt", "created", "labels")
     for t in tasks:
         created = t.created_at.strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
-        labels = ",".join(f"{k}={v}" for k, v in t.labels.items())
+        labels = escape(",".join(f"{k}={v}" for k, v in t.labels.items()))  # any text
         table.add_row(
             t.id,
             t.kind,

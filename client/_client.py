@@ -312,12 +312,12 @@ class TaskClient(_requests.Settings):
 
         Args:
             **options: Filters, all optional and all matching: `states` ("FAILED" and/or
-                "CANCELLED"; default both), `kind`, `labels` (all must match), `error_type`
-                (`TaskError.type`, exact), `finished_after` / `finished_before` (aware
-                datetimes; the task's finish time). `max_per_second` (0.1 to 10,000) is
-                required unless `dry_run`, which only counts and samples (`sample_size`, 1 to
-                100, default 10). `request_id` (default: a fresh one) makes a resent call
-                answer the operation it started.
+                "CANCELLED", or one of them as a string; default both), `kind`, `labels` (all
+                must match), `error_type` (`TaskError.type`, exact), `finished_after` /
+                `finished_before` (aware datetimes; the task's finish time). `max_per_second`
+                (0.1 to 10,000) is required unless `dry_run`, which only counts and samples
+                (`sample_size`, 1 to 100, default 10). `request_id` (default: a fresh one) makes
+                a resent call answer the operation it started.
 
         Returns:
             The count selected (at most 100,000, oldest first; `truncated` when more matched)

@@ -195,9 +195,7 @@ def list_request(
 ) -> pb.ListTasksRequest:
     """A ListTasksRequest; `state` by name ("RUNNING")."""
     return pb.ListTasksRequest(
-        state=pb.TaskState.Value(f"TASK_STATE_{state.upper()}")
-        if state
-        else pb.TASK_STATE_UNSPECIFIED,
+        state=_state(state) if state else pb.TASK_STATE_UNSPECIFIED,
         kind=kind or "",
         labels=dict(labels or {}),
         page_size=page_size,
@@ -246,8 +244,10 @@ def redrive(**options: Unpack[RedriveOptions]) -> Unary[Redrive]:
     """RedriveTasks; a fresh request_id when none is given, so a resent call starts one
     operation. States by name ("FAILED")."""
     dry_run = bool(options.get("dry_run"))
+    states = options.get("states") or ()
     f = pb.RedriveFilter(
-        states=[pb.TaskState.Value(f"TASK_STATE_{s.upper()}") for s in options.get("states") or ()],
+        # One name is one state, not its letters (a str is a Sequence[str] to the type checker).
+        states=[_state(s) for s in ((states,) if isinstance(states, str) else states)],
         kind=options.get("kind") or "",
         labels=dict(options.get("labels") or {}),
         error_type=options.get("error_type") or "",
@@ -265,6 +265,15 @@ def redrive(**options: Unpack[RedriveOptions]) -> Unary[Redrive]:
         request_id=options.get("request_id") or auto,
     )
     return Unary("RedriveTasks", request, Redrive.from_pb)
+
+
+def _state(name: str) -> pb.TaskState.ValueType:
+    """A state by name ("FAILED", "failed"); ValueError naming the states for any other."""
+    try:
+        return pb.TaskState.Value(f"TASK_STATE_{name.upper()}")
+    except ValueError:
+        names = ", ".join(n.removeprefix("TASK_STATE_") for n in pb.TaskState.keys()[1:])
+        raise ValueError(f"unknown state {name!r}: one of {names}") from None
 
 
 def watch_token(task_id: str, ttl: float | dt.timedelta, cancel: bool) -> Unary[str]:
@@ -290,6 +299,8 @@ class Pages:
     def __init__(self, **options: Unpack[ListOptions]) -> None:
         self.options = options
         self._left = options.get("limit")  # tasks still wanted; None for all
+        if self._left is not None and self._left < 0:  # it sliced each page from its end
+            raise ValueError(f"limit must be 0 or more (None: all), got {self._left}")
         self._token: str | None = ""  # the next page's token; None once there is none
 
     def next(self) -> Unary[list[Task]] | None:

@@ -80,7 +80,7 @@ def redrive_from_pb(r: pb.RedriveTasksRequest, p: Problems) -> RedriveRequest:
     """The request as plain values; an unknown or unspecified state becomes None."""
     f = r.filter
     return RedriveRequest(
-        states=[state_from_pb(v, p) for v in f.states],
+        states=[state_from_pb(v, p, "filter.states") for v in f.states],
         kind=f.kind,
         labels=dict(f.labels),
         error_type=f.error_type,
@@ -120,10 +120,10 @@ def state_to_pb(state: State) -> pb.TaskState.ValueType:
     return pb.TaskState.Value(f"TASK_STATE_{state.value}")
 
 
-def state_from_pb(value: int, p: Problems) -> State | None:
-    """The inverse; None for UNSPECIFIED, and for an unknown value (a problem added)."""
+def state_from_pb(value: int, p: Problems, field: str = "state") -> State | None:
+    """The inverse; None for UNSPECIFIED, and for an unknown value (a problem added to `field`)."""
     if value not in pb.TaskState.values():
-        p.add("state", f"unknown state {value}")
+        p.add(field, f"unknown state {value}")
         return None
     if value == pb.TASK_STATE_UNSPECIFIED:
         return None

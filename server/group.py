@@ -179,8 +179,13 @@ class GroupStream:
                 continue  # expired: its index entry is stale
             after = self.r.cursors.get(task_id, 0)
             if after > mark[1]:
-                raise InvalidArgument(
-                    [(f"cursors[{task_id}]", f"is past the task's last event ({mark[1]})")]
+                raise InvalidArgument(  # named as `check` names a negative one
+                    [
+                        (
+                            f"cursors[{task_id[:64]}].after_sequence",
+                            f"is past the task's last event ({mark[1]})",
+                        )
+                    ]
                 )
             self.last[task_id] = after
             self.fanout.follow(self.inbox, task_id)  # before its replay: nothing falls between
@@ -206,11 +211,11 @@ class GroupStream:
 
     async def _replay(self, task_id: str) -> AsyncIterator[Item]:
         """The stored events of `task_id` after the last one sent."""
-        last, first = self.last[task_id], True
+        last = self.last[task_id]
         async for record in self.store.events_after(task_id, last):
-            if first and record.sequence > last + 1:
+            if record.sequence > last + 1:  # trimmed, or compacted mid-replay (watch.py)
                 yield Trimmed(task_id, record.sequence)
-            first = False
+            last = record.sequence
             yield self._sent(record)
 
     def _sent(self, record: EventRecord) -> EventRecord:

@@ -17,7 +17,7 @@ from taskcast.core.capacity import LIVE_MS
 from taskcast.core.records import TaskRecord
 from taskcast.core.states import State
 from taskcast.server import finished, validation
-from taskcast.server.errors import AlreadyExists, FailedPrecondition
+from taskcast.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from taskcast.server.finished import Filter, Selection
 from taskcast.server.store import ServerStore
 
@@ -54,7 +54,7 @@ def check(r: RedriveRequest, p: validation.Problems) -> Filter:
     if len(states) < len(r.states) or any(s not in REDRIVABLE for s in states):
         p.add("filter.states", "may hold only TASK_STATE_FAILED and TASK_STATE_CANCELLED")
     if r.kind:
-        validation.kind(r.kind, p)
+        validation.kind(r.kind, p, "filter.kind")
     validation.labels(r.labels, p, "filter.labels")
     if len(r.error_type) > MAX_ERROR_TYPE or not r.error_type.isprintable():
         p.add("filter.error_type", f"must be at most {MAX_ERROR_TYPE} printable characters")
@@ -117,6 +117,25 @@ def operation(f: Filter, rate: float, selection: Selection, key: str, retention_
     )
 
 
+def check_pace(total: int, rate: float, retention_s: int) -> None:
+    """InvalidArgument when `total` retries at `rate` take more than half the retention: the
+    snapshot (and the operation's time limit, twice its pace) last the retention, so a slower
+    operation would fail part-way, with TimeLimitExceeded or its snapshot gone."""
+    if total / rate <= retention_s / 2:
+        return
+    least = math.ceil(total / (retention_s / 2) * 100) / 100
+    raise InvalidArgument(
+        [
+            (
+                "max_per_second",
+                f"at {rate:g} a second the {total:,} selected tasks take {total / rate:,.0f} s, "
+                f"more than half the retention ({retention_s:,} s) that keeps the operation's "
+                f"snapshot: give at least {least:g}, or narrow the filter",
+            )
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class Started:
     """The operation a RedriveTasks call started, or found by its request_id."""
@@ -151,6 +170,7 @@ async def start(store: ServerStore, f: Filter, rate: float, request_id: str) -> 
             type_="WORKER",
         )
     selection = await finished.select(store, f, MAX_SELECTED)
+    check_pace(len(selection.ids), rate, store.layout.retention_s)
     op_id = uuid.uuid4().hex
     await finished.snapshot(store, op_id, selection.ids)
     new = operation(f, rate, selection, key, store.layout.retention_s)

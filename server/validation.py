@@ -61,12 +61,12 @@ def payload(text: str, limit: int, problems: Problems) -> str:
     return text
 
 
-def kind(value: str, problems: Problems) -> None:
+def kind(value: str, problems: Problems, field: str = "kind") -> None:
     """A kind name is 1-128 characters of letters, digits and `_ . : -`."""
     if not value:
-        problems.add("kind", "is required, e.g. 'demo.sleep'")
+        problems.add(field, "is required, e.g. 'demo.sleep'")
     elif not KIND_RE.fullmatch(value):
-        problems.add("kind", "must be 1-128 characters: letters, digits, '_', '.', ':' or '-'")
+        problems.add(field, "must be 1-128 characters: letters, digits, '_', '.', ':' or '-'")
 
 
 def queue(value: str, problems: Problems) -> None:

@@ -241,11 +241,12 @@ class WatchSession:
                 yield item
 
     async def _replay(self, task_id: str, last: int) -> AsyncIterator[Item]:
-        first = True
         async for record in self.store.events_after(task_id, last):
-            if first and record.sequence > last + 1:
+            # A gap: trimmed before the replay, or compacted between two of its reads (then the
+            # terminal event, kept in the hash, is all that is left).
+            if record.sequence > last + 1:
                 yield Trimmed(task_id, record.sequence)
-            first = False
+            last = record.sequence
             yield record
 
 

@@ -79,6 +79,28 @@ def test_retry_runs_a_failed_task_again_and_refuses_a_pending_one(grpc_addr: str
 
 
 @pytest.mark.usefixtures("worker")
+def test_a_callers_text_prints_as_given_one_line_per_event(grpc_addr: str) -> None:
+    """A cancel reason or a label is the caller's text, never rich markup ("[/]" crashed watch,
+    submit --watch and ls with MarkupError), and an event stays one line however narrow the
+    output (piped, rich wrapped at 80 columns)."""
+    label = f"odd=[/]{uuid.uuid4().hex}"
+    pending = run("submit", "demo.sleep", "--delay", "60", "-l", label, server=grpc_addr)
+    task_id = pending.stdout.strip()
+    reason = "[/] [bold]not markup[/bold] " + "x" * 80
+    run("cancel", task_id, "--reason", reason, server=grpc_addr)
+    narrow = {"TASKCAST_SERVER": grpc_addr, "COLUMNS": "80"}
+    out = command("watch", task_id, env=narrow)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.splitlines()[-1] == f"#2   CANCELLED ({reason})"
+    group = command("watch", "--label", label, "--until-done", env=narrow)
+    assert group.returncode == 0, group.stderr
+    assert group.stdout.splitlines()[-1] == f"{task_id} #2   CANCELLED ({reason})"
+    listed = run("ls", "-l", label, server=grpc_addr)
+    assert listed.returncode == 0, listed.stderr
+    assert label in listed.stdout
+
+
+@pytest.mark.usefixtures("worker")
 def test_token_prints_a_watch_token_and_refuses_a_ttl_out_of_bounds(grpc_addr: str) -> None:
     pending = run("submit", "demo.sleep", "--delay", "60", server=grpc_addr).stdout.strip()
     out = run("token", pending, "--ttl", "2h", "--cancel", server=grpc_addr)
@@ -128,6 +150,38 @@ def test_stats_and_watch_print_json_with_o_json(grpc_addr: str) -> None:
     sleep = next(k for k in got["kinds"] if k["kind"] == "demo.sleep")
     assert sleep["counts"]["SUCCEEDED"] >= 1
     assert any(q["name"] == "default" for q in got["queues"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "k", "--delay", "1e300"], "--delay: '1e300' is not a number of seconds"),
+        (["submit", "k", "--timeout", "nan"], "--timeout: 'nan' is not a number of seconds"),
+        (["submit", "k", "--max-attempts", "99999999999"], "'99999999999' is out of range"),
+        (["submit", "k", "--priority", "x"], "argument --priority: 'x' is not an integer"),
+        (["watch", "t", "--after", "1" + "0" * 20], "argument --after: '1" + "0" * 20),
+        (["redrive", "--since", "99999999999h"], "--since: '99999999999h' is too long ago"),
+        (["redrive", "--until", "3000000d"], "argument --until: '3000000d' is too long ago"),
+        (["redrive", "--sample", "99999999999"], "--sample: '99999999999' is out of range"),
+        (["token", "t", "--ttl", "1e300h"], "--ttl: not a duration: '1e300h'"),
+        (["token", "t", "--ttl", "nan"], "--ttl: not a duration: 'nan'"),
+        (["ls", "--state", "bogus"], "argument --state: invalid choice: 'BOGUS'"),
+        (["ls", "--limit", "-5"], "argument --limit: '-5' is less than 0"),
+    ],
+)
+def test_a_number_no_request_can_carry_is_a_usage_error(args: list[str], message: str) -> None:
+    """Refused before any call (exit 2, argparse's), where protobuf or datetime used to crash
+    the command with a traceback."""
+    out = run(*args, server="127.0.0.1:9")  # never called
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_watch_refuses_flags_of_the_other_kind_of_watch() -> None:
+    out = run("watch", "--label", "k=v", "--after", "3", server="127.0.0.1:9")
+    assert out.returncode == 1 and "a --label watch resumes by itself" in out.stderr
+    out = run("watch", "abc", "--until-done", server="127.0.0.1:9")
+    assert out.returncode == 1 and "--until-done goes with --label" in out.stderr
 
 
 def test_settings_are_validated_with_a_clear_message() -> None:

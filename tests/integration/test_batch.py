@@ -204,6 +204,55 @@ def test_cli_submits_a_jsonl_file_one_line_per_task(
     finished(client, [rows[0]["id"]])
 
 
+def test_cli_reports_a_line_it_cannot_send_as_that_line_and_sends_the_rest(
+    grpc_addr: str, client: TaskClient, tmp_path: Path
+) -> None:
+    """A per-line field of the wrong JSON type (or past what a request holds) is that line's
+    error, not a traceback that sent nothing."""
+    integer = "must be an integer (1 to 100; 0: the kind's default)"
+    labels = group()
+    lines = [
+        json.dumps({"payload": {"n": 1}, "max_attempts": "3"}),
+        json.dumps({"payload": {"n": 2}}),
+        json.dumps({"payload": {"n": 3}, "timeout": 1e309}),  # JSON's way to say infinity
+        json.dumps({"payload": {"n": 4}, "labels": {"k": 5}}),
+        json.dumps({"payload": {"n": 5}, "idempotency_key": 7, "delay": True}),
+        json.dumps({"payload": {"n": 6}, "max_attempts": 2**40}),
+    ]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    label = f"batch={labels['batch']}"
+    out = run("submit", "test.echo", "--jsonl", str(path), "-l", label, server=grpc_addr)
+    assert out.returncode == 4, out.stderr
+    assert "Traceback" not in out.stderr
+    printed = out.stdout.splitlines()
+    assert printed[0] == f"error: line 1: INVALID_ARGUMENT: max_attempts: {integer}"
+    assert printed[2] == "error: line 3: INVALID_ARGUMENT: timeout: must be a number of seconds"
+    assert printed[3] == "error: line 4: INVALID_ARGUMENT: labels: must be an object of strings"
+    assert printed[4] == "error: line 5: INVALID_ARGUMENT: idempotency_key: must be a string"
+    assert printed[5].startswith("error: line 6: INVALID_ARGUMENT: max_attempts:")
+    (task,) = finished(client, [printed[1]])
+    assert task.result["payload"] == {"n": 2}
+    as_json = run("submit", "test.echo", "--jsonl", str(path), "-o", "json", server=grpc_addr)
+    row = json.loads(as_json.stdout.splitlines()[0])
+    assert row["error"]["violations"] == [{"field": "max_attempts", "description": integer}]
+    finished(client, [json.loads(as_json.stdout.splitlines()[1])["id"]])
+
+
+def test_cli_names_a_file_it_cannot_read(grpc_addr: str, tmp_path: Path) -> None:
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe{}\n")
+    for flag, path, reason in [
+        ("--jsonl", tmp_path / "missing.jsonl", "No such file or directory"),
+        ("--jsonl", tmp_path, "Is a directory"),
+        ("--jsonl", binary, "can't decode byte 0xff"),
+        ("--payload-file", tmp_path / "missing.json", "No such file or directory"),
+    ]:
+        out = run("submit", "test.echo", flag, str(path), server=grpc_addr)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().startswith(f"cannot read '{path}': ") and reason in out.stderr
+
+
 def test_a_batch_unconfirmed_by_a_replica_is_unavailable_then_repeats(
     redis_server: RedisProcess, loop_thread: LoopThread
 ) -> None:

@@ -6,8 +6,11 @@ import datetime as dt
 import uuid
 from typing import Any, cast
 
+import grpc
 import pytest
 import redis
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from taskcast.client import (
     AlreadyExistsError,
@@ -17,6 +20,7 @@ from taskcast.client import (
     TaskState,
 )
 from taskcast.core.layout import Layout
+from taskcast.v1 import tasks_pb2 as pb
 from tests.support import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -170,6 +174,41 @@ def test_bad_requests_name_each_field(client: TaskClient) -> None:
     now = dt.datetime.now(dt.UTC)
     with pytest.raises(InvalidArgumentError, match="finished_before"):
         client.redrive(dry_run=True, finished_after=now, finished_before=now)
+    with pytest.raises(InvalidArgumentError) as info:
+        client.redrive(dry_run=True, kind="no kind")
+    assert [f for f, _ in info.value.violations] == ["filter.kind"]
+
+
+def test_states_by_name_one_or_many(client: TaskClient) -> None:
+    """One state given as a string is that state (it was split into its letters, a ValueError
+    about 'TASK_STATE_F'); an unknown name says which are known."""
+    batch = uuid.uuid4().hex
+    failed_tasks(client, batch, 1)
+    for states in ("FAILED", "failed", ["FAILED"]):
+        assert client.redrive(states=states, labels={"batch": batch}, dry_run=True).count == 1
+    assert client.redrive(states="CANCELLED", labels={"batch": batch}, dry_run=True).count == 0
+    with pytest.raises(ValueError, match="unknown state 'FAIL': one of PENDING, RUNNING, "):
+        client.redrive(states=["FAIL"], dry_run=True)
+    with pytest.raises(ValueError, match="unknown state 'bogus'"):
+        list(client.list(state="bogus"))
+    with pytest.raises(ValueError, match="limit must be 0 or more"):
+        list(client.list(limit=-5))  # it listed every task but the last 5 of each page
+
+
+def test_a_filter_field_is_named_as_the_request_names_it(grpc_stub: Any) -> None:
+    """The field violations name the RedriveFilter's fields (were "state" and "kind": no such
+    fields of the request)."""
+    bad = pb.RedriveFilter(states=[cast("Any", 99)], kind="no kind")  # no TaskState has it
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub.RedriveTasks(pb.RedriveTasksRequest(filter=bad, dry_run=True), timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    (detail,) = status.details
+    found = error_details_pb2.BadRequest()
+    detail.Unpack(found)
+    assert {v.field for v in found.field_violations} == {"filter.states", "filter.kind"}
+    assert "filter.states: unknown state 99" in info.value.details()
 
 
 async def test_async_client_dry_run(grpc_addr: str) -> None:

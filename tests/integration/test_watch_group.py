@@ -129,7 +129,12 @@ def test_bad_requests_are_refused(client: TaskClient, grpc_stub: Any) -> None:
         assert [f for f, _ in info.value.violations] == [field]
     with pytest.raises(InvalidArgumentError) as info:
         list(client.watch_group(label, {ids[0]: 999}))
-    assert "past the task's last event" in str(info.value)
+    assert info.value.violations == [
+        (
+            f"cursors[{ids[0]}].after_sequence",
+            f"is past the task's last event ({client.get(ids[0]).last_sequence})",
+        )
+    ]  # the field, as a negative one is named (was "cursors[<id>]")
     twice = [pb.TaskCursor(task_id=ids[0], after_sequence=1)] * 2
     with pytest.raises(grpc.RpcError) as raw:
         list(grpc_stub.WatchTasks(pb.WatchTasksRequest(label=label, cursors=twice), timeout=10))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from taskcast.cli.redis_proc import RedisProcess
+from taskcast.core import calls
 from taskcast.core.layout import DEFAULT_TENANT
 from taskcast.core.records import EventRecord
 from taskcast.core.states import State
@@ -183,6 +184,33 @@ async def test_events_the_live_feed_missed_are_read_from_the_stream(rig: Rig, wa
             inbox.offer(EventRecord(task_id, 3, {"type": "output", "text": "x"}))
         rest = [i async for i in stream if not isinstance(i, KeepAlive)]
     assert sequences(rest) == [2] and states(rest) == ["CANCELLED"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_task_compacted_mid_replay_is_marked_before_its_terminal_event(rig: Rig) -> None:
+    """Compaction between two reads of a long replay leaves only the terminal event: the watcher
+    is told events were trimmed (it jumped from #1000 to the end with no marker), as at the
+    start of a replay."""
+    task_id = await rig.submit("test.chatty", '{"n": 600}', delay=0)  # 1,203 events
+    # ASYNC110: the worker is another process, and a watch of the task overflows this rig's
+    # 8-event inbox: polled, with a deadline.
+    async with asyncio.timeout(30):
+        while (mark := await rig.store.mark(task_id)) is None or not mark[0].terminal:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    stream = rig.session().stream(task_id, 0, T)
+    seen: list[Item] = []
+    async with contextlib.aclosing(stream):
+        async for item in stream:
+            seen.append(item)
+            if len(seen) == 1000:  # the admission's 500, then one read of 500 more
+                break
+        await rig.store._run(calls.compact(rig.store.layout, 0, 1000))  # the sweep, now
+        rest = [item async for item in stream]
+    assert sequences(seen) == list(range(1, 1001))
+    assert [type(i).__name__ for i in rest] == ["Trimmed", "EventRecord"]
+    marker, terminal = rest
+    assert isinstance(marker, Trimmed) and isinstance(terminal, EventRecord)
+    assert terminal.sequence == mark[1] == 1203 and terminal.terminal
 
 
 async def test_a_watcher_that_fell_behind_is_told_to_resume(rig: Rig) -> None:

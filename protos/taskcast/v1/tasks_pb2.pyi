@@ -614,7 +614,10 @@ Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
 @_typing.final
 class EventsTrimmed(_message.Message):
     """Events after the requested sequence were removed (each task keeps at least
-    its newest 10,000 events by default; older ones may be trimmed).
+    its newest 10,000 events by default; older ones may be trimmed; a task
+    compacted after its replay window keeps only its terminal event). Sent
+    before the first event that does not follow the one sent before it,
+    wherever that falls in the stream (a compaction can happen mid-replay).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1079,7 +1082,10 @@ class RedriveTasksRequest(_message.Message):
     max_per_second: _builtins.float
     """The most tasks retried in any one second (at most floor(max_per_second)
     in any one-second window; under 1, one task every 1/max_per_second
-    seconds). 0.1 to 10,000; required unless dry_run.
+    seconds). 0.1 to 10,000; required unless dry_run. The selected tasks
+    must take at most half the server's retention at this rate (count /
+    max_per_second; the operation's snapshot lasts the retention), else
+    INVALID_ARGUMENT naming the least rate that fits.
     """
     dry_run: _builtins.bool
     """Only count and sample the selection; nothing is queued."""
@@ -1125,8 +1131,9 @@ class RedriveTasksResponse(_message.Message):
     after this operation for the rest).
     """
     truncated: _builtins.bool
-    """More than 100,000 tasks matched, or more than 1,000,000 candidates would
-    have had to be examined; `count` covers what was selected.
+    """More than 100,000 tasks matched, or more than 1,000,000 candidates of
+    one index walked (a state's, a kind's or a label's) would have had to be
+    examined; `count` covers what was selected.
     """
     created: _builtins.bool
     """False when the same request_id had already started this operation."""
