@@ -189,6 +189,7 @@ class TaskClient(_requests.Settings):
             timeout: Time limit of one attempt (default: the kind's).
             idempotency_key: Same key + same request returns the original task. A fresh key is
                 made when none is given, so the client's own retries never duplicate a task.
+                At most 256 printable characters, not starting with `taskcast.` (taskcast's own).
             concurrency_key: With `concurrency_limit`: at most that many attempts of tasks naming
                 this key run at once, across all workers (replaces the kind's concurrency
                 limit). Key 1-128 bytes; limit 1 to 10,000.

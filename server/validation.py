@@ -89,10 +89,18 @@ def labels(value: dict[str, str], problems: Problems, field: str = "labels") -> 
             problems.add(name, f"value is longer than {MAX_LABEL_VALUE} characters")
 
 
+RESERVED_KEY_PREFIX = "taskcast."  # idempotency keys of taskcast's own tasks (a redrive's)
+
+
 def idempotency_key(value: str, problems: Problems, field: str = "idempotency_key") -> None:
-    """At most 256 printable characters (also a RetryTask's request_id)."""
+    """At most 256 printable characters (also a RetryTask's and a redrive's request_id); a
+    SubmitTask's may not start with `RESERVED_KEY_PREFIX`."""
     if len(value) > 256 or not value.isprintable():
         problems.add(field, "must be at most 256 printable characters")
+    elif field == "idempotency_key" and value.startswith(RESERVED_KEY_PREFIX):
+        # Else a submit could take the key of a RedriveTasks operation's task, and that
+        # request would answer with the caller's task as its operation.
+        problems.add(field, f"keys starting with {RESERVED_KEY_PREFIX!r} are taskcast's own")
 
 
 def task_id(value: str, problems: Problems) -> None:

@@ -152,6 +152,16 @@ def test_same_key_different_request_is_already_exists(client: TaskClient) -> Non
         client.submit("test.echo", {"a": 2}, idempotency_key="order-43")
 
 
+def test_keys_of_taskcasts_own_tasks_are_refused(client: TaskClient) -> None:
+    # A redrive's operation is submitted under "taskcast.redrive/<request id>": a caller's task
+    # under that key would be answered to a later RedriveTasks as its operation.
+    with pytest.raises(InvalidArgumentError, match="idempotency_key: keys starting with"):
+        client.submit("test.echo", {}, idempotency_key="taskcast.redrive/r1")
+    (item,) = client.submit_many([{"kind": "test.echo", "idempotency_key": "taskcast.x"}])
+    assert isinstance(item, InvalidArgumentError)
+    assert client.submit("test.echo", {}, idempotency_key="taskcast-x").id  # a '.' makes it ours
+
+
 def test_created_flag_tells_a_resubmission(grpc_stub: Any) -> None:
     request = pb.SubmitTaskRequest(kind="test.echo", payload_json="{}", idempotency_key="k-created")
     assert grpc_stub.SubmitTask(request, timeout=10).created

@@ -753,7 +753,8 @@ class SubmitTaskRequest(_message.Message):
     """
     idempotency_key: _builtins.str
     """At most 256 printable characters; empty means none. See SubmitTask for
-    what "same request" means.
+    what "same request" means. Keys starting with "taskcast." are taskcast's
+    own (a RedriveTasks operation's): INVALID_ARGUMENT.
     """
     max_attempts: _builtins.int
     """Attempts in all, first included: 1 to 100; 0 means the kind's default."""
