@@ -348,7 +348,8 @@ class Redrive:
     count: int  #: tasks selected (at most 100,000, the oldest first)
     truncated: bool  #: more matched than were selected: run the same filter again afterwards
     sample_task_ids: list[str]  #: dry run only: up to `sample_size` selected ids, oldest first
-    #: not a dry run: the operation, a task of kind "taskcast.redrive" to watch, wait or cancel
+    #: not a dry run: the operation, a task of kind "taskcast.redrive": follow it by its id
+    #: (`client.watch(op.id)`, `client.wait(op.id)`, `client.cancel(op.id)`)
     operation: Task | None
     created: bool  #: False when the same request_id had already started this operation
 
