@@ -73,10 +73,11 @@ need no token.
 NAMES. A kind is 1-128 characters of A-Z a-z 0-9 _ . : - starting with a
 letter or digit (e.g. "demo.sleep"). A queue is 1-64 characters of A-Z a-z
 0-9 _ - starting with a letter or digit. A label key is 1-63 characters of
-a-z 0-9 _ . / - starting with a-z or 0-9; a label value is at most 256
-characters; at most 32 labels. A task id is what SubmitTask returned (32
-hex digits); any id of 1-128 printable characters is accepted, and an
-unknown one is NOT_FOUND. No name, key or id may contain a line break.
+a-z 0-9 _ . / - starting with a-z or 0-9; a label value is any text of at
+most 256 characters (data, never written to logs); at most 32 labels. A
+task id is what SubmitTask returned (32 hex digits); any id of 1-128
+printable characters is accepted, and an unknown one is NOT_FOUND. No name,
+key or id may contain a line break.
 
 TIMES. Timestamps and Durations must be valid google.protobuf values (a
 Timestamp's nanos 0..999,999,999 and seconds within the years 1 to 9999; a
