@@ -14,6 +14,8 @@ same file again submits nothing twice.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import sys
@@ -32,16 +34,38 @@ LINE_KEYS = frozenset(
 INT32 = 2**31  # max_attempts is an int32: past it the request could not even be built
 
 Line = TaskSpec | RpcError  # a line's task, or why it cannot be sent
+CHUNK = 1_000  # lines read, submitted (SubmitTasks' most per call) and printed at a time
 
 
 def submit_file(client: Any, args: Any, common: dict[str, Any]) -> int:
-    """Submit the lines of `args.jsonl` ("-": stdin) and print each one's outcome; how many
-    failed."""
-    lines = read_text(args.jsonl).splitlines()
-    numbered = list(specs(args.kind, lines, common, args.idempotency_key))
-    sent = iter(client.submit_many([s for _, s in numbered if isinstance(s, TaskSpec)]))
-    results = [next(sent) if isinstance(s, TaskSpec) else s for _, s in numbered]
-    return report([n for n, _ in numbered], results, args.output == "json", sys.stdout)
+    """Submit the lines of `args.jsonl` ("-": stdin) `CHUNK` at a time, printing each one's
+    outcome as its chunk is answered (a file of millions of lines is never held whole); how
+    many failed. SystemExit naming the file when it cannot be read (the lines before that
+    point were submitted, and their ids printed)."""
+    failed = 0
+    try:
+        with _open(args.jsonl) as f:
+            lines = (line.rstrip("\n") for line in f)
+            numbered = specs(args.kind, lines, common, args.idempotency_key)
+            while chunk := list(itertools.islice(numbered, CHUNK)):
+                sent = iter(client.submit_many([s for _, s in chunk if isinstance(s, TaskSpec)]))
+                results = [next(sent) if isinstance(s, TaskSpec) else s for _, s in chunk]
+                failed += report([n for n, _ in chunk], results, args.output == "json", sys.stdout)
+                sys.stdout.flush()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(_unreadable(args.jsonl, exc)) from None
+    return failed
+
+
+def _open(path: str) -> contextlib.AbstractContextManager[IO[str]]:
+    """`path` as UTF-8 text, or stdin for "-" (left open when the command ends)."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin)
+    return open(path, encoding="utf-8")
+
+
+def _unreadable(path: str, exc: BaseException) -> str:
+    return f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}"
 
 
 def read_text(path: str) -> str:
@@ -52,7 +76,7 @@ def read_text(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise SystemExit(_unreadable(path, exc)) from None
 
 
 def specs(

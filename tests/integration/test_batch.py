@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -237,6 +240,42 @@ def test_cli_reports_a_line_it_cannot_send_as_that_line_and_sends_the_rest(
     row = json.loads(as_json.stdout.splitlines()[0])
     assert row["error"]["violations"] == [{"field": "max_attempts", "description": integer}]
     finished(client, [json.loads(as_json.stdout.splitlines()[1])["id"]])
+
+
+def test_cli_prints_each_thousand_lines_ids_before_it_reads_on(
+    grpc_addr: str, client: TaskClient
+) -> None:
+    """A file is read, submitted and printed 1,000 lines at a time: the first thousand ids come
+    out while the rest of the input has not even been written."""
+    label = f"batch={group()['batch']}"
+    argv = ["submit", "test.echo", "--jsonl", "-", "-l", label]
+    with subprocess.Popen(
+        [sys.executable, "-m", "taskcast.cli.main", *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TASKCAST_SERVER": grpc_addr},
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write("".join(json.dumps({"n": n}) + "\n" for n in range(1000)))
+            proc.stdin.flush()
+            first = [proc.stdout.readline().strip() for _ in range(1000)]  # stdin still open
+            proc.stdin.write(json.dumps({"n": 1000}) + "\n")
+            proc.stdin.close()
+            rest = proc.stdout.read().split()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+    ids = first + rest
+    assert len(ids) == 1001 and all(len(i) == 32 for i in ids)
+    assert [t.result["payload"]["n"] for t in finished(client, ids[::250])] == [
+        0,
+        250,
+        500,
+        750,
+        1000,
+    ]
 
 
 def test_cli_names_a_file_it_cannot_read(grpc_addr: str, tmp_path: Path) -> None:
