@@ -227,7 +227,9 @@ class TaskClient(_requests.Settings):
             `InvalidArgumentError` (with `.violations`), `AlreadyExistsError`, ...
             Items go 1,000 (or about 1 MiB) per call; a call that fails as a whole (the server
             unreachable after retries, a read-only token) gives each of its items that error,
-            and the other calls still go.
+            and the other calls still go. 1 MiB is what a server takes by default: one with a
+            lower `TASKCAST_MAX_PAYLOAD_BYTES` answers a larger call `ResourceExhaustedError`
+            for each of its items (submit fewer or smaller items per call there).
 
         Raises:
             TypeError: A mapping with a key `TaskSpec` does not have.
