@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import ConnectionInterface
+from redis.connection import Connection
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
@@ -50,7 +50,7 @@ def connect(url: str, *, retries: int) -> redis.Redis:
 class _Held(threading.local):
     """The connection each thread keeps for its script calls (`WorkerStore.run`)."""
 
-    conn: ConnectionInterface | None = None
+    conn: Connection | None = None
 
 
 class WorkerStore:
@@ -74,10 +74,8 @@ class WorkerStore:
         """
         script = self._scripts[call.script]
         conn = self._held.conn
-        if conn is None:  # the thread's own, outside the pool's books: it goes when the thread does
-            conn = self.client.connection_pool.make_connection()
-            conn.connect()  # for Sentinel: asks where the primary is now
-            self._held.conn = conn
+        if conn is None:  # taken from the pool for good: `client.close()` closes it with the rest
+            conn = self._held.conn = self.client.connection_pool.get_connection()
         packed = conn.pack_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
         try:
             conn.send_packed_command(packed)  # a PING first after 10 s idle, as redis-py does
@@ -87,10 +85,11 @@ class WorkerStore:
         except redis.ResponseError:  # the reply was read whole: the connection stays usable
             raise
         except BaseException:  # a reply half read, or none: never reuse this connection
-            # A new one next time: reconnecting this one would skip asking Sentinel, and go back
-            # to an old primary's address after a failover.
             self._held.conn = None
             conn.disconnect()
+            # Back to the pool, whose `get_connection` connects anew, asking Sentinel (if any)
+            # where the primary is now: a bare reconnect would go back to the old address.
+            self.client.connection_pool.release(conn)
             raise
 
     def persist(self, what: str, fn: Callable[[], T]) -> T:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,12 +22,14 @@ def named() -> str:
 
 
 @pytest.fixture
-def store(redis_server: RedisProcess, named: str) -> WorkerStore:
+def store(redis_server: RedisProcess, named: str) -> Iterator[WorkerStore]:
     client = redis.Redis.from_url(redis_server.url, client_name=named)
     store = WorkerStore(client, Layout(f"t{uuid.uuid4().hex[:8]}"), threading.Event())
     # Loaded beforehand, so that redis-py's pool opens no connection to load it on first use.
-    redis.Redis.from_url(redis_server.url).script_load(store._scripts["renew"].script)
-    return store
+    with redis.Redis.from_url(redis_server.url) as loader:
+        loader.script_load(store._scripts["renew"].script)
+    yield store
+    client.close()
 
 
 def _renew(store: WorkerStore) -> int:
@@ -48,15 +50,16 @@ def test_a_thread_keeps_one_connection(store: WorkerStore, rdb: redis.Redis, nam
     assert len(_ids(rdb, named)) == 2  # each thread keeps its own
 
 
-def test_a_threads_connection_closes_when_the_thread_ends(
+def test_closing_the_client_closes_every_threads_connection(
     store: WorkerStore, rdb: redis.Redis, named: str
 ) -> None:
     other = threading.Thread(target=_renew, args=(store,))
     other.start()
-    other.join()
-    del other
-    gc.collect()  # the thread's locals go with it; the connection is nobody else's
-    eventually(lambda: _ids(rdb, named) == [], what="Redis to see the connection closed")
+    other.join()  # ended, its connection still the pool's
+    assert _renew(store) == 0
+    assert len(_ids(rdb, named)) == 2
+    store.client.close()
+    eventually(lambda: _ids(rdb, named) == [], what="Redis to see both connections closed")
 
 
 def test_a_killed_connection_fails_once_then_a_new_one_is_used(
