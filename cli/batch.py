@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -25,13 +24,12 @@ from typing import IO, Any
 import grpc
 from google.rpc import error_details_pb2
 
-from taskcast.cli.numbers import MAX_SECONDS
+from taskcast.cli.numbers import fits, fits_seconds
 from taskcast.client import InvalidArgumentError, RpcError, TaskHandle, TaskSpec
 
 LINE_KEYS = frozenset(
     {"payload", "labels", "idempotency_key", "queue", "delay", "max_attempts", "timeout"}
 )
-INT32 = 2**31  # max_attempts is an int32: past it the request could not even be built
 
 Line = TaskSpec | RpcError  # a line's task, or why it cannot be sent
 CHUNK = 1_000  # lines read, submitted (SubmitTasks' most per call) and printed at a time
@@ -114,14 +112,14 @@ def _problem(value: dict[str, Any]) -> tuple[str, str] | None:
         if value.get(name) is not None and not isinstance(value[name], str):
             return name, "must be a string"
     attempts = value.get("max_attempts")
-    if attempts is not None and (type(attempts) is not int or not -INT32 <= attempts < INT32):
+    if attempts is not None and (type(attempts) is not int or not fits(32, attempts)):
         return "max_attempts", "must be an integer (1 to 100; 0: the kind's default)"
     for name in ("delay", "timeout"):
         v = value.get(name)
         if v is None:
             continue
         number = isinstance(v, int | float) and not isinstance(v, bool)
-        if not number or not math.isfinite(v) or abs(v) > MAX_SECONDS:
+        if not number or not fits_seconds(v):
             return name, "must be a number of seconds"
     return None
 

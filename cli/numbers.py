@@ -11,13 +11,24 @@ from collections.abc import Callable
 MAX_SECONDS = 10**10  # about 317 years: within what a Duration (and a timedelta) holds
 
 
+def fits_seconds(value: float) -> bool:
+    """Whether `value` is a finite number of seconds, at most `MAX_SECONDS` either way."""
+    return math.isfinite(value) and abs(value) <= MAX_SECONDS
+
+
+def fits(bits: int, value: int) -> bool:
+    """Whether `value` fits a signed field of `bits` bits."""
+    bound: int = 2 ** (bits - 1)
+    return -bound <= value < bound
+
+
 def seconds(text: str) -> float:
     """A finite number of seconds, at most `MAX_SECONDS` either way."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+    if not fits_seconds(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
     return value
 
@@ -32,7 +43,7 @@ def integer(bits: int, least: int | None = None) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if least is not None and value < least:
             raise argparse.ArgumentTypeError(f"{text!r} is less than {least}")
-        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        if not fits(bits, value):
             raise argparse.ArgumentTypeError(f"{text!r} is out of range")
         return value
 

@@ -59,7 +59,7 @@ async def new_task(r: SubmitRequest, store: ServerStore, settings: ServerSetting
     validation.queue(r.queue, p)
     validation.labels(r.labels, p)
     if r.idempotency_key:
-        validation.idempotency_key(r.idempotency_key, p)
+        validation.submit_key(r.idempotency_key, p)
     delay_ms, not_before, timeout_ms = _times(r, p)
     if not 0 <= r.max_attempts <= validation.MAX_ATTEMPTS:
         p.add(

@@ -93,14 +93,20 @@ RESERVED_KEY_PREFIX = "taskcast."  # idempotency keys of taskcast's own tasks (a
 
 
 def idempotency_key(value: str, problems: Problems, field: str = "idempotency_key") -> None:
-    """At most 256 printable characters (also a RetryTask's and a redrive's request_id); a
-    SubmitTask's may not start with `RESERVED_KEY_PREFIX`."""
+    """At most 256 printable characters (also a RetryTask's and a redrive's request_id)."""
     if len(value) > 256 or not value.isprintable():
         problems.add(field, "must be at most 256 printable characters")
-    elif field == "idempotency_key" and value.startswith(RESERVED_KEY_PREFIX):
-        # Else a submit could take the key of a RedriveTasks operation's task, and that
-        # request would answer with the caller's task as its operation.
-        problems.add(field, f"keys starting with {RESERVED_KEY_PREFIX!r} are taskcast's own")
+
+
+def submit_key(value: str, problems: Problems) -> None:
+    """A SubmitTask's idempotency key: as `idempotency_key`, and not `RESERVED_KEY_PREFIX`'s.
+    Else a submit could take the key of a RedriveTasks operation's task, and that request would
+    answer with the caller's task as its operation."""
+    idempotency_key(value, problems)
+    if value.startswith(RESERVED_KEY_PREFIX):
+        problems.add(
+            "idempotency_key", f"keys starting with {RESERVED_KEY_PREFIX!r} are taskcast's own"
+        )
 
 
 def task_id(value: str, problems: Problems) -> None:
